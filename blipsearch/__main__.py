@@ -1,0 +1,3 @@
+from blipsearch.cli import run
+
+run()

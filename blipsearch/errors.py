@@ -1,0 +1,25 @@
+"""Errors that carry a message meant for a person.
+
+Everything the CLI or the API shows a user derives from `BlipsearchError`; anything else that
+escapes is a bug and is reported as one rather than dressed up as bad input.
+"""
+
+
+class BlipsearchError(Exception):
+    """Base class: `str(err)` is a complete sentence that says what went wrong and how to fix it."""
+
+
+class ConfigError(BlipsearchError):
+    """A setting or config file is invalid."""
+
+
+class ModelLoadError(BlipsearchError):
+    """A checkpoint could not be found, read, or is not the kind of BLIP model asked for."""
+
+
+class FeatureUnavailableError(BlipsearchError):
+    """An optional capability (for example VQA) was asked for but is not configured."""
+
+
+class InvalidInputError(BlipsearchError, ValueError):
+    """A caller passed input the engine refuses (empty text, undecodable image, bad size)."""

@@ -1,0 +1,197 @@
+"""The one place configuration is read: environment (`BLIPSEARCH_*`), an optional TOML file, defaults.
+
+Precedence, highest first: values passed in code (CLI flags), environment variables, the config
+file, built-in defaults. The config file is `$BLIPSEARCH_CONFIG_FILE` if set, else
+`<data_dir>/blipsearch.toml` is *not* consulted implicitly: an explicit file keeps runs reproducible.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+
+from blipsearch.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+CONFIG_FILE_ENV = "BLIPSEARCH_CONFIG_FILE"
+BLIP_MAX_TEXT_TOKENS = 35
+"""BLIP was trained with texts of at most 35 tokens ([CLS] and [SEP] included)."""
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "blipsearch"
+
+
+class Settings(BaseSettings):
+    """Effective configuration of one blipsearch process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BLIPSEARCH_",
+        extra="forbid",
+        validate_default=True,
+        populate_by_name=True,
+    )
+
+    config_file: Path | None = Field(
+        default=None,
+        description="TOML file with settings (also read from $BLIPSEARCH_CONFIG_FILE).",
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where the catalog, vector indexes and caches live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the catalog; default: SQLite file inside data_dir.",
+    )
+
+    retrieval_model: str = Field(
+        default="Salesforce/blip-itm-base-coco",
+        description="BlipForImageTextRetrieval checkpoint (ITC + ITM): hub id or local directory.",
+    )
+    caption_model: str = Field(
+        default="Salesforce/blip-image-captioning-base",
+        description="BlipForConditionalGeneration checkpoint: hub id or local directory.",
+    )
+    vqa_model: str | None = Field(
+        default=None,
+        description="BlipForQuestionAnswering checkpoint; unset means question answering is off.",
+    )
+    offline: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("BLIPSEARCH_OFFLINE", "HF_HUB_OFFLINE", "offline"),
+        description="Never contact the model hub; only local directories and the HF cache.",
+    )
+
+    device: Device = Field(default="auto", description="auto picks cuda, then mps, then cpu.")
+    dtype: DType = Field(
+        default="auto",
+        description="auto is float32 on CPU/MPS and bfloat16 (or float16) on CUDA.",
+    )
+
+    image_batch_size: int = Field(default=16, ge=1, le=4096)
+    text_batch_size: int = Field(default=64, ge=1, le=4096)
+    itm_batch_size: int = Field(default=32, ge=1, le=4096)
+    caption_batch_size: int = Field(default=8, ge=1, le=1024)
+    max_text_tokens: int = Field(
+        default=BLIP_MAX_TEXT_TOKENS,
+        ge=4,
+        le=512,
+        description="Texts are truncated to this many tokens, as BLIP was trained.",
+    )
+
+    max_image_pixels: int = Field(
+        default=64_000_000,
+        ge=1,
+        description="Decoding refuses larger images (decompression-bomb guard).",
+    )
+    max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="Largest image file accepted.")
+
+    api_key: SecretStr | None = Field(default=None, description="Key required by write endpoints.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("offline", mode="before")
+    @classmethod
+    def _parse_offline(cls, value: Any) -> Any:
+        # HF_HUB_OFFLINE is documented as "1"; accept the spellings people use.
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"", "0", "false", "no", "off"}:
+                return False
+        return value
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand_data_dir(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("vqa_model", "database_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_database_url(self) -> Settings:
+        if self.database_url is not None:
+            try:
+                make_url(self.database_url)
+            except Exception as exc:
+                raise ValueError(f"database_url is not a valid SQLAlchemy URL: {exc}") from None
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file_from(init_settings)
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'catalog.sqlite3'}"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data with secrets and URL passwords hidden."""
+        data = self.model_dump(mode="json", by_alias=False)
+        data["api_key"] = "********" if self.api_key is not None else None
+        url = make_url(self.effective_database_url)
+        data["database_url"] = url.render_as_string(hide_password=True)
+        return data
+
+
+def _config_file_from(init_settings: PydanticBaseSettingsSource) -> Path | None:
+    explicit = init_settings().get("config_file")
+    raw = explicit if explicit is not None else os.environ.get(CONFIG_FILE_ENV)
+    if raw in (None, ""):
+        return None
+    path = Path(str(raw)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist; fix {CONFIG_FILE_ENV} or --config.")
+    return path
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation failures into one readable `ConfigError`."""
+    from pydantic import ValidationError
+
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"Invalid configuration: {problems}.") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings for long-lived services; commands build their own with overrides."""
+    return load_settings()

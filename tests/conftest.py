@@ -1,0 +1,91 @@
+"""Shared fixtures, built once per session: tiny checkpoints, loaded models, image sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# No test may reach the model hub; loading code must work from local files alone.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("BLIPSEARCH_CONFIG_FILE", None)
+
+from blipsearch.models.captioner import Captioner
+from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.models.tiny import TinyCheckpoints, make_tiny
+from blipsearch.models.vqa import VisualQA
+from blipsearch.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each test sees only the BLIPSEARCH_* variables it sets itself."""
+    for key in list(os.environ):
+        if key.startswith("BLIPSEARCH_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoints:
+    return make_tiny(tmp_path_factory.mktemp("tiny-models"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def cpu_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("data"),
+        device="cpu",
+        dtype="float32",
+        offline=True,
+        image_batch_size=3,
+        text_batch_size=3,
+        itm_batch_size=3,
+        caption_batch_size=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def retrieval(tiny_checkpoints: TinyCheckpoints, cpu_settings: Settings) -> RetrievalModel:
+    return RetrievalModel.load(str(tiny_checkpoints.retrieval), cpu_settings)
+
+
+@pytest.fixture(scope="session")
+def captioner(tiny_checkpoints: TinyCheckpoints, cpu_settings: Settings) -> Captioner:
+    return Captioner.load(str(tiny_checkpoints.caption), cpu_settings)
+
+
+@pytest.fixture(scope="session")
+def vqa(tiny_checkpoints: TinyCheckpoints, cpu_settings: Settings) -> VisualQA:
+    return VisualQA.load(str(tiny_checkpoints.vqa), cpu_settings)
+
+
+@pytest.fixture(scope="session")
+def images() -> list[Image.Image]:
+    """Seven distinct pictures of different sizes and modes: noise, gradients, flat colours."""
+    rng = np.random.default_rng(1234)
+    pictures: list[Image.Image] = []
+    for index in range(3):
+        pictures.append(Image.fromarray(rng.integers(0, 256, (40 + 7 * index, 56, 3), dtype=np.uint8)))
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    pictures.append(Image.fromarray(np.stack([np.tile(ramp, (48, 1))] * 3, axis=-1)))
+    pictures.append(Image.new("RGB", (33, 90), (220, 20, 20)))
+    pictures.append(Image.new("L", (50, 50), 128))
+    pictures.append(Image.new("RGBA", (64, 32), (10, 200, 10, 128)))
+    return pictures
+
+
+@pytest.fixture(scope="session")
+def texts() -> list[str]:
+    return [
+        "a red apple on a table",
+        "two dogs running in a park",
+        "a man riding a bicycle down the street",
+        "blue sky",
+        "a woman holding an umbrella in the snow next to a big old building with many windows",
+        "cat",
+        "a photo of a green car",
+    ]

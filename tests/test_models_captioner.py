@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from blipsearch.errors import InvalidInputError
+from blipsearch.models.captioner import CaptionOptions
+
+
+def _stock_generate(captioner, images, prompt, options: CaptionOptions) -> list[list[int]]:
+    kwargs = {"images": [i.convert("RGB") for i in images], "return_tensors": "pt"}
+    if prompt is not None:
+        kwargs["text"] = [prompt] * len(images)
+    inputs = captioner.processor(**kwargs)
+    torch.manual_seed(options.seed)
+    with torch.no_grad():
+        out = captioner.model.generate(**inputs, **options.generate_kwargs())
+    return [row.tolist() for row in out]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "nucleus"])
+@pytest.mark.parametrize("prompt", [None, "a picture of"])
+def test_caption_ids_equal_stock_generate(captioner, images, strategy, prompt) -> None:
+    batch = images[:2]  # one caption batch, so the sampling seed lines up with the stock call
+    options = CaptionOptions(strategy=strategy, max_new_tokens=8, min_new_tokens=2, seed=7)
+    assert captioner.caption_ids(batch, prompt, options) == _stock_generate(captioner, batch, prompt, options)
+
+
+def test_captions_are_text_without_the_prompt(captioner, images) -> None:
+    prompt = "a picture of"
+    options = CaptionOptions(strategy="greedy", max_new_tokens=6, min_new_tokens=3)
+    ids = captioner.caption_ids(images, prompt, options)
+    captions = captioner.caption(images, prompt, options)
+    assert len(captions) == len(images)
+    for row, caption in zip(ids, captions, strict=True):
+        full = captioner.processor.tokenizer.decode(row, skip_special_tokens=True)
+        assert full.startswith(prompt)
+        assert caption == " ".join(full[len(prompt) :].split())
+        assert caption.strip()
+
+
+def test_nucleus_sampling_is_reproducible_by_seed(captioner, images) -> None:
+    first = captioner.caption(images[:3], options=CaptionOptions(strategy="nucleus", seed=1))
+    again = captioner.caption(images[:3], options=CaptionOptions(strategy="nucleus", seed=1))
+    other = captioner.caption(images[:3], options=CaptionOptions(strategy="nucleus", seed=2))
+    assert first == again
+    assert first != other
+
+
+def test_min_and_max_new_tokens_are_honoured(captioner, images) -> None:
+    options = CaptionOptions(strategy="greedy", max_new_tokens=4, min_new_tokens=4)
+    for row in captioner.caption_ids(images[:2], None, options):
+        assert len(row) == 1 + 4  # the [DEC] start token plus exactly four generated tokens
+
+
+def test_unknown_strategy_is_rejected(captioner, images) -> None:
+    with pytest.raises(InvalidInputError, match="strategy"):
+        captioner.caption(images[:1], options=CaptionOptions(strategy="top-k"))  # type: ignore[arg-type]
