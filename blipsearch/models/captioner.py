@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import BlipForConditionalGeneration
 
 from blipsearch.errors import InvalidInputError
-from blipsearch.models.loading import LoadedCheckpoint, load_checkpoint
+from blipsearch.models.loading import LoadedCheckpoint, load_configured
 from blipsearch.settings import Settings
 
 Strategy = Literal["greedy", "beam", "nucleus"]
@@ -62,14 +62,7 @@ class Captioner:
     @classmethod
     def load(cls, source: str, settings: Settings | None = None) -> Captioner:
         settings = settings or Settings()
-        checkpoint = load_checkpoint(
-            BlipForConditionalGeneration,
-            source,
-            role="caption",
-            device=settings.device,
-            dtype=settings.dtype,
-            offline=settings.offline,
-        )
+        checkpoint = load_configured(BlipForConditionalGeneration, source, "caption", settings)
         return cls(checkpoint, batch_size=settings.caption_batch_size)
 
     @property

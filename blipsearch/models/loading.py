@@ -19,6 +19,7 @@ from transformers import BlipProcessor, PreTrainedModel
 from blipsearch.errors import ModelLoadError
 from blipsearch.models.fingerprint import model_fingerprint
 from blipsearch.models.runtime import resolve_device, resolve_dtype
+from blipsearch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,15 @@ def load_checkpoint(
         },
     )
     return LoadedCheckpoint(model, processor, source, fingerprint, runtime_device, runtime_dtype)
+
+
+def load_configured(
+    model_class: type[PreTrainedModel], source: str, role: str, settings: Settings
+) -> LoadedCheckpoint:
+    """`load_checkpoint` with device, dtype and offline mode taken from settings."""
+    return load_checkpoint(
+        model_class, source, role=role, device=settings.device, dtype=settings.dtype, offline=settings.offline
+    )
 
 
 def _explain_failure(source: str, role: str, is_local: bool, offline: bool, exc: Exception) -> ModelLoadError:

@@ -19,7 +19,7 @@ from PIL import Image
 from transformers import BlipForImageTextRetrieval
 
 from blipsearch.errors import InvalidInputError
-from blipsearch.models.loading import LoadedCheckpoint, load_checkpoint
+from blipsearch.models.loading import LoadedCheckpoint, load_configured
 from blipsearch.models.runtime import chunks
 from blipsearch.settings import BLIP_MAX_TEXT_TOKENS, Settings
 
@@ -77,14 +77,7 @@ class RetrievalModel:
     @classmethod
     def load(cls, source: str, settings: Settings | None = None) -> RetrievalModel:
         settings = settings or Settings()
-        checkpoint = load_checkpoint(
-            BlipForImageTextRetrieval,
-            source,
-            role="retrieval",
-            device=settings.device,
-            dtype=settings.dtype,
-            offline=settings.offline,
-        )
+        checkpoint = load_configured(BlipForImageTextRetrieval, source, "retrieval", settings)
         return cls(
             checkpoint,
             image_batch_size=settings.image_batch_size,

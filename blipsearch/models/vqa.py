@@ -9,7 +9,7 @@ from PIL import Image
 from transformers import BlipForQuestionAnswering
 
 from blipsearch.errors import InvalidInputError
-from blipsearch.models.loading import LoadedCheckpoint, load_checkpoint
+from blipsearch.models.loading import LoadedCheckpoint, load_configured
 from blipsearch.settings import Settings
 
 MAX_ANSWER_TOKENS = 10
@@ -29,14 +29,7 @@ class VisualQA:
     @classmethod
     def load(cls, source: str, settings: Settings | None = None) -> VisualQA:
         settings = settings or Settings()
-        checkpoint = load_checkpoint(
-            BlipForQuestionAnswering,
-            source,
-            role="vqa",
-            device=settings.device,
-            dtype=settings.dtype,
-            offline=settings.offline,
-        )
+        checkpoint = load_configured(BlipForQuestionAnswering, source, "vqa", settings)
         return cls(checkpoint, max_question_tokens=settings.max_text_tokens)
 
     @property
