@@ -123,10 +123,46 @@ def evaluate() -> None:
     _not_yet("eval", "the query service's evaluation")
 
 
-@db_app.command("upgrade", context_settings=_PASSTHROUGH, add_help_option=False)
-def db_upgrade() -> None:
-    """Apply catalog migrations up to the newest revision."""
-    _not_yet("db upgrade", "the catalog")
+DatabaseUrlOpt = Annotated[
+    str | None, typer.Option("--database-url", help="SQLAlchemy URL (default: SQLite in the data directory).")
+]
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Apply catalog migrations up to the newest revision (runs by itself on a fresh data directory)."""
+    from blipsearch.storage.database import create_catalog_engine, current_revision, upgrade_database
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    engine = create_catalog_engine(settings.effective_database_url)
+    try:
+        before = current_revision(engine)
+        after = upgrade_database(engine, revision)
+    finally:
+        engine.dispose()
+    where = settings.masked()["database_url"]
+    if before == after:
+        console.print(f"catalog at {where} is already at revision {after}")
+    else:
+        console.print(f"catalog at {where} migrated from {before or 'empty'} to {after}")
+
+
+@db_app.command("current")
+def db_current(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
+    """Print the catalog's migration revision and the newest one this version knows."""
+    from blipsearch.storage.database import create_catalog_engine, current_revision, head_revision
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    engine = create_catalog_engine(settings.effective_database_url)
+    try:
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    console.print(f"current {current or 'empty'}  head {head_revision()}")
 
 
 @config_app.command("show")

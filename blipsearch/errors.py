@@ -23,3 +23,7 @@ class FeatureUnavailableError(BlipsearchError):
 
 class InvalidInputError(BlipsearchError, ValueError):
     """A caller passed input the engine refuses (empty text, undecodable image, bad size)."""
+
+
+class CatalogError(BlipsearchError):
+    """The catalog database is unreachable, or refused a migration or write."""

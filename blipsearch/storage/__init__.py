@@ -1,0 +1,1 @@
+"""Storage: the SQL catalog (source of truth) and, later, the vector indexes built from it."""

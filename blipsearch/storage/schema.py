@@ -1,0 +1,136 @@
+"""The catalog's tables as SQLAlchemy 2 typed ORM models.
+
+SQL is the source of truth: every item keeps its ITC embedding, so a vector index can always be
+rebuilt from here without running BLIP, and `changes` records every write so an index can catch
+up from the last change it applied instead of rebuilding.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ItemStatus(enum.StrEnum):
+    PENDING = "pending"
+    INDEXED = "indexed"
+    FAILED = "failed"
+    MISSING = "missing"
+
+
+class ChangeOp(enum.StrEnum):
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Item(Base):
+    """One image of the collection and everything search shows or filters on."""
+
+    __tablename__ = "items"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'indexed', 'failed', 'missing')", name="status_known"),
+        CheckConstraint("price IS NULL OR price >= 0", name="price_not_negative"),
+        CheckConstraint(
+            "embedding_dtype IS NULL OR embedding_dtype IN ('float16', 'float32')",
+            name="embedding_dtype_known",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(Text, unique=True, comment="file path or URI the image came from")
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True, comment="sha256 of the bytes")
+    external_id: Mapped[str | None] = mapped_column(String(200), unique=True, comment="SKU or catalog id")
+    status: Mapped[str] = mapped_column(String(16), default=ItemStatus.PENDING.value, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    format: Mapped[str | None] = mapped_column(String(16))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    file_mtime: Mapped[float | None] = mapped_column(Float)
+
+    title: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(200), index=True)
+    brand: Mapped[str | None] = mapped_column(String(200), index=True)
+    price: Mapped[Decimal | None] = mapped_column(Numeric(14, 2), index=True)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON, comment="free-form manifest fields")
+
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, comment="ITC vector, little-endian")
+    embedding_dtype: Mapped[str | None] = mapped_column(String(8))
+    embedding_dim: Mapped[int | None] = mapped_column(Integer)
+    model_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+
+    caption: Mapped[str | None] = mapped_column(Text)
+    caption_fingerprint: Mapped[str | None] = mapped_column(String(64))
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    tags: Mapped[list[ItemTag]] = relationship(
+        back_populates="item", cascade="all, delete-orphan", order_by="ItemTag.tag"
+    )
+
+
+class ItemTag(Base):
+    """Tags in their own table, so "tag contains" is an indexed join on every database."""
+
+    __tablename__ = "item_tags"
+
+    item_id: Mapped[int] = mapped_column(Id, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+    item: Mapped[Item] = relationship(back_populates="tags")
+
+    __table_args__ = (Index("ix_item_tags_tag_item", "tag", "item_id"),)
+
+
+class Change(Base):
+    """Append-only log of catalog writes; a vector index records the last id it applied."""
+
+    __tablename__ = "changes"
+    __table_args__ = (CheckConstraint("op IN ('upsert', 'delete')", name="op_known"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(Id, index=True)
+    op: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
