@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import BlipForConditionalGeneration
 
 from blipsearch.errors import InvalidInputError
-from blipsearch.models.loading import LoadedCheckpoint, load_configured
+from blipsearch.models.loading import LoadedCheckpoint, load_configured, preprocess_images
 from blipsearch.settings import Settings
 
 Strategy = Literal["greedy", "beam", "nucleus"]
@@ -70,14 +70,13 @@ class Captioner:
         return self.checkpoint.fingerprint
 
     def _inputs(self, images: Sequence[Image.Image], prompt: str | None) -> dict[str, torch.Tensor]:
-        rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
-        pixels = self.processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+        pixels = preprocess_images(self.processor, images)
         inputs: dict[str, torch.Tensor] = {
             "pixel_values": pixels.to(self.checkpoint.device, self.checkpoint.dtype)
         }
         if prompt is not None:
             encoded = self.processor.tokenizer(
-                [prompt] * len(rgb), return_tensors="pt", return_token_type_ids=False
+                [prompt] * len(images), return_tensors="pt", return_token_type_ids=False
             )
             inputs["input_ids"] = encoded["input_ids"].to(self.checkpoint.device)
             inputs["attention_mask"] = encoded["attention_mask"].to(self.checkpoint.device)

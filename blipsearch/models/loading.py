@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from transformers import BlipProcessor, PreTrainedModel
 
 from blipsearch.errors import ModelLoadError
@@ -145,6 +147,12 @@ def load_checkpoint(
         },
     )
     return LoadedCheckpoint(model, processor, source, fingerprint, runtime_device, runtime_dtype)
+
+
+def preprocess_images(processor: BlipProcessor, images: Sequence[Image.Image]) -> torch.Tensor:
+    """`pixel_values` exactly as the checkpoint's own processor makes them, from images of any mode."""
+    rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
+    return processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
 
 
 def load_configured(

@@ -19,7 +19,7 @@ from PIL import Image
 from transformers import BlipForImageTextRetrieval
 
 from blipsearch.errors import InvalidInputError
-from blipsearch.models.loading import LoadedCheckpoint, load_configured
+from blipsearch.models.loading import LoadedCheckpoint, load_configured, preprocess_images
 from blipsearch.models.runtime import chunks
 from blipsearch.settings import BLIP_MAX_TEXT_TOKENS, Settings
 
@@ -118,8 +118,7 @@ class RetrievalModel:
             return images
         if len(images) == 0:
             return torch.empty(0, 3, self.image_size, self.image_size)
-        rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
-        return self.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+        return preprocess_images(self.processor, images)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Pad to the longest text in the batch (not to 35): short queries stay cheap."""

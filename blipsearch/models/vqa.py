@@ -9,7 +9,7 @@ from PIL import Image
 from transformers import BlipForQuestionAnswering
 
 from blipsearch.errors import InvalidInputError
-from blipsearch.models.loading import LoadedCheckpoint, load_configured
+from blipsearch.models.loading import LoadedCheckpoint, load_configured, preprocess_images
 from blipsearch.settings import Settings
 
 MAX_ANSWER_TOKENS = 10
@@ -46,8 +46,7 @@ class VisualQA:
             if not text:
                 raise InvalidInputError(f"Question #{position} is empty.")
             cleaned.append(text)
-        rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
-        pixels = self.processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+        pixels = preprocess_images(self.processor, images)
         encoded = self.processor.tokenizer(
             cleaned,
             padding="longest",
