@@ -51,8 +51,10 @@ def migrations_directory() -> Path:
     shadow the alembic library whenever the repository root is on sys.path.
     """
     package_dir = Path(__file__).resolve().parents[1]
-    for candidate in (package_dir.parent / "alembic", package_dir / "migrations"):
-        if (candidate / "env.py").is_file():
+    # Inside our own package first: in an installed wheel, the folder beside the package named
+    # `alembic` is the alembic library itself.
+    for candidate in (package_dir / "migrations", package_dir.parent / "alembic"):
+        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
             return candidate
     raise ConfigError(f"The catalog migration scripts are missing from {package_dir}; reinstall blipsearch.")
 
