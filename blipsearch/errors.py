@@ -27,3 +27,15 @@ class InvalidInputError(BlipsearchError, ValueError):
 
 class CatalogError(BlipsearchError):
     """The catalog database is unreachable, or refused a migration or write."""
+
+
+class IndexCorruptError(BlipsearchError):
+    """A stored vector index is missing, truncated or fails its checksum; it is rebuilt from SQL."""
+
+
+class ModelMismatchError(BlipsearchError):
+    """An index built with one model was about to be queried or extended with another."""
+
+
+class IndexLockedError(BlipsearchError):
+    """Another process holds the writer lock of a data directory."""

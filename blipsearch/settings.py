@@ -25,6 +25,7 @@ from blipsearch.errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+IndexKindSetting = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
 
 CONFIG_FILE_ENV = "BLIPSEARCH_CONFIG_FILE"
 BLIP_MAX_TEXT_TOKENS = 35
@@ -101,6 +102,33 @@ class Settings(BaseSettings):
     )
     max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="Largest image file accepted.")
 
+    index_kind: IndexKindSetting = Field(
+        default="auto",
+        description="FAISS index kind; auto picks by collection size and index_memory_budget.",
+    )
+    index_memory_budget: int = Field(
+        default=4 * 1024**3, ge=1024**2, description="Bytes one vector index may use in memory (auto rule)."
+    )
+    embedding_storage: Literal["float32", "float16"] = Field(
+        default="float32",
+        description="Precision of the ITC vectors kept in SQL; float16 halves the catalog size.",
+    )
+    decode_workers: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1),
+        ge=1,
+        le=64,
+        description="Threads that read, hash and decode images while the model embeds.",
+    )
+    index_checkpoint_items: int = Field(
+        default=2000,
+        ge=1,
+        description="The indexer commits a new index generation after this many changed items.",
+    )
+    fault_injection: str | None = Field(
+        default=None,
+        description="Testing only: `POINT[:N]` makes the process SIGKILL itself at a named crash point.",
+    )
+
     api_key: SecretStr | None = Field(default=None, description="Key required by write endpoints.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -122,7 +150,7 @@ class Settings(BaseSettings):
     def _expand_data_dir(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("vqa_model", "database_url", mode="before")
+    @field_validator("vqa_model", "database_url", "fault_injection", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

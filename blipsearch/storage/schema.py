@@ -76,6 +76,9 @@ class Item(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(Text, unique=True, comment="file path or URI the image came from")
+    origin: Mapped[str | None] = mapped_column(
+        Text, index=True, comment="the folder or manifest that brought the item in; scope of --prune"
+    )
     content_hash: Mapped[str | None] = mapped_column(String(64), index=True, comment="sha256 of the bytes")
     external_id: Mapped[str | None] = mapped_column(String(200), unique=True, comment="SKU or catalog id")
     status: Mapped[str] = mapped_column(String(16), default=ItemStatus.PENDING.value, index=True)
@@ -109,6 +112,9 @@ class Item(Base):
     tags: Mapped[list[ItemTag]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="ItemTag.tag"
     )
+    texts: Mapped[list[ItemText]] = relationship(
+        back_populates="item", cascade="all, delete-orphan", order_by="ItemText.slot"
+    )
 
 
 class ItemTag(Base):
@@ -122,6 +128,50 @@ class ItemTag(Base):
     item: Mapped[Item] = relationship(back_populates="tags")
 
     __table_args__ = (Index("ix_item_tags_tag_item", "tag", "item_id"),)
+
+
+class TextKind(enum.StrEnum):
+    TITLE = "title"
+    DESCRIPTION = "description"
+    CAPTION = "caption"
+
+
+TEXT_SLOTS = 16
+"""Text vectors of item `i` use ids `i * TEXT_SLOTS + slot`, so an item's texts form one id range."""
+
+SLOT_OF_KIND = {TextKind.TITLE: 0, TextKind.DESCRIPTION: 1, TextKind.CAPTION: 2}
+
+
+class ItemText(Base):
+    """One text of an item with its ITC vector: the rows behind the image-to-text index.
+
+    The vector id is derived from (item_id, slot) rather than stored, so that catching the text
+    index up on an item means replacing one contiguous id range, whatever texts it had before.
+    """
+
+    __tablename__ = "item_texts"
+    __table_args__ = (
+        CheckConstraint(f"slot >= 0 AND slot < {TEXT_SLOTS}", name="slot_in_range"),
+        CheckConstraint(
+            "embedding_dtype IS NULL OR embedding_dtype IN ('float16', 'float32')",
+            name="embedding_dtype_known",
+        ),
+    )
+
+    item_id: Mapped[int] = mapped_column(Id, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_dtype: Mapped[str | None] = mapped_column(String(8))
+    model_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    item: Mapped[Item] = relationship(back_populates="texts")
+
+    @property
+    def vector_id(self) -> int:
+        return self.item_id * TEXT_SLOTS + self.slot
 
 
 class Change(Base):

@@ -1,0 +1,363 @@
+"""FAISS vector indexes keyed by catalog ids, never by positions.
+
+Every kind answers inner-product queries over L2-normalised ITC vectors, so a score is a cosine
+similarity. Ids are the catalog's own keys: `IndexIDMap2` around Flat and HNSW, and the inverted
+lists' own ids (with a hashtable direct map) for IVF, because wrapping an IVF index in an id map
+breaks `remove_ids` (the map is compacted by position while the lists keep the old positions).
+
+Deletes: Flat and IVF remove ids in place. HNSW cannot remove graph nodes, so a deleted entry
+becomes a tombstone (its id rewritten to a negative number that no query admits) and the writer
+rebuilds the index once tombstones pass `COMPACT_FRACTION` of it.
+
+The automatic kind rule (`choose_index_spec`), for n vectors of dimension d and a memory budget B:
+  * n < `EXACT_LIMIT` (50,000): Flat, exact; a scan of 50k x 256 floats takes milliseconds.
+  * HNSW (M=32) if its memory, n * (4d + 8M) bytes, fits in B: best recall per millisecond.
+  * IVF-Flat if the raw vectors, n * (4d + 8) bytes, fit in B: exact vectors, probed lists.
+  * IVF-PQ otherwise: d/8 sub-quantizers of 8 bits, d/8 + 8 bytes per vector.
+IVF kinds use nlist = 4 * sqrt(n) lists (at most n / 39 so k-means has enough points per list) and
+train on a sample of at most 256 points per list. An explicit kind is honoured at any size; a
+trained kind with fewer than `MIN_TRAINING_VECTORS` vectors is built as Flat until it has more.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, get_args
+
+import faiss as _faiss
+import numpy as np
+
+faiss: Any = _faiss  # the stubs faiss ships lack most of its SWIG API
+
+IndexKind = Literal["flat", "hnsw", "ivf", "ivfpq"]
+RequestedKind = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
+INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
+
+EXACT_LIMIT = 50_000
+HNSW_M = 32
+MIN_TRAINING_VECTORS = 8
+MAX_TRAINING_PER_LIST = 256
+COMPACT_FRACTION = 0.2
+GROWTH_BEFORE_RETRAIN = 4
+"""An IVF index trained on n vectors is rebuilt (retrained) once it holds this many times n."""
+BRUTE_FORCE_LIMIT = 20_000
+"""A filter admitting at most this many ids is answered exactly from the stored vectors."""
+DEFAULT_EF_SEARCH = 128
+DEFAULT_NPROBE_FRACTION = 0.05
+_SAMPLE_SEED = 1234
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """What to build; stored in each generation's manifest so a load needs no guessing."""
+
+    kind: IndexKind
+    dim: int
+    nlist: int = 0
+    pq_m: int = 0
+    pq_bits: int = 0
+    hnsw_m: int = 0
+    trained_on: int = 0
+
+    def factory_string(self) -> str:
+        """The equivalent `faiss.index_factory` description, for logs and reports."""
+        if self.kind == "flat":
+            return "IDMap2,Flat"
+        if self.kind == "hnsw":
+            return f"IDMap2,HNSW{self.hnsw_m},Flat"
+        if self.kind == "ivf":
+            return f"IVF{self.nlist},Flat"
+        return f"IVF{self.nlist},PQ{self.pq_m}x{self.pq_bits}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexSpec:
+        if data.get("kind") not in INDEX_KINDS:
+            raise ValueError(f"unknown index kind {data.get('kind')!r}")
+        fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**fields)
+
+
+def estimated_bytes(kind: IndexKind, count: int, dim: int) -> int:
+    """Resident memory of an index of this kind, for the budget rule (ids included)."""
+    if kind == "flat":
+        return count * (4 * dim + 16)
+    if kind == "hnsw":
+        return count * (4 * dim + 8 * HNSW_M + 16)
+    if kind == "ivf":
+        return count * (4 * dim + 8) + 4 * dim * _nlist(count)
+    return count * (_pq_m(dim) + 8) + 4 * dim * _nlist(count) + 4 * dim * 256
+
+
+def choose_index_spec(
+    count: int, dim: int, *, memory_budget_bytes: int, requested: RequestedKind = "auto"
+) -> IndexSpec:
+    """The index for `count` vectors: the documented automatic rule, or the requested kind."""
+    kind: IndexKind
+    if requested != "auto":
+        kind = requested
+    elif count < EXACT_LIMIT:
+        kind = "flat"
+    elif estimated_bytes("hnsw", count, dim) <= memory_budget_bytes:
+        kind = "hnsw"
+    elif estimated_bytes("ivf", count, dim) <= memory_budget_bytes:
+        kind = "ivf"
+    else:
+        kind = "ivfpq"
+    if kind in ("ivf", "ivfpq") and count < MIN_TRAINING_VECTORS:
+        kind = "flat"
+    if kind == "flat":
+        return IndexSpec("flat", dim)
+    if kind == "hnsw":
+        return IndexSpec("hnsw", dim, hnsw_m=HNSW_M)
+    nlist = _nlist(count)
+    if kind == "ivf":
+        return IndexSpec("ivf", dim, nlist=nlist, trained_on=count)
+    # PQ codebooks need at least 2**bits training points per sub-quantizer.
+    bits = max(1, min(8, int(math.log2(count))))
+    return IndexSpec("ivfpq", dim, nlist=nlist, pq_m=_pq_m(dim), pq_bits=bits, trained_on=count)
+
+
+def _nlist(count: int) -> int:
+    return max(1, min(round(4 * math.sqrt(max(count, 1))), count // 39))
+
+
+def _pq_m(dim: int) -> int:
+    """Sub-quantizers of about 8 dimensions each; `dim` must divide evenly."""
+    target = max(1, dim // 8)
+    return next(m for m in range(target, 0, -1) if dim % m == 0)
+
+
+class VectorIndex:
+    """One FAISS index of unit vectors whose ids are catalog keys; add is an upsert."""
+
+    def __init__(self, spec: IndexSpec, index: Any) -> None:
+        self.spec = spec
+        self._index = index
+        self._tombstones = int((self._stored_ids() < 0).sum()) if spec.kind == "hnsw" else 0
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @classmethod
+    def build(cls, spec: IndexSpec, ids: np.ndarray, vectors: np.ndarray) -> VectorIndex:
+        """A new index holding exactly these vectors; trained kinds train on a sample of them."""
+        ids, vectors = _checked(spec.dim, ids, vectors)
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("build() was given the same id more than once")
+        index = cls(spec, _empty(spec))
+        if spec.kind in ("ivf", "ivfpq"):
+            ivf = index._index
+            if len(vectors) < max(MIN_TRAINING_VECTORS, 2**spec.pq_bits if spec.kind == "ivfpq" else 1):
+                raise ValueError(f"{spec.factory_string()} needs more training vectors than {len(vectors)}")
+            ivf.train(_training_sample(vectors, spec.nlist))
+        index._add_new(ids, vectors)
+        return index
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert or replace: an id already present is removed first, so no id appears twice."""
+        ids, vectors = _checked(self.dim, ids, vectors)
+        if not len(ids):
+            return
+        unique, last = np.unique(ids[::-1], return_index=True)
+        if len(unique) != len(ids):  # keep the last vector given for a repeated id
+            keep = np.sort(len(ids) - 1 - last)
+            ids, vectors = ids[keep], vectors[keep]
+        self.remove(ids)
+        self._add_new(ids, vectors)
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Delete these ids where present; returns how many were removed (tombstoned for HNSW)."""
+        ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
+        ids = ids[ids >= 0]
+        if not len(ids) or self._index.ntotal == 0:
+            return 0
+        if self.spec.kind == "hnsw":
+            return self._tombstone(ids)
+        if self.spec.kind == "flat":
+            return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+        # The IVF hashtable direct map only removes through an id array.
+        return int(self._index.remove_ids(faiss.IDSelectorArray(np.unique(ids))))
+
+    def _add_new(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self._index.add_with_ids(vectors, ids)
+
+    def _tombstone(self, ids: np.ndarray) -> int:
+        id_map = faiss.vector_to_array(self._index.id_map)
+        hit = np.isin(id_map, ids)
+        count = int(hit.sum())
+        if count:
+            positions = np.flatnonzero(hit)
+            id_map[positions] = -1 - positions  # unique, and never admitted by a query
+            faiss.copy_array_to_vector(id_map, self._index.id_map)
+            self._index.construct_rev_map()
+            self._tombstones += count
+        return count
+
+    def _stored_ids(self) -> np.ndarray:
+        """Every stored id in storage order, tombstones (negative) included."""
+        if self.spec.kind in ("flat", "hnsw"):
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        invlists = self._index.invlists
+        parts = [
+            faiss.rev_swig_ptr(invlists.get_ids(list_no), invlists.list_size(list_no)).copy()
+            for list_no in range(invlists.nlist)
+            if invlists.list_size(list_no)
+        ]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+    def ids(self) -> np.ndarray:
+        """Live ids, sorted."""
+        stored = self._stored_ids()
+        return np.sort(stored[stored >= 0])
+
+    def id_occurrences(self) -> dict[int, int]:
+        """How often each live id is stored: anything above 1 is a corrupt index."""
+        stored = self._stored_ids()
+        return dict(Counter(stored[stored >= 0].tolist()))
+
+    @property
+    def tombstone_count(self) -> int:
+        return self._tombstones
+
+    @property
+    def needs_compaction(self) -> bool:
+        total = self._index.ntotal
+        return total > 0 and self.tombstone_count > COMPACT_FRACTION * total
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal) - self.tombstone_count
+
+    def reconstruct(self, vector_id: int) -> np.ndarray:
+        """The stored vector of an id (lossy for IVF-PQ); KeyError if absent."""
+        if vector_id < 0:
+            raise KeyError(vector_id)
+        try:
+            return np.asarray(self._index.reconstruct(int(vector_id)), dtype=np.float32)
+        except RuntimeError as exc:
+            raise KeyError(vector_id) from exc
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        allowed_ids: np.ndarray | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: (scores, ids), padded with -inf and -1 where fewer exist.
+
+        With `allowed_ids`, results come only from that set. A small set is answered exactly
+        from the stored vectors; a larger one goes through a FAISS id selector, and if the
+        approximate search then returns fewer than k hits while more are allowed, the query is
+        answered exactly instead, so a filter never silently shortens the result list.
+        """
+        queries = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim))
+        if k <= 0:
+            raise ValueError("k must be at least 1")
+        n = len(queries)
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        labels = np.full((n, k), -1, dtype=np.int64)
+        if self._index.ntotal == 0 or n == 0:
+            return scores, labels
+        allowed: np.ndarray | None = None
+        if allowed_ids is not None:
+            allowed = np.unique(np.asarray(allowed_ids, dtype=np.int64))
+            allowed = allowed[allowed >= 0]
+            if not len(allowed):
+                return scores, labels
+            if len(allowed) <= BRUTE_FORCE_LIMIT or self.spec.kind == "flat":
+                return self._exact(queries, k, allowed)
+        selector: Any = faiss.IDSelectorBatch(allowed) if allowed is not None else None
+        if selector is None and self.spec.kind == "hnsw" and self.tombstone_count:
+            selector = faiss.IDSelectorRange(0, np.iinfo(np.int64).max)
+        params = self._search_parameters(selector, nprobe, ef_search)
+        kk = min(k, int(self._index.ntotal))
+        found_scores, found_ids = self._index.search(queries, kk, params=params)
+        found_scores = np.where(found_ids >= 0, found_scores, -np.inf).astype(np.float32)
+        scores[:, :kk], labels[:, :kk] = found_scores, found_ids
+        if allowed is not None:
+            short = (labels >= 0).sum(axis=1) < min(k, len(allowed))
+            if short.any():
+                exact_scores, exact_ids = self._exact(queries[short], k, allowed)
+                scores[short], labels[short] = exact_scores, exact_ids
+        return scores, labels
+
+    def _search_parameters(self, selector: Any, nprobe: int | None, ef_search: int | None) -> Any:
+        if self.spec.kind == "hnsw":
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef_search or DEFAULT_EF_SEARCH)
+        if self.spec.kind in ("ivf", "ivfpq"):
+            probes = nprobe or max(
+                1, math.ceil(self.spec.nlist * DEFAULT_NPROBE_FRACTION), min(8, self.spec.nlist)
+            )
+            return faiss.SearchParametersIVF(sel=selector, nprobe=min(probes, self.spec.nlist))
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+    def _exact(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        present = np.intersect1d(allowed, self.ids(), assume_unique=True)
+        n = len(queries)
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        labels = np.full((n, k), -1, dtype=np.int64)
+        if not len(present):
+            return scores, labels
+        vectors = np.stack([self.reconstruct(int(i)) for i in present])
+        similarity = queries @ vectors.T
+        take = min(k, len(present))
+        # Ties go to the smaller id, so equal scores always come back in the same order.
+        order = np.lexsort((np.broadcast_to(present, similarity.shape), -similarity), axis=1)[:, :take]
+        scores[:, :take] = np.take_along_axis(similarity, order, axis=1)
+        labels[:, :take] = present[order]
+        return scores, labels
+
+    def to_bytes(self) -> bytes:
+        return faiss.serialize_index(self._index).tobytes()
+
+    @classmethod
+    def from_bytes(cls, spec: IndexSpec, data: bytes) -> VectorIndex:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        if index.d != spec.dim:
+            raise ValueError(f"index file holds {index.d}-d vectors, its manifest says {spec.dim}")
+        return cls(spec, index)
+
+
+def _empty(spec: IndexSpec) -> Any:
+    metric = faiss.METRIC_INNER_PRODUCT
+    if spec.kind == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(spec.dim))
+    if spec.kind == "hnsw":
+        return faiss.IndexIDMap2(faiss.IndexHNSWFlat(spec.dim, spec.hnsw_m or HNSW_M, metric))
+    quantizer = faiss.IndexFlatIP(spec.dim)
+    ivf: Any
+    if spec.kind == "ivf":
+        ivf = faiss.IndexIVFFlat(quantizer, spec.dim, spec.nlist, metric)
+    else:
+        ivf = faiss.IndexIVFPQ(quantizer, spec.dim, spec.nlist, spec.pq_m, spec.pq_bits, metric)
+    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+    return ivf
+
+
+def _training_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:
+    limit = max(MAX_TRAINING_PER_LIST * nlist, 10_000)
+    if len(vectors) <= limit:
+        return vectors
+    rows = np.random.default_rng(_SAMPLE_SEED).choice(len(vectors), size=limit, replace=False)
+    return vectors[np.sort(rows)]
+
+
+def _checked(dim: int, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
+    vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(-1, dim))
+    if len(ids) != len(vectors):
+        raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+    if len(ids) and ids.min() < 0:
+        raise ValueError("vector ids must be non-negative catalog keys")
+    if not np.isfinite(vectors).all():
+        raise ValueError("vectors contain NaN or infinity")
+    return ids, vectors
