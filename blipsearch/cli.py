@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from blipsearch import __version__
+from blipsearch.cli_index import bind_settings, index_app
 from blipsearch.errors import BlipsearchError
 from blipsearch.settings import Settings, load_settings
 
@@ -35,6 +36,7 @@ config_app = typer.Typer(help="Show the effective configuration.", no_args_is_he
 app.add_typer(model_app, name="model")
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
+app.add_typer(index_app, name="index")
 
 _state: dict[str, Any] = {}
 _log_level: list[str] = ["WARNING"]
@@ -53,8 +55,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def _settings(**overrides: Any) -> Settings:
+    from blipsearch import faults
+
     merged = {**_state, **overrides}
-    return load_settings(**merged)
+    settings = load_settings(**merged)
+    faults.arm(settings.fault_injection)
+    return settings
+
+
+bind_settings(_settings)
 
 
 def _print_json(data: Any) -> None:
@@ -97,12 +106,6 @@ def _quiet_library_progress_bars() -> None:
 
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-@app.command(context_settings=_PASSTHROUGH, add_help_option=False)
-def index() -> None:
-    """Index an image folder or catalog manifest into the vector index and catalog."""
-    _not_yet("index", "the indexer")
 
 
 @app.command(context_settings=_PASSTHROUGH, add_help_option=False)

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Set up blipsearch in ./.venv and run the main job on this machine, offline.
 #
-# Today the main job is the BLIP model layer end to end: it writes tiny BLIP checkpoints, prints
-# what they are, embeds and matches a picture against texts (ITC + ITM), captions it and answers
-# a question about it. Set BLIPSEARCH_RETRIEVAL_MODEL / _CAPTION_MODEL / _VQA_MODEL to real
-# checkpoints (hub ids or directories) to run the same commands on real BLIP weights.
+# The main job today: write tiny BLIP checkpoints, check the model layer on one picture (ITC, ITM,
+# a caption, a question), then index a generated photo collection plus a small product catalog
+# (with a few broken files) into the SQL catalog and FAISS, show the index status, verify it,
+# and re-run the indexer to show that nothing unchanged is embedded again. Set
+# BLIPSEARCH_RETRIEVAL_MODEL / _CAPTION_MODEL / _VQA_MODEL to real checkpoints (hub ids or
+# directories) to run the same commands on real BLIP weights; BLIPSEARCH_QUICKSTART_PHOTOS=DIR
+# indexes your own folder instead of the generated one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,4 +49,18 @@ $bs model caption "$work/picture.jpg"
 if [ -n "${BLIPSEARCH_VQA_MODEL:-}" ]; then
   $bs model ask "$work/picture.jpg" "what colour is the ball?"
 fi
+
+# A collection: generated photos, a product manifest, and files that must fail cleanly.
+photos=${BLIPSEARCH_QUICKSTART_PHOTOS:-$work/photos}
+if [ -z "${BLIPSEARCH_QUICKSTART_PHOTOS:-}" ]; then
+  .venv/bin/python scripts/make_demo_collection.py "$photos"
+fi
+export BLIPSEARCH_DATA_DIR=${BLIPSEARCH_DATA_DIR:-$work/data}
+$bs index "$photos" --no-progress                   # the folder, broken files included
+if [ -f "$photos/catalog/products.csv" ]; then
+  $bs index "$photos/catalog/products.csv" --no-progress   # the same images, now with product metadata
+fi
+$bs index status
+$bs index verify
+$bs index "$photos" --no-progress                   # again: nothing unchanged is embedded twice
 echo "blipsearch is set up: run '.venv/bin/blipsearch --help' for every command."

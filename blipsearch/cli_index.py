@@ -1,0 +1,262 @@
+"""`blipsearch index ...`: build, inspect, verify and rebuild the catalog and vector indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+console = Console()
+err_console = Console(stderr=True)
+
+KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+
+
+class _PathIsRun(TyperGroup):
+    """`blipsearch index PATH` means `blipsearch index run PATH`; the other words are subcommands.
+
+    A folder literally named like a subcommand is reached as `./status`.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+index_app = typer.Typer(
+    cls=_PathIsRun,
+    help="Index an image folder or catalog manifest: `blipsearch index PATH`; also status, verify, rebuild.",
+    no_args_is_help=True,
+)
+
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (catalog, indexes).")]
+DatabaseUrlOpt = Annotated[
+    str | None, typer.Option("--database-url", help="SQLAlchemy URL (default: SQLite in the data directory).")
+]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Retrieval checkpoint (hub id or directory).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+SettingsFactory = Callable[..., Any]
+_settings_factory: list[SettingsFactory] = []
+
+
+def bind_settings(factory: SettingsFactory) -> None:
+    """The root CLI passes its settings builder (global --config, fault arming) in here."""
+    _settings_factory[:] = [factory]
+
+
+def _settings(**overrides: Any) -> Any:
+    return _settings_factory[0](**overrides)
+
+
+def _print_json(data: Any) -> None:
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@index_app.command("run")
+def index_run(
+    path: Annotated[Path, typer.Argument(help="A folder of images (recursive) or a .csv/.jsonl manifest.")],
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    model: ModelOpt = None,
+    captions: Annotated[bool, typer.Option("--captions", help="Store a generated caption per item.")] = False,
+    caption_model: Annotated[
+        str | None, typer.Option("--caption-model", help="Captioning checkpoint.")
+    ] = None,
+    index_kind: Annotated[
+        str | None, typer.Option("--index-kind", help="auto, flat, hnsw, ivf or ivfpq (default: setting).")
+    ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option("--prune", help="Delete items whose file left the folder or manifest (else: missing)."),
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Decode failed files again even if they did not change.")
+    ] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Descend into symlinked folders.")
+    ] = False,
+    include_hidden: Annotated[
+        bool, typer.Option("--include-hidden", help="Index dot-files and dot-folders.")
+    ] = False,
+    workers: Annotated[int | None, typer.Option("--workers", help="Decode threads.", min=1, max=64)] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index a folder or manifest: new and changed images are embedded, unchanged ones skipped.
+
+    Safe to interrupt and re-run: committed work is kept and the next run resumes. One writer per
+    data directory at a time.
+    """
+    from blipsearch.errors import InvalidInputError
+    from blipsearch.indexer.pipeline import Indexer, IndexOptions
+    from blipsearch.indexer.progress import Progress
+
+    if index_kind is not None and index_kind not in KINDS:
+        raise InvalidInputError(f"--index-kind must be one of {', '.join(KINDS)}, not {index_kind!r}.")
+    settings = _settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        retrieval_model=model,
+        caption_model=caption_model,
+        decode_workers=workers,
+    )
+    indexer = Indexer(settings, progress=Progress(enabled=not no_progress and not as_json))
+    try:
+        report = indexer.run(
+            path,
+            IndexOptions(
+                captions=captions,
+                prune=prune,
+                retry_failed=retry_failed,
+                follow_symlinks=follow_symlinks,
+                include_hidden=include_hidden,
+                index_kind=index_kind,
+            ),
+        )
+    finally:
+        indexer.catalog.close()
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    _print_report(report.as_dict())
+
+
+def _print_report(data: dict[str, Any]) -> None:
+    table = Table(title=f"Indexed {data['source']}", show_header=False)
+    rows = [
+        ("files seen", data["seen"]),
+        ("embedded", data["embedded"]),
+        ("reused (identical bytes)", data["reused"]),
+        ("unchanged", data["unchanged"]),
+        ("metadata updated", data["metadata_updated"]),
+        ("captioned", data["captioned"]),
+        ("failed", data["failed"]),
+        ("missing", data["missing"]),
+        ("pruned", data["pruned"]),
+        ("ignored (not an image suffix)", data["ignored_files"]),
+        ("hidden skipped", data["skipped_hidden"]),
+        ("symlinks skipped", data["skipped_symlinks"]),
+        ("index generation", data["generation"]),
+        ("items in index", data["indexed_total"]),
+        ("time", f"{data['seconds']:.1f} s ({data['images_per_second']:.1f} images/s embedded)"),
+    ]
+    for label, value in rows:
+        table.add_row(label, str(value))
+    console.print(table)
+    for reason, count in sorted(data["failures"].items(), key=lambda kv: -kv[1]):
+        console.print(f"  failed {count}x: {reason}", highlight=False)
+    for row in data["rejected_rows"][:20]:
+        console.print(f"  [yellow]skipped row[/] {row}", highlight=False)
+    for name, why in data["rebuilt"].items():
+        console.print(f"  rebuilt {name} index: {why}", highlight=False)
+
+
+@index_app.command("status")
+def index_status(
+    data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Items by status, the committed index generations, and how far behind the catalog they are."""
+    from blipsearch.indexer.maintenance import index_status as status
+    from blipsearch.storage.catalog import Catalog
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    catalog = Catalog.open(settings)
+    try:
+        data = status(settings.data_dir, catalog)
+    finally:
+        catalog.close()
+    if as_json:
+        _print_json(data)
+        return
+    console.print(f"catalog {data['catalog']}  (last change {data['last_change_id']})", highlight=False)
+    console.print("items: " + ", ".join(f"{k} {v}" for k, v in data["items"].items()))
+    for name, info in data["indexes"].items():
+        if info["state"] in ("absent", "corrupt"):
+            console.print(f"{name} index: {info['state']} {info.get('reason', '')}", highlight=False)
+            continue
+        console.print(
+            f"{name} index: generation {info['generation']}, {info['kind']}, {info['vectors']} vectors, "
+            f"{info['state']} ({info['items_changed_since']} items changed since), "
+            f"model {info['model_fingerprint']}",
+            highlight=False,
+        )
+    if len(data["indexed_by_model"]) > 1:
+        console.print(f"[yellow]items embedded by several models:[/] {data['indexed_by_model']}")
+    for failure in data["failures"][:10]:
+        console.print(f"  failed #{failure['id']}: {failure['error']}", highlight=False)
+
+
+@index_app.command("verify")
+def index_verify(
+    data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Check that the catalog and the committed indexes agree; exit 1 when they do not."""
+    from blipsearch.indexer.maintenance import verify
+    from blipsearch.storage.catalog import Catalog
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    catalog = Catalog.open(settings)
+    try:
+        report = verify(settings.data_dir, catalog)
+    finally:
+        catalog.close()
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        for key, value in report.checked.items():
+            console.print(f"{key}: {value}")
+        for note in report.notes:
+            console.print(f"note: {note}", highlight=False)
+        for problem in report.problems:
+            console.print(f"[red]problem:[/] {problem}", highlight=False)
+        console.print("[green]OK[/]: catalog and indexes agree" if report.ok else "[red]NOT OK[/]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    model: ModelOpt = None,
+    index_kind: Annotated[
+        str | None, typer.Option("--index-kind", help="auto, flat, hnsw, ivf or ivfpq.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build both indexes from the embeddings stored in SQL (no images read, no model run)."""
+    from blipsearch.errors import InvalidInputError
+    from blipsearch.indexer.maintenance import rebuild
+    from blipsearch.indexer.pipeline import Indexer
+    from blipsearch.storage.lock import WriterLock
+
+    if index_kind is not None and index_kind not in KINDS:
+        raise InvalidInputError(f"--index-kind must be one of {', '.join(KINDS)}, not {index_kind!r}.")
+    settings = _settings(data_dir=data_dir, database_url=database_url, retrieval_model=model)
+    indexer = Indexer(settings)
+    try:
+        with WriterLock(settings.data_dir, "index rebuild"):
+            data = rebuild(indexer.index_set(index_kind))
+    finally:
+        indexer.catalog.close()
+    if as_json:
+        _print_json(data)
+        return
+    console.print(
+        f"rebuilt generation {data['generation']}: images {data['images']['kind']} "
+        f"({data['images']['vectors']} vectors), "
+        f"texts {data['texts']['kind']} ({data['texts']['vectors']} vectors)",
+        highlight=False,
+    )

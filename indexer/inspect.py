@@ -1,0 +1,143 @@
+"""Per-file work that runs in the decode threads: decide, read, hash, decode, preprocess.
+
+The decision comes first and is as cheap as possible: a file whose size and modification time
+match an item already embedded by the current model is not even read; one whose bytes hash to the
+stored content hash is not decoded. Only new or changed content reaches the model.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from blipsearch.indexer.sources import SourceRecord
+from PIL import Image
+
+from blipsearch.errors import InvalidInputError
+from blipsearch.images import decode_image, read_image_file
+from blipsearch.storage.catalog import FileFacts
+from blipsearch.storage.schema import Item, ItemStatus
+
+
+class Action(enum.Enum):
+    UNCHANGED = "unchanged"
+    """Same file as last time (size and mtime, or bytes): nothing to embed."""
+    EMBED = "embed"
+    """New or changed bytes: decoded and preprocessed, waiting for the model."""
+    FAILED = "failed"
+    """Missing, unreadable or refused; `error` says why."""
+
+
+@dataclass
+class Inspection:
+    record: SourceRecord
+    existing: Item | None
+    action: Action
+    facts: FileFacts | None = None
+    pixels: torch.Tensor | None = None
+    image: Image.Image | None = None
+    error: str | None = None
+    needs_caption: bool = False
+
+    @property
+    def came_back(self) -> bool:
+        """A missing item whose file reappeared unchanged: re-activated without embedding."""
+        return self.existing is not None and self.existing.status == ItemStatus.MISSING.value
+
+
+@dataclass(frozen=True)
+class InspectPolicy:
+    fingerprint: str
+    max_bytes: int
+    max_pixels: int
+    preprocess: Callable[[list[Image.Image]], torch.Tensor]
+    caption_fingerprint: str | None = None
+    retry_failed: bool = False
+
+
+def _embedded_by(item: Item | None, fingerprint: str) -> bool:
+    return (
+        item is not None
+        and item.embedding is not None
+        and item.model_fingerprint == fingerprint
+        and item.status in (ItemStatus.INDEXED.value, ItemStatus.MISSING.value)
+    )
+
+
+def _wants_caption(item: Item | None, policy: InspectPolicy) -> bool:
+    return policy.caption_fingerprint is not None and (
+        item is None or item.caption_fingerprint != policy.caption_fingerprint
+    )
+
+
+def inspect(record: SourceRecord, existing: Item | None, policy: InspectPolicy) -> Inspection:
+    """Classify one file; never raises for a bad file (that is an `Action.FAILED`)."""
+    try:
+        stat = record.path.stat()
+    except OSError as exc:
+        reason = "not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
+        return Inspection(record, existing, Action.FAILED, error=f"{record.path.name}: {reason}.")
+    needs_caption = _wants_caption(existing, policy)
+    same_file = (
+        existing is not None and existing.size_bytes == stat.st_size and existing.file_mtime == stat.st_mtime
+    )
+    if same_file and not needs_caption:
+        assert existing is not None
+        if existing.status == ItemStatus.INDEXED.value and _embedded_by(existing, policy.fingerprint):
+            return Inspection(record, existing, Action.UNCHANGED)
+        if existing.status == ItemStatus.FAILED.value and not policy.retry_failed:
+            return Inspection(record, existing, Action.UNCHANGED)
+    name = record.path.name
+    try:
+        data = read_image_file(record.path, max_bytes=policy.max_bytes)
+    except InvalidInputError as exc:
+        return Inspection(record, existing, Action.FAILED, error=str(exc), facts=_bare_facts(stat))
+    digest = hashlib.sha256(data).hexdigest()
+    facts = FileFacts(content_hash=digest, size_bytes=len(data), file_mtime=stat.st_mtime)
+    if (
+        existing is not None
+        and existing.content_hash == digest
+        and _embedded_by(existing, policy.fingerprint)
+        and not needs_caption
+    ):
+        facts = FileFacts(digest, len(data), stat.st_mtime, existing.format, existing.width, existing.height)
+        return Inspection(record, existing, Action.UNCHANGED, facts=facts)
+    try:
+        decoded = decode_image(data, max_pixels=policy.max_pixels, name=name)
+        pixels = policy.preprocess([decoded.image])
+    except InvalidInputError as exc:
+        return Inspection(record, existing, Action.FAILED, facts=facts, error=str(exc))
+    except (OSError, ValueError, RuntimeError) as exc:
+        return Inspection(
+            record, existing, Action.FAILED, facts=facts, error=f"{name} could not be decoded ({exc})."
+        )
+    facts = FileFacts(digest, len(data), stat.st_mtime, decoded.format, decoded.width, decoded.height)
+    return Inspection(
+        record,
+        existing,
+        Action.EMBED,
+        facts=facts,
+        pixels=pixels,
+        image=decoded.image if needs_caption else None,
+        needs_caption=needs_caption,
+    )
+
+
+def _bare_facts(stat: object) -> FileFacts:
+    return FileFacts(
+        content_hash="",
+        size_bytes=int(getattr(stat, "st_size", 0)),
+        file_mtime=float(getattr(stat, "st_mtime", 0.0)),
+    )
+
+
+_DETAIL = re.compile(r"\s*\([^)]*\)")
+
+
+def reason_class(error: str, name: str) -> str:
+    """An error message with the file name and details dropped, to group failures in the summary."""
+    return _DETAIL.sub("", error.replace(name, "FILE")).strip()

@@ -1,0 +1,422 @@
+"""The indexer: source -> inspect (threads) -> embed (batches) -> catalog (a transaction per batch) -> index.
+
+Order of durability: a batch is committed to SQL (items and their change-log entries together),
+then applied to the in-memory indexes, which are committed to disk every
+`index_checkpoint_items` items and at the end. A crash anywhere loses at most the uncommitted
+batch; the next run skips everything already in SQL (content hashes) and the next open of the
+indexes replays the changes they had not recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from blipsearch.indexer.inspect import Action, Inspection, InspectPolicy, inspect, reason_class
+from blipsearch.indexer.progress import Progress
+from blipsearch.indexer.sources import FolderSource, ManifestSource, SourceRecord, open_source
+
+from blipsearch.faults import crash_point
+from blipsearch.models.captioner import Captioner
+from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.settings import Settings
+from blipsearch.storage.catalog import Catalog, ItemMetadata, ItemWrite, TextVector, round_trip
+from blipsearch.storage.live import IndexSet, LiveIndexes
+from blipsearch.storage.lock import WriterLock
+from blipsearch.storage.schema import SLOT_OF_KIND, Item, ItemStatus, TextKind
+from blipsearch.storage.vectors import RequestedKind
+
+log = logging.getLogger(__name__)
+
+CHUNK_BATCHES = 4
+"""Records inspected per catalog lookup and written per transaction, in image batches."""
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    captions: bool = False
+    prune: bool = False
+    retry_failed: bool = False
+    follow_symlinks: bool = False
+    include_hidden: bool = False
+    index_kind: RequestedKind | None = None
+
+
+@dataclass
+class IndexReport:
+    source: str
+    seen: int = 0
+    embedded: int = 0
+    reused: int = 0
+    """New items whose bytes matched an item already embedded: vector copied, model not run."""
+    unchanged: int = 0
+    metadata_updated: int = 0
+    captioned: int = 0
+    failed: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    failed_examples: list[str] = field(default_factory=list)
+    missing: int = 0
+    pruned: int = 0
+    rejected_rows: list[str] = field(default_factory=list)
+    ignored_files: int = 0
+    skipped_hidden: int = 0
+    skipped_symlinks: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    generation: int = 0
+    indexed_total: int = 0
+    rebuilt: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "seen": self.seen,
+            "embedded": self.embedded,
+            "reused": self.reused,
+            "unchanged": self.unchanged,
+            "metadata_updated": self.metadata_updated,
+            "captioned": self.captioned,
+            "failed": self.failed,
+            "failures": dict(self.failures),
+            "failed_examples": self.failed_examples,
+            "missing": self.missing,
+            "pruned": self.pruned,
+            "rejected_rows": self.rejected_rows,
+            "ignored_files": self.ignored_files,
+            "skipped_hidden": self.skipped_hidden,
+            "skipped_symlinks": self.skipped_symlinks,
+            "seconds": round(self.seconds, 3),
+            "embed_seconds": round(self.embed_seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
+            "generation": self.generation,
+            "indexed_total": self.indexed_total,
+            "rebuilt": self.rebuilt,
+        }
+
+
+class Indexer:
+    """Writes one source into the catalog and the vector indexes of a data directory."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model: RetrievalModel | None = None,
+        captioner: Captioner | None = None,
+        catalog: Catalog | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings = settings
+        self._model = model
+        self._captioner = captioner
+        self.catalog = catalog or Catalog.open(settings)
+        self.progress = progress or Progress(enabled=False)
+
+    @property
+    def model(self) -> RetrievalModel:
+        if self._model is None:
+            self._model = RetrievalModel.load(self.settings.retrieval_model, self.settings)
+        return self._model
+
+    @property
+    def captioner(self) -> Captioner:
+        if self._captioner is None:
+            self._captioner = Captioner.load(self.settings.caption_model, self.settings)
+        return self._captioner
+
+    def index_set(self, kind: RequestedKind | None = None) -> IndexSet:
+        return IndexSet(
+            self.settings.data_dir,
+            self.catalog,
+            fingerprint=self.model.fingerprint,
+            dim=self.model.embedding_dim,
+            requested_kind=kind or self.settings.index_kind,
+            memory_budget=self.settings.index_memory_budget,
+        )
+
+    def run(self, path: Path, options: IndexOptions | None = None) -> IndexReport:
+        options = options or IndexOptions()
+        source = open_source(
+            path, follow_symlinks=options.follow_symlinks, include_hidden=options.include_hidden
+        )
+        with WriterLock(self.settings.data_dir, f"index {source.origin}"):
+            return _Run(self, source, options).execute()
+
+
+class _Run:
+    """State of one indexing run; `execute` is the whole pipeline."""
+
+    def __init__(
+        self, indexer: Indexer, source: FolderSource | ManifestSource, options: IndexOptions
+    ) -> None:
+        self.indexer = indexer
+        self.settings = indexer.settings
+        self.catalog = indexer.catalog
+        self.source = source
+        self.options = options
+        self.report = IndexReport(source=source.origin)
+        self.model = indexer.model
+        self.captioner = indexer.captioner if options.captions else None
+        self.indexes = indexer.index_set(options.index_kind)
+        self.live: LiveIndexes | None = None
+        self.since_checkpoint = 0
+
+    def execute(self) -> IndexReport:
+        started = time.perf_counter()
+        self.live, opened = self.indexes.open(writer=True)
+        self.report.rebuilt.update(opened.rebuilt)
+        records = list(self.source.records())
+        self.report.seen = len(records)
+        policy = InspectPolicy(
+            fingerprint=self.model.fingerprint,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+            preprocess=self.model.pixel_values,
+            caption_fingerprint=self.captioner.fingerprint if self.captioner else None,
+            retry_failed=self.options.retry_failed,
+        )
+        progress = self.indexer.progress
+        progress.start(total=len(records), description=f"Indexing {Path(self.source.origin).name}")
+        with ThreadPoolExecutor(self.settings.decode_workers, thread_name_prefix="decode") as pool:
+            for inspections in self._inspected_chunks(pool, records, policy):
+                self._write_chunk(inspections)
+                progress.advance(len(inspections), embedded=self.report.embedded, failed=self.report.failed)
+        progress.finish()
+        self._handle_disappeared({record.source for record in records})
+        issues = self.source.issues
+        self.report.rejected_rows = issues.rejected_rows
+        self.report.ignored_files = issues.ignored_files
+        self.report.skipped_hidden = issues.skipped_hidden
+        self.report.skipped_symlinks = issues.skipped_symlinks
+        self._finish_indexes()
+        self.report.seconds = time.perf_counter() - started
+        log.info("index run finished", extra=self.report.as_dict())
+        return self.report
+
+    def _inspected_chunks(
+        self, pool: ThreadPoolExecutor, records: Sequence[SourceRecord], policy: InspectPolicy
+    ) -> Iterator[list[Inspection]]:
+        """Inspections in record order, with the next chunk decoding while this one is embedded."""
+        pending: list[list[Future[Inspection]]] = []
+        chunk = self.settings.image_batch_size * CHUNK_BATCHES
+        starts = iter(range(0, len(records), chunk))
+
+        def submit_next() -> None:
+            start = next(starts, None)
+            if start is None:
+                return
+            part = records[start : start + chunk]
+            existing = self.catalog.items_by_sources([record.source for record in part])
+            pending.append(
+                [pool.submit(inspect, record, existing.get(record.source), policy) for record in part]
+            )
+
+        submit_next()
+        submit_next()
+        while pending:
+            futures = pending.pop(0)
+            results = [future.result() for future in futures]
+            submit_next()
+            yield results
+
+    def _write_chunk(self, inspections: list[Inspection]) -> None:
+        to_embed = [item for item in inspections if item.action is Action.EMBED]
+        reused = self.catalog.embeddings_by_hash(
+            [
+                i.facts.content_hash
+                for i in to_embed
+                if i.facts and i.existing is None and not i.needs_caption
+            ],
+            self.model.fingerprint,
+        )
+        vectors: dict[str, np.ndarray] = {}
+        run_model = [
+            i
+            for i in to_embed
+            if not (i.facts and i.existing is None and i.facts.content_hash in reused and not i.needs_caption)
+        ]
+        if run_model:
+            started = time.perf_counter()
+            pixels = torch.cat([i.pixels for i in run_model if i.pixels is not None])
+            embedded = self.model.embed_images(pixels).vectors
+            self.report.embed_seconds += time.perf_counter() - started
+            for inspection, vector in zip(run_model, embedded, strict=True):
+                vectors[inspection.record.source] = vector
+            crash_point("index.embedded")
+        captions = self._captions([i for i in run_model if i.needs_caption])
+        writes: list[ItemWrite] = []
+        for inspection in inspections:
+            write = self._plan_write(inspection, vectors, reused, captions)
+            if write is not None:
+                writes.append(write)
+            inspection.pixels = inspection.image = None
+        if not writes:
+            return
+        self._embed_texts(writes, {i.record.source: i.existing for i in inspections})
+        ids = self.catalog.write(writes)
+        assert self.live is not None
+        self.live.apply_items(self.catalog, ids, self.catalog.last_change_id())
+        self.since_checkpoint += len(ids)
+        if self.since_checkpoint >= self.settings.index_checkpoint_items:
+            self.indexes.commit(self.live)
+            self.since_checkpoint = 0
+
+    def _captions(self, inspections: list[Inspection]) -> dict[str, str]:
+        if not inspections or self.captioner is None:
+            return {}
+        texts = self.captioner.caption([i.image for i in inspections if i.image is not None])
+        self.report.captioned += len(texts)
+        return {i.record.source: text for i, text in zip(inspections, texts, strict=True)}
+
+    def _plan_write(
+        self,
+        inspection: Inspection,
+        vectors: dict[str, np.ndarray],
+        reused: dict[str, tuple[np.ndarray, Item]],
+        captions: dict[str, str],
+    ) -> ItemWrite | None:
+        record, existing = inspection.record, inspection.existing
+        metadata = record.metadata
+        metadata_changed = metadata is not None and (existing is None or metadata.differs_from(existing))
+        base = ItemWrite(
+            source=record.source,
+            origin=self.source.origin,
+            status=ItemStatus.INDEXED,
+            item_id=existing.id if existing else None,
+            metadata=metadata if metadata_changed else None,
+        )
+        if inspection.action is Action.FAILED:
+            error = inspection.error or "failed"
+            self.report.failed += 1
+            self.report.failures[reason_class(error, record.path.name)] += 1
+            if len(self.report.failed_examples) < 20:
+                self.report.failed_examples.append(error)
+            if (
+                existing is not None
+                and existing.status == ItemStatus.FAILED.value
+                and existing.error == error
+                and not metadata_changed
+            ):
+                return None
+            base.status, base.error, base.file = ItemStatus.FAILED, error, inspection.facts
+            return base
+        if inspection.action is Action.UNCHANGED:
+            assert existing is not None
+            if existing.status == ItemStatus.FAILED.value:
+                self.report.failed += 1
+                self.report.failures[reason_class(existing.error or "failed", record.path.name)] += 1
+                if not metadata_changed:
+                    return None
+                base.status, base.error = ItemStatus.FAILED, existing.error
+                return base
+            self.report.unchanged += 1
+            touched = inspection.facts is not None and inspection.facts.file_mtime != existing.file_mtime
+            if not (metadata_changed or touched or inspection.came_back):
+                return None
+            if metadata_changed:
+                self.report.metadata_updated += 1
+            base.file = inspection.facts
+            return base
+        facts = inspection.facts
+        assert facts is not None
+        if record.source in vectors:
+            self.report.embedded += 1
+            base.embedding = vectors[record.source]
+        else:
+            vector, twin = reused[facts.content_hash]
+            self.report.reused += 1
+            base.embedding = vector
+            if twin.caption and not inspection.needs_caption:
+                base.caption, base.caption_fingerprint = twin.caption, twin.caption_fingerprint
+        base.model_fingerprint = self.model.fingerprint
+        base.file = facts
+        if record.source in captions and self.captioner is not None:
+            base.caption, base.caption_fingerprint = captions[record.source], self.captioner.fingerprint
+        return base
+
+    def _embed_texts(self, writes: list[ItemWrite], existing: dict[str, Item | None]) -> None:
+        """Give each write the texts (title, description, caption) its item should have, embedded."""
+        wanted: list[tuple[ItemWrite, list[tuple[int, str, str]]]] = []
+        for write in writes:
+            if write.status is not ItemStatus.INDEXED:
+                continue
+            item = existing.get(write.source)
+            meta = write.metadata or (_metadata_of(item) if item else None)
+            caption = write.caption if write.caption is not None else (item.caption if item else None)
+            texts = [
+                (SLOT_OF_KIND[kind], kind.value, text)
+                for kind, text in (
+                    (TextKind.TITLE, meta.title if meta else None),
+                    (TextKind.DESCRIPTION, meta.description if meta else None),
+                    (TextKind.CAPTION, caption),
+                )
+                if text
+            ]
+            current = sorted((t.slot, t.kind, t.text) for t in item.texts) if item else []
+            stale_model = item is not None and any(
+                t.model_fingerprint != self.model.fingerprint for t in item.texts
+            )
+            if texts != current or stale_model or (item is None and texts):
+                wanted.append((write, texts))
+        flat = [text for _, texts in wanted for _, _, text in texts]
+        if not flat:
+            for write, _ in wanted:
+                write.texts, write.model_fingerprint = [], write.model_fingerprint or self.model.fingerprint
+            return
+        vectors = iter(round_trip(self.model.embed_texts(flat), self.catalog.embedding_storage))
+        for write, texts in wanted:
+            write.texts = [TextVector(slot, kind, text, next(vectors)) for slot, kind, text in texts]
+            write.model_fingerprint = write.model_fingerprint or self.model.fingerprint
+
+    def _handle_disappeared(self, seen: set[str]) -> None:
+        """Items this origin brought in earlier that it no longer lists: missing, or gone with --prune."""
+        known = self.catalog.sources_in_origin(self.source.origin)
+        gone = [(item_id, status) for source, (item_id, status) in known.items() if source not in seen]
+        if self.options.prune:
+            ids = [item_id for item_id, _ in gone]
+            self.catalog.delete_items(ids)
+            self.report.pruned = len(ids)
+        else:
+            ids = [item_id for item_id, status in gone if status != ItemStatus.MISSING.value]
+            self.catalog.mark_missing(ids)
+            self.report.missing = len(gone)
+        if ids and self.live is not None:
+            self.live.apply_items(self.catalog, ids, self.catalog.last_change_id())
+
+    def _finish_indexes(self) -> None:
+        assert self.live is not None
+        reason = self.indexes.needs_rebuild(self.live)
+        if reason:
+            log.info("rebuilding indexes", extra={"reason": reason})
+            self.report.rebuilt["images+texts"] = reason
+            self.live = self.indexes.rebuild()
+        elif self.live.pending_changes or self.report.rebuilt:
+            self.indexes.commit(self.live)
+        self.report.generation = self.live.generations.get("images", 0)
+        self.report.indexed_total = len(self.live.images)
+
+
+def _metadata_of(item: Item) -> ItemMetadata:
+    return ItemMetadata(
+        external_id=item.external_id,
+        title=item.title,
+        description=item.description,
+        category=item.category,
+        brand=item.brand,
+        price=item.price,
+        currency=item.currency,
+        tags=tuple(tag.tag for tag in item.tags),
+        attributes=dict(item.attributes or {}),
+    )
