@@ -57,6 +57,18 @@ def _settings(**overrides: Any) -> Any:
     return _settings_factory[0](**overrides)
 
 
+def _with_catalog(data_dir: Path | None, database_url: str | None, read: Callable[[Path, Any], Any]) -> Any:
+    """Run a read-only maintenance function on the data directory's catalog, then close it."""
+    from blipsearch.storage.catalog import Catalog
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    catalog = Catalog.open(settings)
+    try:
+        return read(settings.data_dir, catalog)
+    finally:
+        catalog.close()
+
+
 def _print_json(data: Any) -> None:
     import json
     import sys
@@ -169,14 +181,8 @@ def index_status(
 ) -> None:
     """Items by status, the committed index generations, and how far behind the catalog they are."""
     from blipsearch.indexer.maintenance import index_status as status
-    from blipsearch.storage.catalog import Catalog
 
-    settings = _settings(data_dir=data_dir, database_url=database_url)
-    catalog = Catalog.open(settings)
-    try:
-        data = status(settings.data_dir, catalog)
-    finally:
-        catalog.close()
+    data = _with_catalog(data_dir, database_url, status)
     if as_json:
         _print_json(data)
         return
@@ -204,14 +210,8 @@ def index_verify(
 ) -> None:
     """Check that the catalog and the committed indexes agree; exit 1 when they do not."""
     from blipsearch.indexer.maintenance import verify
-    from blipsearch.storage.catalog import Catalog
 
-    settings = _settings(data_dir=data_dir, database_url=database_url)
-    catalog = Catalog.open(settings)
-    try:
-        report = verify(settings.data_dir, catalog)
-    finally:
-        catalog.close()
+    report = _with_catalog(data_dir, database_url, verify)
     if as_json:
         _print_json(report.as_dict())
     else:

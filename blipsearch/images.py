@@ -59,6 +59,12 @@ _TRANSPOSE: dict[int, Image.Transpose] = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+_QUARTER_TURNS = {
+    Image.Transpose.TRANSPOSE,
+    Image.Transpose.ROTATE_270,
+    Image.Transpose.TRANSVERSE,
+    Image.Transpose.ROTATE_90,
+}
 _PARENTHESISED = re.compile(r"\s*\([^()]*\)")
 _MAX_DETAIL = 80
 
@@ -113,12 +119,19 @@ def read_image_file(path: Path | str, *, max_bytes: int, name: str | None = None
     return data
 
 
-def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> DecodedImage:
+def decode_image(
+    data: bytes, *, max_pixels: int, name: str = "image", at_least: tuple[int, int] | None = None
+) -> DecodedImage:
     """Decode untrusted bytes to an RGB picture, or refuse them with a reason naming `name`.
 
     The format is identified from content and checked against `ALLOWED_FORMATS`, and the pixel
     count against `max_pixels`, before any pixel data is decompressed. Any exception the decoder
     raises means the bytes are bad, so all of them become `InvalidInputError`.
+
+    `at_least` (width, height) lets a JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) that is
+    still at least that large: a model that resizes to 384 px gains nothing from the full 12
+    megapixels, and decoding them is most of the cost of a camera photo. The reported width and
+    height stay those of the file.
     """
     if not data:
         raise InvalidInputError(f"{name} is empty.")
@@ -126,7 +139,7 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
     try:
         image = _identify(source, name)
         try:
-            return _decode(image, source, max_pixels=max_pixels, name=name)
+            return _decode(image, source, max_pixels=max_pixels, name=name, at_least=at_least)
         finally:
             image.close()
     except InvalidInputError:
@@ -239,7 +252,12 @@ def _identify(source: _WatchedBuffer, name: str) -> ImageFile.ImageFile:
 
 
 def _decode(
-    image: ImageFile.ImageFile, source: _WatchedBuffer, *, max_pixels: int, name: str
+    image: ImageFile.ImageFile,
+    source: _WatchedBuffer,
+    *,
+    max_pixels: int,
+    name: str,
+    at_least: tuple[int, int] | None = None,
 ) -> DecodedImage:
     source.ran_dry = False
     fmt = image.format or "unknown"
@@ -251,6 +269,8 @@ def _decode(
     frames = max(1, int(getattr(image, "n_frames", 1)))
     if frames > 1:
         image.seek(0)
+    if at_least is not None and fmt == "JPEG" and image.mode in ("RGB", "L"):
+        image.draft(image.mode, at_least)
     source.ran_dry, source.watching = False, True
     image.load()
     source.watching = False
@@ -261,7 +281,9 @@ def _decode(
     if method is not None:
         rgb = rgb.transpose(method)
     rgb.info = {}
-    return DecodedImage(image=rgb, format=fmt, width=rgb.width, height=rgb.height, frames=frames)
+    if method in _QUARTER_TURNS:
+        width, height = height, width
+    return DecodedImage(image=rgb, format=fmt, width=width, height=height, frames=frames)
 
 
 def _orientation(image: Image.Image) -> int:

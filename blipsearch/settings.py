@@ -84,7 +84,15 @@ class Settings(BaseSettings):
         description="auto is float32 on CPU/MPS and bfloat16 (or float16) on CUDA.",
     )
 
-    image_batch_size: int = Field(default=16, ge=1, le=4096)
+    image_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description=(
+            "Images per vision-encoder call; unset: 1 on CPU (fastest per image there, see "
+            "bench/reports/indexer_throughput.md), 32 on CUDA and MPS."
+        ),
+    )
     text_batch_size: int = Field(default=64, ge=1, le=4096)
     itm_batch_size: int = Field(default=32, ge=1, le=4096)
     caption_batch_size: int = Field(default=8, ge=1, le=1024)
@@ -118,6 +126,12 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Threads that read, hash and decode images while the model embeds.",
+    )
+    index_chunk_items: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Files the indexer inspects, embeds and writes (one SQL transaction) at a time.",
     )
     index_checkpoint_items: int = Field(
         default=2000,

@@ -57,6 +57,8 @@ class InspectPolicy:
     preprocess: Callable[[list[Image.Image]], torch.Tensor]
     caption_fingerprint: str | None = None
     retry_failed: bool = False
+    decode_at_least: tuple[int, int] | None = None
+    """The models' input size: JPEGs decode at the smallest DCT scale that still covers it."""
 
 
 def _embedded_by(item: Item | None, fingerprint: str) -> bool:
@@ -107,7 +109,7 @@ def inspect(record: SourceRecord, existing: Item | None, policy: InspectPolicy) 
         facts = FileFacts(digest, len(data), stat.st_mtime, existing.format, existing.width, existing.height)
         return Inspection(record, existing, Action.UNCHANGED, facts=facts)
     try:
-        decoded = decode_image(data, max_pixels=policy.max_pixels, name=name)
+        decoded = decode_image(data, max_pixels=policy.max_pixels, name=name, at_least=policy.decode_at_least)
         pixels = policy.preprocess([decoded.image])
     except InvalidInputError as exc:
         return Inspection(record, existing, Action.FAILED, facts=facts, error=str(exc))

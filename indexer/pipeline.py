@@ -36,9 +36,6 @@ from blipsearch.storage.vectors import RequestedKind
 
 log = logging.getLogger(__name__)
 
-CHUNK_BATCHES = 4
-"""Records inspected per catalog lookup and written per transaction, in image batches."""
-
 
 @dataclass(frozen=True)
 class IndexOptions:
@@ -186,6 +183,7 @@ class _Run:
             preprocess=self.model.pixel_values,
             caption_fingerprint=self.captioner.fingerprint if self.captioner else None,
             retry_failed=self.options.retry_failed,
+            decode_at_least=(side := self._model_input_side(), side),
         )
         progress = self.indexer.progress
         progress.start(total=len(records), description=f"Indexing {Path(self.source.origin).name}")
@@ -205,12 +203,18 @@ class _Run:
         log.info("index run finished", extra=self.report.as_dict())
         return self.report
 
+    def _model_input_side(self) -> int:
+        sides = [self.model.image_size]
+        if self.captioner is not None:
+            sides.append(self.captioner.image_size)
+        return max(sides)
+
     def _inspected_chunks(
         self, pool: ThreadPoolExecutor, records: Sequence[SourceRecord], policy: InspectPolicy
     ) -> Iterator[list[Inspection]]:
         """Inspections in record order, with the next chunk decoding while this one is embedded."""
         pending: list[list[Future[Inspection]]] = []
-        chunk = self.settings.image_batch_size * CHUNK_BATCHES
+        chunk = self.settings.index_chunk_items
         starts = iter(range(0, len(records), chunk))
 
         def submit_next() -> None:

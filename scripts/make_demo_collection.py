@@ -16,7 +16,9 @@ SHAPES = ("ball", "box")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("directory", type=Path, help="where to write photos (created if missing)")
     root: Path = parser.parse_args().directory
     catalog = root / "catalog"

@@ -427,3 +427,43 @@ def test_open_image_composites_orients_and_limits(tmp_path: Path) -> None:
     (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff garbage")
     with pytest.raises(InvalidInputError, match=f"^{re.escape(str(tmp_path / 'junk.jpg'))} is corrupt"):
         open_image(tmp_path / "junk.jpg", **LIMITS)  # the CLI shows the path the user typed
+
+
+def _big_jpeg(size: tuple[int, int], orientation: int | None = None) -> bytes:
+    import io
+
+    x = np.linspace(0, 6, size[0])[None, :]
+    y = np.linspace(0, 4, size[1])[:, None]
+    base = (np.sin(x * 3) + np.cos(y * 2)) * 60 + 128
+    pixels = np.stack([base, base[::-1], np.fliplr(base)], axis=-1).clip(0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    Image.fromarray(pixels).save(out, "JPEG", quality=90, exif=exif)
+    return out.getvalue()
+
+
+def test_reduced_jpeg_decoding_covers_the_target_and_reports_the_file_size() -> None:
+    data = _big_jpeg((2000, 1500))
+    full = decode_image(data, max_pixels=10**8)
+    reduced = decode_image(data, max_pixels=10**8, at_least=(384, 384))
+    assert (full.width, full.height) == (reduced.width, reduced.height) == (2000, 1500)
+    assert full.image.size == (2000, 1500)
+    assert min(reduced.image.size) >= 384 and reduced.image.width <= 1000, reduced.image.size
+    # What the model sees is nearly the same picture.
+    a = np.asarray(full.image.resize((384, 384), Image.Resampling.BICUBIC), dtype=np.float32)
+    b = np.asarray(reduced.image.resize((384, 384), Image.Resampling.BICUBIC), dtype=np.float32)
+    assert np.abs(a - b).mean() < 3.0
+
+
+def test_reduced_decoding_keeps_exif_rotation_and_leaves_other_formats_alone() -> None:
+    rotated = decode_image(_big_jpeg((1600, 1200), orientation=6), max_pixels=10**8, at_least=(384, 384))
+    assert (rotated.width, rotated.height) == (1200, 1600)
+    assert rotated.image.height > rotated.image.width
+    import io
+
+    png = io.BytesIO()
+    Image.new("RGB", (1600, 1200), (1, 2, 3)).save(png, "PNG")
+    decoded = decode_image(png.getvalue(), max_pixels=10**8, at_least=(384, 384))
+    assert decoded.image.size == (1600, 1200)

@@ -46,6 +46,7 @@ def _settings(tmp_path: Path, database_url: str, tiny_checkpoints) -> Settings:
         dtype="float32",
         offline=True,
         image_batch_size=4,
+        index_chunk_items=16,
         decode_workers=2,
         max_image_pixels=TEST_MAX_PIXELS,
         index_checkpoint_items=5,

@@ -69,6 +69,11 @@ class Captioner:
     def fingerprint(self) -> str:
         return self.checkpoint.fingerprint
 
+    @property
+    def image_size(self) -> int:
+        vision: Any = self.model.config.vision_config
+        return int(vision.image_size)
+
     def _inputs(self, images: Sequence[Image.Image], prompt: str | None) -> dict[str, torch.Tensor]:
         pixels = preprocess_images(self.processor, images)
         inputs: dict[str, torch.Tensor] = {

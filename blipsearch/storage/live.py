@@ -217,7 +217,10 @@ class IndexSet:
                 len(index), self.dim, memory_budget_bytes=self.memory_budget, requested=self.requested_kind
             )
             if wanted.kind != index.spec.kind:
-                return f"{name} index grew to {len(index)} vectors: {index.spec.kind} -> {wanted.kind}"
+                return (
+                    f"{name} index holds {len(index)} vectors as {index.spec.kind}; "
+                    f"the rule now says {wanted.kind}"
+                )
         return None
 
     def commit(self, live: LiveIndexes) -> None:

@@ -37,6 +37,8 @@ INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 
 EXACT_LIMIT = 50_000
 HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
+"""FAISS's default (40) loses a quarter of recall@10 on hard data; builds are rare, queries are not."""
 MIN_TRAINING_VECTORS = 8
 MAX_TRAINING_PER_LIST = 256
 COMPACT_FRACTION = 0.2
@@ -332,7 +334,9 @@ def _empty(spec: IndexSpec) -> Any:
     if spec.kind == "flat":
         return faiss.IndexIDMap2(faiss.IndexFlatIP(spec.dim))
     if spec.kind == "hnsw":
-        return faiss.IndexIDMap2(faiss.IndexHNSWFlat(spec.dim, spec.hnsw_m or HNSW_M, metric))
+        graph = faiss.IndexHNSWFlat(spec.dim, spec.hnsw_m or HNSW_M, metric)
+        graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        return faiss.IndexIDMap2(graph)
     quantizer = faiss.IndexFlatIP(spec.dim)
     ivf: Any
     if spec.kind == "ivf":

@@ -1,0 +1,42 @@
+"""Progress: a structured log line with rate and ETA when there is no terminal."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from blipsearch.indexer.progress import Progress
+from rich.console import Console
+
+
+def test_without_a_terminal_progress_is_logged_with_rate_and_eta(caplog: pytest.LogCaptureFixture) -> None:
+    progress = Progress(log_every=0.0, console=Console(file=io.StringIO(), force_terminal=False))
+    with caplog.at_level(logging.INFO, logger="blipsearch.indexer.progress"):
+        progress.start(total=10, description="Indexing photos")
+        progress.advance(4, embedded=3, failed=1)
+        progress.advance(6, embedded=8, failed=2)
+        progress.finish()
+    records = [r for r in caplog.records if r.getMessage() == "progress"]
+    assert [r.done for r in records] == [4, 10]  # type: ignore[attr-defined]
+    last = records[-1]
+    assert (last.total, last.embedded, last.failed) == (10, 8, 2)  # type: ignore[attr-defined]
+    assert last.per_second > 0 and last.eta_seconds == 0  # type: ignore[attr-defined]
+
+
+def test_on_a_terminal_a_bar_is_drawn() -> None:
+    out = io.StringIO()
+    progress = Progress(log_every=1e9, console=Console(file=out, force_terminal=True, width=120))
+    progress.start(total=3, description="Indexing photos")
+    progress.advance(3, embedded=3)
+    progress.finish()
+    assert "Indexing photos" in out.getvalue() and "3/3" in out.getvalue()
+
+
+def test_disabled_progress_draws_nothing() -> None:
+    out = io.StringIO()
+    progress = Progress(enabled=False, log_every=1e9, console=Console(file=out, force_terminal=True))
+    progress.start(total=2, description="quiet")
+    progress.advance(2)
+    progress.finish()
+    assert out.getvalue() == ""
