@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 from alembic import context
 from blipsearch.settings import load_settings
 from blipsearch.storage.database import create_catalog_engine
+from blipsearch.storage.keyword import include_object
 from blipsearch.storage.schema import Base
 
 config = context.config
@@ -23,6 +24,7 @@ def _configure(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,  # keyword tables: per-database DDL, no ORM model
     )
 
 
@@ -32,6 +34,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=_url().startswith("sqlite"),
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -3,12 +3,14 @@
 Every write goes through `Catalog.write` in one transaction per batch that also appends to the
 change log, so a vector index that recorded the last change id it applied can always be caught up,
 and a crash at any point leaves each item either fully written (with its change) or untouched.
+The same transaction refreshes the items' keyword documents (`keyword.py`), so full-text search
+never sees a state of an item that the catalog did not commit.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -23,7 +25,18 @@ from blipsearch.faults import crash_point
 from blipsearch.models.runtime import chunks
 from blipsearch.settings import Settings
 from blipsearch.storage.database import create_catalog_engine, ensure_schema, session_factory
-from blipsearch.storage.schema import TEXT_SLOTS, Change, ChangeOp, Item, ItemStatus, ItemTag, ItemText
+from blipsearch.storage.keyword import KeywordDocuments
+from blipsearch.storage.schema import (
+    SLOT_OF_KIND,
+    TEXT_SLOTS,
+    Change,
+    ChangeOp,
+    Item,
+    ItemStatus,
+    ItemTag,
+    ItemText,
+    TextKind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +147,7 @@ class Catalog:
         self.engine = engine
         self.sessions = session_factory(engine)
         self.embedding_storage: StorageDType = embedding_storage
+        self.keyword_documents = KeywordDocuments(engine.dialect.name)
 
     @classmethod
     def open(cls, settings: Settings) -> Catalog:
@@ -464,6 +478,7 @@ class Catalog:
                 items = [self._apply(session, write, existing.get(write.source)) for write in writes]
                 session.flush()
                 session.add_all(Change(item_id=item.id, op=ChangeOp.UPSERT.value) for item in items)
+                self.keyword_documents.refresh(session, [item.id for item in items])
                 session.flush()
                 crash_point("catalog.before_commit")
             crash_point("catalog.after_commit")
@@ -548,6 +563,7 @@ class Catalog:
                         update(Item).where(Item.id.in_(part)).values(status=status.value, error=error)
                     )
                 session.add_all(Change(item_id=int(i), op=ChangeOp.UPSERT.value) for i in item_ids)
+                self.keyword_documents.refresh(session, item_ids)
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
 
@@ -561,5 +577,70 @@ class Catalog:
                     session.execute(delete(ItemTag).where(ItemTag.item_id.in_(part)))
                     session.execute(delete(Item).where(Item.id.in_(part)))
                 session.add_all(Change(item_id=int(i), op=ChangeOp.DELETE.value) for i in item_ids)
+                self.keyword_documents.refresh(session, item_ids)
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
+
+    def store_captions(
+        self,
+        captions: Mapping[int, str],
+        caption_fingerprint: str,
+        text_vectors: Mapping[int, np.ndarray] | None = None,
+        model_fingerprint: str | None = None,
+    ) -> None:
+        """Keep captions generated at query time, so the next search neither decodes them again nor
+        misses them: item row, caption text (with its ITC vector when given), keyword document and
+        change log in one transaction, which lets the live text index catch up like after `write`.
+
+        Ids that no longer exist (deleted while the caption was being generated) are skipped.
+        Without a vector for an item its caption text is stored unembedded, so a vector of the
+        previous caption never stays behind in the text index.
+        """
+        vectors = dict(text_vectors or {})
+        if vectors and not model_fingerprint:
+            raise ValueError("a text vector is written together with the fingerprint of its model")
+        if not set(vectors) <= set(captions):
+            raise ValueError("a text vector was given for an item without a caption")
+        if not captions:
+            return
+        slot = SLOT_OF_KIND[TextKind.CAPTION]
+        try:
+            with self.sessions() as session, session.begin():
+                stored: list[int] = []
+                for part in chunks(sorted(int(i) for i in captions), _QUERY_CHUNK):
+                    query = select(Item).where(Item.id.in_(part)).options(selectinload(Item.texts))
+                    for item in session.scalars(query):
+                        caption = captions[item.id]
+                        item.caption, item.caption_fingerprint = caption, caption_fingerprint
+                        row = next((t for t in item.texts if t.slot == slot), None)
+                        if row is None:
+                            row = ItemText(slot=slot)
+                            item.texts.append(row)
+                        row.kind, row.text = TextKind.CAPTION.value, caption
+                        vector = vectors.get(item.id)
+                        if vector is None:
+                            row.embedding = row.embedding_dtype = row.model_fingerprint = None
+                        else:
+                            row.embedding = encode_vector(vector, self.embedding_storage)
+                            row.embedding_dtype = self.embedding_storage
+                            row.model_fingerprint = model_fingerprint
+                        stored.append(item.id)
+                session.flush()
+                session.add_all(Change(item_id=i, op=ChangeOp.UPSERT.value) for i in stored)
+                self.keyword_documents.refresh(session, stored)
+        except SQLAlchemyError as exc:
+            raise self._fail("write", exc) from None
+
+    def keyword_search(
+        self, terms: Sequence[str], limit: int, allowed_ids: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """(item id, score) of indexed items whose keyword document matches any term, best first.
+
+        `terms` are plain words or phrases, never query syntax; `blipsearch.search.keyword` turns
+        a user's text into them.
+        """
+        try:
+            with self.sessions() as session:
+                return self.keyword_documents.search(session, terms, limit, allowed_ids)
+        except SQLAlchemyError as exc:
+            raise self._fail("search", exc) from None
