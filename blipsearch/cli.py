@@ -13,7 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from blipsearch import __version__
+from blipsearch.cli_eval import bind_settings as bind_eval_settings
+from blipsearch.cli_eval import eval_command
 from blipsearch.cli_index import bind_settings, index_app
+from blipsearch.cli_search import bind_settings as bind_search_settings
+from blipsearch.cli_search import describe, search
 from blipsearch.errors import BlipsearchError
 from blipsearch.settings import Settings, load_settings
 
@@ -64,6 +68,9 @@ def _settings(**overrides: Any) -> Settings:
 
 
 bind_settings(_settings)
+bind_search_settings(_settings)
+app.command(name="search")(search)
+app.command(name="describe")(describe)
 
 
 def _print_json(data: Any) -> None:
@@ -109,21 +116,13 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 @app.command(context_settings=_PASSTHROUGH, add_help_option=False)
-def search() -> None:
-    """Search the index: text to images, image to images, image to texts."""
-    _not_yet("search", "the query service")
-
-
-@app.command(context_settings=_PASSTHROUGH, add_help_option=False)
 def serve() -> None:
     """Serve the HTTP API and the web UI."""
     _not_yet("serve", "the HTTP API")
 
 
-@app.command(name="eval", context_settings=_PASSTHROUGH, add_help_option=False)
-def evaluate() -> None:
-    """Measure Recall@K of a checkpoint on an image-caption set."""
-    _not_yet("eval", "the query service's evaluation")
+bind_eval_settings(_settings)
+app.command(name="eval")(eval_command)
 
 
 DatabaseUrlOpt = Annotated[

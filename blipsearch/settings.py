@@ -138,6 +138,32 @@ class Settings(BaseSettings):
         ge=1,
         description="The indexer commits a new index generation after this many changed items.",
     )
+    search_mode: Literal["vector", "keyword", "hybrid"] = Field(
+        default="hybrid",
+        description="Text queries: ITC vectors, keywords (full-text), or both fused by reciprocal rank.",
+    )
+    rerank: bool = Field(default=True, description="Re-rank the ITC shortlist of text queries with ITM.")
+    rerank_k: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description=(
+            "Shortlist re-ranked by ITM; unset: 8 on CPU, 32 on CUDA/MPS "
+            "(cost per candidate: bench/reports/search_latency.md)."
+        ),
+    )
+    max_k: int = Field(default=100, ge=1, le=10_000, description="Most results one page may ask for.")
+    max_offset: int = Field(default=10_000, ge=0, description="Deepest result a page may start at.")
+    hybrid_candidates: int = Field(
+        default=100, ge=1, le=10_000, description="Results taken from each side before hybrid fusion."
+    )
+    vision_tokens: Literal["files", "cache"] = Field(
+        default="files",
+        description="Where ITM's vision tokens come from: re-encoded from the image files, or a disk cache.",
+    )
+    vision_cache_bytes: int = Field(
+        default=2 * 1024**3, ge=0, description="Size bound of the float16 vision-token cache (LRU)."
+    )
     fault_injection: str | None = Field(
         default=None,
         description="Testing only: `POINT[:N]` makes the process SIGKILL itself at a named crash point.",

@@ -4,7 +4,8 @@
 # The main job today: write tiny BLIP checkpoints, check the model layer on one picture (ITC, ITM,
 # a caption, a question), then index a generated photo collection plus a small product catalog
 # (with a few broken files) into the SQL catalog and FAISS, show the index status, verify it,
-# and re-run the indexer to show that nothing unchanged is embedded again. Set
+# and re-run the indexer to show that nothing unchanged is embedded again, then search it by text,
+# SKU, filters and image. Set
 # BLIPSEARCH_RETRIEVAL_MODEL / _CAPTION_MODEL / _VQA_MODEL to real checkpoints (hub ids or
 # directories) to run the same commands on real BLIP weights; BLIPSEARCH_QUICKSTART_PHOTOS=DIR
 # indexes your own folder instead of the generated one.
@@ -63,4 +64,9 @@ fi
 $bs index status
 $bs index verify
 $bs index "$photos" --no-progress                   # again: nothing unchanged is embedded twice
+$bs search "a red ball" -k 3                        # text to images, hybrid, ITM re-ranked
+$bs search "SKU-BLU-BO" --mode keyword -k 1         # a product code the image encoder cannot know
+$bs search "toys" -f "price<=15" -f tag=red --no-rerank -k 3
+$bs search --image "$work/picture.jpg" -k 2         # image to images
+$bs describe "$work/picture.jpg" -k 2               # caption + closest catalog texts
 echo "blipsearch is set up: run '.venv/bin/blipsearch --help' for every command."

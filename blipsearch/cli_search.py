@@ -1,0 +1,168 @@
+"""`blipsearch search` and `blipsearch describe`: the query service from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+SettingsFactory = Callable[..., Any]
+_settings_factory: list[SettingsFactory] = []
+
+
+def bind_settings(factory: SettingsFactory) -> None:
+    """The root CLI passes its settings builder (global --config) in here."""
+    _settings_factory[:] = [factory]
+
+
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (catalog, indexes).")]
+DatabaseUrlOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL of the catalog.")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Retrieval checkpoint the index was built with.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def search(
+    query: Annotated[
+        str | None, typer.Argument(help="What to look for, in words (omit with --image or --item).")
+    ] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Find images like this image file.")] = None,
+    item: Annotated[int | None, typer.Option("--item", help="Find images like this catalog item.")] = None,
+    texts: Annotated[
+        bool, typer.Option("--texts", help="With --image/--item: return the catalog's closest texts instead.")
+    ] = False,
+    k: Annotated[int, typer.Option("-k", "--k", help="Results per page.")] = 10,
+    offset: Annotated[int, typer.Option("--offset", help="Skip this many results (pagination).")] = 0,
+    rerank_k: Annotated[
+        int | None, typer.Option("--rerank-k", help="ITM re-ranks this many ITC candidates.")
+    ] = None,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Pure ITC order, no ITM.")] = False,
+    caption: Annotated[
+        bool, typer.Option("--caption", help="Show captions (generated once, then stored).")
+    ] = False,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter", "-f", help="FIELD=VALUE, FIELD<=NUMBER, FIELD in A,B ... (repeatable; all must hold)."
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="Text queries: vector, keyword or hybrid (default: setting).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the index: text to images, image to images (--image, --item), image to texts (--texts).
+
+    Examples: `blipsearch search "a red dress" -f category=dresses -f "price<=50"`,
+    `blipsearch search --image photo.jpg`, `blipsearch search --item 42 --texts`.
+    """
+    from blipsearch.errors import InvalidInputError
+    from blipsearch.images import read_image_file
+    from blipsearch.search.filters import parse_filters
+    from blipsearch.search.service import SearchOptions, SearchService
+
+    given = sum(value is not None for value in (query, image, item))
+    if given != 1:
+        raise InvalidInputError("Give exactly one of: a text query, --image FILE, or --item ID.")
+    if texts and query is not None:
+        raise InvalidInputError("--texts looks up texts for an image: use it with --image or --item.")
+    options = SearchOptions(
+        k=k,
+        offset=offset,
+        rerank=False if no_rerank else None,
+        rerank_k=rerank_k,
+        caption=caption,
+        filters=parse_filters(filters or []),
+        mode=mode,
+    )
+    settings = _settings_factory[0](data_dir=data_dir, database_url=database_url, retrieval_model=model)
+    service = SearchService.open(settings)
+    try:
+        data = (
+            read_image_file(image, max_bytes=settings.max_image_bytes, name=str(image))
+            if image is not None
+            else None
+        )
+        if query is not None:
+            page = service.text_to_images(query, options)
+        elif texts:
+            page = service.image_to_texts(data, item_id=item, options=options)
+        else:
+            page = service.image_to_images(data, item_id=item, options=options)
+    finally:
+        service.close()
+    result = page.as_dict()
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+        return
+    _print_page(result, texts=texts, caption=caption)
+
+
+def _print_page(result: dict[str, Any], *, texts: bool, caption: bool) -> None:
+    if not result["hits"]:
+        console.print("No results. (Is anything indexed? `blipsearch index status` tells.)")
+        return
+    table = Table(show_lines=False)
+    for name in ("#", "item", "text" if texts else "source", "ITC", "ITM", "details"):
+        table.add_column(name, overflow="fold")
+    for hit in result["hits"]:
+        details = [
+            str(value)
+            for value in (hit.get("sku"), hit.get("title"), hit.get("brand"), hit.get("price"))
+            if value
+        ]
+        if caption and hit.get("caption"):
+            details.append(f"caption: {hit['caption']}")
+        table.add_row(
+            str(hit["rank"]),
+            str(hit["item_id"]),
+            f"[{hit['kind']}] {hit['text']}" if texts else str(hit.get("source", "")),
+            f"{hit['itc_score']:.3f}" if hit.get("itc_score") is not None else "",
+            f"{hit['itm_score']:.3f}" if hit.get("itm_score") is not None else "",
+            " | ".join(details),
+        )
+    console.print(table)
+    timings = ", ".join(f"{key} {value} ms" for key, value in result["timings_ms"].items())
+    more = f"; next page: --offset {result['next_offset']}" if result["next_offset"] is not None else ""
+    console.print(f"mode {result['mode']}, re-ranked: {result['reranked']}; {timings}{more}", highlight=False)
+
+
+def describe(
+    image: Annotated[Path, typer.Argument(help="An image file.")],
+    k: Annotated[int, typer.Option("-k", "--k", help="How many catalog texts to show.")] = 5,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Caption an image and show the catalog texts (titles, descriptions, captions) closest to it."""
+    from blipsearch.images import decode_image, read_image_file
+    from blipsearch.search.service import SearchOptions, SearchService
+
+    settings = _settings_factory[0](data_dir=data_dir, database_url=database_url, retrieval_model=model)
+    data = read_image_file(image, max_bytes=settings.max_image_bytes, name=str(image))
+    picture = decode_image(data, max_pixels=settings.max_image_pixels, name=str(image)).image
+    service = SearchService.open(settings)
+    try:
+        caption = service.caption([picture])[0]
+        page = service.image_to_texts(picture, options=SearchOptions(k=k))
+    finally:
+        service.close()
+    result = {"image": str(image), "caption": caption, "texts": page.as_dict()["hits"]}
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+        return
+    console.print(f"caption: {caption}", highlight=False)
+    _print_page(page.as_dict(), texts=True, caption=False)

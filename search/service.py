@@ -1,0 +1,559 @@
+"""The query service: one object that answers every query mode, used by the CLI and the API.
+
+Two-stage retrieval, as BLIP intends it:
+
+1. **Candidates.** Text queries: ITC vectors (cosine over the image index), keywords (full-text over
+   titles, descriptions, captions, SKUs, brands, tags) or both fused by reciprocal rank
+   (`mode=hybrid`, the default). Image queries: ITC image-to-image or image-to-text. A metadata
+   filter restricts the candidates exactly (the vector index answers over the matching ids only).
+2. **Re-ranking.** The first `rerank_k` candidates of a text query are scored by the ITM head
+   (the text cross-attending into each image's vision tokens) and ordered by that probability
+   alone; everything after the shortlist keeps its first-stage order. ITM and ITC are not summed:
+   ITM is a calibrated match probability, ITC a cosine on another scale, and ITM is the better
+   judge wherever it runs. The shortlist is the same for every page of a query, so pages never
+   overlap or skip. Image-to-text lookups are re-ranked the same way (the query image against
+   each candidate text); image-to-image has no ITM (it needs a text) and is ITC only.
+
+Every hit carries its ITC score (also for keyword-only hits, computed from the index), its ITM
+score when re-ranked, its keyword score when matched, the final rank, and the caption when asked.
+Equal scores are ordered by item id, so a query always returns the same order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from blipsearch.search.filters import Condition, matching_item_ids
+from blipsearch.search.fusion import reciprocal_rank_fusion
+from blipsearch.search.keyword import KeywordSearch
+from blipsearch.search.vision import FileVisionTokens, vision_token_source
+from PIL import Image
+from sqlalchemy import select, tuple_
+
+from blipsearch.errors import InvalidInputError
+from blipsearch.images import decode_image, read_image_file
+from blipsearch.models.captioner import Captioner
+from blipsearch.models.retrieval import RetrievalModel, validate_texts
+from blipsearch.settings import Settings
+from blipsearch.storage.catalog import Catalog, text_vector_ids
+from blipsearch.storage.live import IndexSet, LiveIndexes
+from blipsearch.storage.schema import TEXT_SLOTS, Item, ItemText
+
+log = logging.getLogger(__name__)
+
+QueryMode = Literal["vector", "keyword", "hybrid"]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Per-query knobs; None means "the configured default"."""
+
+    k: int = 10
+    offset: int = 0
+    rerank: bool | None = None
+    rerank_k: int | None = None
+    caption: bool = False
+    filters: Sequence[Condition] = ()
+    mode: QueryMode | None = None
+
+
+@dataclass
+class ImageHit:
+    item_id: int
+    rank: int
+    score: float
+    """What ordered this hit: the ITM probability if re-ranked, else the fused or ITC score."""
+    itc_score: float | None
+    itm_score: float | None = None
+    keyword_score: float | None = None
+    caption: str | None = None
+    item: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "item_id": self.item_id,
+            "rank": self.rank,
+            "score": self.score,
+            "itc_score": self.itc_score,
+            "itm_score": self.itm_score,
+            "keyword_score": self.keyword_score,
+            "caption": self.caption,
+            **self.item,
+        }
+
+
+@dataclass
+class TextHit:
+    item_id: int
+    kind: str
+    text: str
+    rank: int
+    score: float
+    itc_score: float
+    itm_score: float | None = None
+    item: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "item_id": self.item_id,
+            "kind": self.kind,
+            "text": self.text,
+            "rank": self.rank,
+            "score": self.score,
+            "itc_score": self.itc_score,
+            "itm_score": self.itm_score,
+            **self.item,
+        }
+
+
+@dataclass
+class SearchPage:
+    mode: str
+    hits: list[Any]
+    k: int
+    offset: int
+    next_offset: int | None
+    reranked: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "k": self.k,
+            "offset": self.offset,
+            "next_offset": self.next_offset,
+            "reranked": self.reranked,
+            "timings_ms": {key: round(value * 1000, 2) for key, value in self.timings.items()},
+            "hits": [hit.as_dict() for hit in self.hits],
+        }
+
+
+@dataclass
+class _Ranked:
+    """First-stage order: ids best first with whatever scores produced them."""
+
+    ids: list[int]
+    itc: dict[int, float] = field(default_factory=dict)
+    keyword: dict[int, float] = field(default_factory=dict)
+    fused: dict[int, float] = field(default_factory=dict)
+
+
+def default_rerank_k(device: torch.device) -> int:
+    """Measured on a 2-core CPU with BLIP-base: each candidate costs a vision-encoder pass (0.8 s)
+    when its tokens come from the file and a cross-attention pass (0.1-0.2 s) from the cache; 8
+    keeps a CPU query within seconds. On an accelerator both passes are batched and far cheaper
+    (not measured here: no GPU was lent to this project yet), so the shortlist is 32."""
+    return 8 if device.type == "cpu" else 32
+
+
+class SearchService:
+    """Answers queries from the last committed index generation, caught up with the catalog."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: RetrievalModel,
+        catalog: Catalog,
+        *,
+        captioner: Captioner | None = None,
+        vision: FileVisionTokens | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.catalog = catalog
+        self._captioner = captioner
+        self.vision = vision or vision_token_source(model, settings)
+        self.keyword = KeywordSearch(catalog)
+        self.index_set = IndexSet(
+            settings.data_dir,
+            catalog,
+            fingerprint=model.fingerprint,
+            dim=model.embedding_dim,
+            requested_kind=settings.index_kind,
+            memory_budget=settings.index_memory_budget,
+        )
+        self.live: LiveIndexes
+        self.live, _ = self.index_set.open(writer=False)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, settings: Settings) -> SearchService:
+        """Load the retrieval model and catalog the settings name (the captioner loads on first use)."""
+        model = RetrievalModel.load(settings.retrieval_model, settings)
+        return cls(settings, model, Catalog.open(settings))
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    @property
+    def captioner(self) -> Captioner:
+        if self._captioner is None:
+            self._captioner = Captioner.load(self.settings.caption_model, self.settings)
+        return self._captioner
+
+    def refresh(self) -> int:
+        """Apply catalog changes made since the last query (new, changed, deleted items)."""
+        with self._lock:
+            return self.live.catch_up(self.catalog)
+
+    # Query modes -------------------------------------------------------------------------
+
+    def text_to_images(self, text: str, options: SearchOptions | None = None) -> SearchPage:
+        options = options or SearchOptions()
+        query = validate_texts([text])[0]
+        self._check_page(options)
+        mode: QueryMode = options.mode or self.settings.search_mode
+        timings: dict[str, float] = {}
+        with self._lock:
+            self.live.catch_up(self.catalog)
+            allowed = self._allowed(options, timings)
+            rerank_k = self._rerank_k(options)
+            depth = max(options.offset + options.k + 1, rerank_k if rerank_k else 0)
+            started = time.perf_counter()
+            vector = self.model.embed_texts([query])[0]
+            timings["encode"] = time.perf_counter() - started
+            ranked = self._first_stage(query, vector, mode, depth, allowed, timings)
+        reranked = bool(rerank_k) and options.offset < rerank_k and bool(ranked.ids)
+        itm: dict[int, float] = {}
+        if reranked:
+            started = time.perf_counter()
+            ranked.ids, itm = self._rerank_by_itm(query, ranked.ids, rerank_k)
+            timings["rerank"] = time.perf_counter() - started
+        return self._image_page(mode, ranked, itm, options, reranked, timings)
+
+    def image_to_images(
+        self,
+        image: Image.Image | bytes | None = None,
+        *,
+        item_id: int | None = None,
+        options: SearchOptions | None = None,
+    ) -> SearchPage:
+        """Images like an uploaded image, or like an item already in the catalog ("more like this")."""
+        options = options or SearchOptions()
+        self._check_page(options)
+        timings: dict[str, float] = {}
+        with self._lock:
+            self.live.catch_up(self.catalog)
+            vector = self._image_query_vector(image, item_id, timings)
+            allowed = self._allowed(options, timings)
+            if item_id is not None:  # the item itself is not a result of "more like this"
+                base = allowed if allowed is not None else self.live.images.ids()
+                allowed = base[base != item_id]
+            depth = options.offset + options.k + 1
+            started = time.perf_counter()
+            scores, ids = self.live.images.search(vector[None, :], depth, allowed_ids=allowed)
+            timings["vector"] = time.perf_counter() - started
+        order, itc = _ordered(scores[0], ids[0])
+        return self._image_page("vector", _Ranked(ids=order, itc=itc), {}, options, False, timings)
+
+    def image_to_texts(
+        self,
+        image: Image.Image | bytes | None = None,
+        *,
+        item_id: int | None = None,
+        options: SearchOptions | None = None,
+    ) -> SearchPage:
+        """The catalog's texts (titles, descriptions, captions) closest to an image."""
+        options = options or SearchOptions()
+        self._check_page(options)
+        timings: dict[str, float] = {}
+        with self._lock:
+            self.live.catch_up(self.catalog)
+            decoded = self._decode_query(image) if image is not None else None
+            vector = self._image_query_vector(decoded, item_id, timings)
+            allowed_items = self._allowed(options, timings)
+            allowed = text_vector_ids(allowed_items) if allowed_items is not None else None
+            rerank_k = self._rerank_k(options)
+            depth = max(options.offset + options.k + 1, rerank_k)
+            started = time.perf_counter()
+            scores, ids = self.live.texts.search(vector[None, :], depth, allowed_ids=allowed)
+            timings["vector"] = time.perf_counter() - started
+        order, itc = _ordered(scores[0], ids[0])
+        rows = self._text_rows(order)
+        order = [vector_id for vector_id in order if vector_id in rows]
+        itm: dict[int, float] = {}
+        reranked = bool(rerank_k) and options.offset < rerank_k and bool(order)
+        if reranked:
+            started = time.perf_counter()
+            order, itm = self._rerank_texts(decoded, item_id, order, rows, rerank_k)
+            timings["rerank"] = time.perf_counter() - started
+        page_ids = order[options.offset : options.offset + options.k]
+        items = {
+            item.id: item for item in self.catalog.items_by_ids(sorted({i // TEXT_SLOTS for i in page_ids}))
+        }
+        hits = [
+            TextHit(
+                item_id=vector_id // TEXT_SLOTS,
+                kind=rows[vector_id].kind,
+                text=rows[vector_id].text,
+                rank=options.offset + position + 1,
+                score=itm.get(vector_id, itc[vector_id]),
+                itc_score=itc[vector_id],
+                itm_score=itm.get(vector_id),
+                item=_summary(items.get(vector_id // TEXT_SLOTS)),
+            )
+            for position, vector_id in enumerate(page_ids)
+        ]
+        more = len(order) > options.offset + options.k
+        return SearchPage(
+            "vector",
+            hits,
+            options.k,
+            options.offset,
+            options.offset + options.k if more else None,
+            reranked,
+            timings,
+        )
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        return self.captioner.caption(list(images))
+
+    # Stages ------------------------------------------------------------------------------
+
+    def _check_page(self, options: SearchOptions) -> None:
+        if not 1 <= options.k <= self.settings.max_k:
+            raise InvalidInputError(f"k must be between 1 and {self.settings.max_k}, not {options.k}.")
+        if not 0 <= options.offset <= self.settings.max_offset:
+            raise InvalidInputError(
+                f"offset must be between 0 and {self.settings.max_offset}, not {options.offset}."
+            )
+        if options.rerank_k is not None and not 1 <= options.rerank_k <= 1000:
+            raise InvalidInputError(f"rerank_k must be between 1 and 1000, not {options.rerank_k}.")
+        if options.mode is not None and options.mode not in ("vector", "keyword", "hybrid"):
+            raise InvalidInputError(f"mode must be vector, keyword or hybrid, not {options.mode!r}.")
+
+    def _rerank_k(self, options: SearchOptions) -> int:
+        enabled = self.settings.rerank if options.rerank is None else options.rerank
+        if not enabled:
+            return 0
+        return options.rerank_k or self.settings.rerank_k or default_rerank_k(self.model.device)
+
+    def _allowed(self, options: SearchOptions, timings: dict[str, float]) -> np.ndarray | None:
+        if not options.filters:
+            return None
+        started = time.perf_counter()
+        allowed = matching_item_ids(self.catalog, options.filters)
+        timings["filter"] = time.perf_counter() - started
+        return allowed
+
+    def _first_stage(
+        self,
+        query: str,
+        vector: np.ndarray,
+        mode: QueryMode,
+        depth: int,
+        allowed: np.ndarray | None,
+        timings: dict[str, float],
+    ) -> _Ranked:
+        if allowed is not None and not len(allowed):
+            return _Ranked(ids=[])
+        ranked = _Ranked(ids=[])
+        vector_ids: list[int] = []
+        keyword_ids: list[int] = []
+        side_depth = max(depth, self.settings.hybrid_candidates) if mode == "hybrid" else depth
+        if mode in ("vector", "hybrid"):
+            started = time.perf_counter()
+            scores, ids = self.live.images.search(vector[None, :], side_depth, allowed_ids=allowed)
+            timings["vector"] = time.perf_counter() - started
+            vector_ids, ranked.itc = _ordered(scores[0], ids[0])
+        if mode in ("keyword", "hybrid"):
+            started = time.perf_counter()
+            found = self.keyword.search(
+                query, side_depth, allowed_ids=allowed.tolist() if allowed is not None else None
+            )
+            timings["keyword"] = time.perf_counter() - started
+            keyword_ids = [item_id for item_id, _ in found]
+            ranked.keyword = dict(found)
+        if mode == "vector":
+            ranked.ids = vector_ids
+        elif mode == "keyword":
+            ranked.ids = keyword_ids
+        else:
+            fused = reciprocal_rank_fusion([vector_ids, keyword_ids])
+            ranked.ids = [item_id for item_id, _ in fused]
+            ranked.fused = dict(fused)
+        for item_id in ranked.ids:
+            if item_id not in ranked.itc:
+                try:
+                    ranked.itc[item_id] = float(self.live.images.reconstruct(item_id) @ vector)
+                except KeyError:
+                    continue
+        return ranked
+
+    def _rerank_by_itm(self, query: str, ids: list[int], rerank_k: int) -> tuple[list[int], dict[int, float]]:
+        """The shortlist ordered by ITM probability; items that cannot be re-scored follow it."""
+        shortlist = ids[:rerank_k]
+        items = self.catalog.items_by_ids(shortlist)
+        tokens = self.vision.tokens(items)
+        scored_ids = [item_id for item_id in shortlist if item_id in tokens]
+        if not scored_ids:
+            return ids, {}
+        stacked = torch.stack([tokens[item_id] for item_id in scored_ids])
+        probabilities = self.model.itm_scores(query, vision_tokens=stacked)
+        itm = {item_id: float(p) for item_id, p in zip(scored_ids, probabilities, strict=True)}
+        position = {item_id: index for index, item_id in enumerate(shortlist)}
+        ordered = sorted(scored_ids, key=lambda item_id: (-itm[item_id], position[item_id]))
+        unscored = [item_id for item_id in shortlist if item_id not in itm]
+        return ordered + unscored + ids[rerank_k:], itm
+
+    def _rerank_texts(
+        self,
+        image: Image.Image | None,
+        item_id: int | None,
+        order: list[int],
+        rows: dict[int, ItemText],
+        rerank_k: int,
+    ) -> tuple[list[int], dict[int, float]]:
+        shortlist = order[:rerank_k]
+        if image is not None:
+            tokens = self.model.vision_tokens([image])
+        else:
+            found = self.vision.tokens(self.catalog.items_by_ids([item_id] if item_id is not None else []))
+            if item_id not in found:
+                return order, {}
+            tokens = found[item_id][None]
+        expanded = tokens.expand(len(shortlist), *tokens.shape[1:])
+        probabilities = self.model.itm_scores([rows[i].text for i in shortlist], vision_tokens=expanded)
+        itm = {vector_id: float(p) for vector_id, p in zip(shortlist, probabilities, strict=True)}
+        ordered = sorted(shortlist, key=lambda vector_id: (-itm[vector_id], shortlist.index(vector_id)))
+        return ordered + order[rerank_k:], itm
+
+    def _decode_query(self, image: Image.Image | bytes) -> Image.Image:
+        if isinstance(image, Image.Image):
+            return image
+        side = self.model.image_size
+        return decode_image(
+            image, max_pixels=self.settings.max_image_pixels, name="the query image", at_least=(side, side)
+        ).image
+
+    def _image_query_vector(
+        self, image: Image.Image | bytes | None, item_id: int | None, timings: dict[str, float]
+    ) -> np.ndarray:
+        if (image is None) == (item_id is None):
+            raise InvalidInputError("Give either a query image or the id of an item, not both or neither.")
+        started = time.perf_counter()
+        if item_id is not None:
+            ids, vectors, _, _ = self.catalog.vectors_for_items([item_id], self.model.fingerprint)
+            if not len(ids):
+                raise InvalidInputError(f"Item {item_id} is not an indexed item of this catalog.")
+            vector = vectors[0]
+        else:
+            assert image is not None
+            vector = self.model.embed_images([self._decode_query(image)]).vectors[0]
+        timings["encode"] = time.perf_counter() - started
+        return vector
+
+    def _text_rows(self, vector_ids: list[int]) -> dict[int, ItemText]:
+        if not vector_ids:
+            return {}
+        keys = [(i // TEXT_SLOTS, i % TEXT_SLOTS) for i in vector_ids]
+        with self.catalog.sessions() as session:
+            rows = session.scalars(
+                select(ItemText).where(tuple_(ItemText.item_id, ItemText.slot).in_(keys))
+            ).all()
+            session.expunge_all()
+        return {row.item_id * TEXT_SLOTS + row.slot: row for row in rows}
+
+    def _image_page(
+        self,
+        mode: str,
+        ranked: _Ranked,
+        itm: dict[int, float],
+        options: SearchOptions,
+        reranked: bool,
+        timings: dict[str, float],
+    ) -> SearchPage:
+        page_ids = ranked.ids[options.offset : options.offset + options.k]
+        started = time.perf_counter()
+        items = {item.id: item for item in self.catalog.items_by_ids(page_ids)}
+        page_ids = [item_id for item_id in page_ids if item_id in items]
+        captions = self._captions([items[i] for i in page_ids]) if options.caption else {}
+        timings["fetch"] = time.perf_counter() - started
+        hits = []
+        for position, item_id in enumerate(page_ids):
+            itc = ranked.itc.get(item_id)
+            base = ranked.fused.get(item_id, ranked.keyword.get(item_id) if mode == "keyword" else itc)
+            hits.append(
+                ImageHit(
+                    item_id=item_id,
+                    rank=options.offset + position + 1,
+                    score=float(itm.get(item_id, base if base is not None else 0.0)),
+                    itc_score=itc,
+                    itm_score=itm.get(item_id),
+                    keyword_score=ranked.keyword.get(item_id),
+                    caption=captions.get(item_id, items[item_id].caption),
+                    item=_summary(items[item_id]),
+                )
+            )
+        more = len(ranked.ids) > options.offset + options.k
+        next_offset = options.offset + options.k if more else None
+        return SearchPage(mode, hits, options.k, options.offset, next_offset, reranked, timings)
+
+    def _captions(self, items: list[Item]) -> dict[int, str]:
+        """Captions for items without one: generated once, stored, and then read from the catalog."""
+        needed = [item for item in items if not item.caption]
+        if not needed:
+            return {}
+        images, ids = [], []
+        for item in needed:
+            try:
+                data = read_image_file(item.source, max_bytes=self.settings.max_image_bytes)
+                images.append(
+                    decode_image(data, max_pixels=self.settings.max_image_pixels, name=item.source).image
+                )
+                ids.append(item.id)
+            except (InvalidInputError, OSError) as exc:
+                log.warning("cannot caption item", extra={"item_id": item.id, "reason": str(exc)})
+        if not images:
+            return {}
+        texts = self.captioner.caption(images)
+        captions = dict(zip(ids, texts, strict=True))
+        vectors = self.model.embed_texts(texts)
+        self.catalog.store_captions(
+            captions,
+            self.captioner.fingerprint,
+            text_vectors=dict(zip(ids, vectors, strict=True)),
+            model_fingerprint=self.model.fingerprint,
+        )
+        return captions
+
+
+def _ordered(scores: np.ndarray, ids: np.ndarray) -> tuple[list[int], dict[int, float]]:
+    """Valid hits best first, equal scores by id: the same query always gives the same order."""
+    pairs = sorted(
+        (
+            (float(score), int(vector_id))
+            for score, vector_id in zip(scores, ids, strict=True)
+            if vector_id >= 0
+        ),
+        key=lambda pair: (-pair[0], pair[1]),
+    )
+    return [vector_id for _, vector_id in pairs], {vector_id: score for score, vector_id in pairs}
+
+
+def _summary(item: Item | None) -> dict[str, Any]:
+    """What a result shows about its item: identity, file facts and catalog metadata."""
+    if item is None:
+        return {}
+    return {
+        "source": item.source,
+        "sku": item.external_id,
+        "title": item.title,
+        "description": item.description,
+        "category": item.category,
+        "brand": item.brand,
+        "price": str(item.price) if item.price is not None else None,
+        "currency": item.currency,
+        "tags": [tag.tag for tag in item.tags],
+        "attributes": item.attributes or {},
+        "width": item.width,
+        "height": item.height,
+        "format": item.format,
+    }

@@ -1,0 +1,132 @@
+"""`blipsearch search` and `blipsearch describe` as a user runs them, on an indexed manifest."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from imagesets import TEST_MAX_PIXELS, write_valid_images
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "blipsearch", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200", **env},
+    )
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoints) -> tuple[dict[str, str], list[Path]]:
+    root = tmp_path_factory.mktemp("shop")
+    paths = write_valid_images(root, 6, seed=31)
+    with open(root / "products.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "sku", "title", "brand", "category", "price", "tags"])
+        for index, path in enumerate(paths):
+            brand = "Quokkaware" if index == 4 else "acme"
+            writer.writerow(
+                [
+                    path.relative_to(root).as_posix(),
+                    f"QW-{index}00",
+                    f"product {index}",
+                    brand,
+                    ["bags", "shoes"][index % 2],
+                    index * 10,
+                    "red",
+                ]
+            )
+    env = {
+        "BLIPSEARCH_DATA_DIR": str(root / "data"),
+        "BLIPSEARCH_RETRIEVAL_MODEL": str(tiny_checkpoints.retrieval),
+        "BLIPSEARCH_CAPTION_MODEL": str(tiny_checkpoints.caption),
+        "BLIPSEARCH_DEVICE": "cpu",
+        "BLIPSEARCH_OFFLINE": "1",
+        "BLIPSEARCH_MAX_IMAGE_PIXELS": str(TEST_MAX_PIXELS),
+    }
+    result = _cli("index", str(root / "products.csv"), "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr
+    return env, paths
+
+
+def test_search_help_lists_the_options() -> None:
+    result = _cli("search", "--help", env={})
+    assert result.returncode == 0
+    for option in (
+        "--image",
+        "--item",
+        "--texts",
+        "--rerank-k",
+        "--no-rerank",
+        "--caption",
+        "--filter",
+        "--json",
+    ):
+        assert option in result.stdout
+
+
+def test_text_search_with_filters_json(indexed) -> None:
+    env, _ = indexed
+    result = _cli(
+        "search", "a red bag", "-k", "3", "-f", "category=shoes", "-f", "price<=40", "--json", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    page = json.loads(result.stdout)
+    assert page["hits"] and len(page["hits"]) <= 3
+    assert all(hit["category"] == "shoes" and float(hit["price"]) <= 40 for hit in page["hits"])
+    assert page["reranked"] and all(hit["itm_score"] is not None for hit in page["hits"])
+
+
+def test_keyword_brand_search_table(indexed) -> None:
+    env, _ = indexed
+    result = _cli("search", "quokkaware", "--mode", "keyword", "--no-rerank", "--caption", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "QW-400" in result.stdout and "caption:" in result.stdout
+
+
+def test_image_and_item_queries(indexed) -> None:
+    env, paths = indexed
+    by_image = json.loads(_cli("search", "--image", str(paths[2]), "-k", "1", "--json", env=env).stdout)
+    assert by_image["hits"][0]["source"].endswith(paths[2].name)
+    item_id = by_image["hits"][0]["item_id"]
+    similar = json.loads(_cli("search", "--item", str(item_id), "--json", env=env).stdout)
+    assert item_id not in [hit["item_id"] for hit in similar["hits"]]
+    texts = json.loads(_cli("search", "--item", str(item_id), "--texts", "-k", "2", "--json", env=env).stdout)
+    assert texts["hits"] and {"kind", "text"} <= set(texts["hits"][0])
+
+
+def test_describe_captions_and_lists_catalog_texts(indexed) -> None:
+    env, paths = indexed
+    result = _cli("describe", str(paths[0]), "-k", "2", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["caption"] and len(data["texts"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["search"], "exactly one of"),
+        (["search", "x", "--item", "1"], "exactly one of"),
+        (["search", "x", "-f", "colour=red"], "Unknown filter field"),
+        (["search", "x", "-f", "category=x'; DROP TABLE items; --"], None),
+        (["search", "x", "-k", "0"], "k must be between"),
+        (["search", "--image", "/nonexistent.jpg"], "nonexistent.jpg"),
+    ],
+)
+def test_bad_searches_are_one_line_errors(indexed, args: list[str], message: str | None) -> None:
+    env, _ = indexed
+    result = _cli(*args, env=env)
+    assert "Traceback" not in result.stderr
+    if message is None:  # an injection attempt in a value is just a value that matches nothing
+        assert result.returncode == 0 and "No results" in result.stdout
+        assert _cli("index", "verify", env=env).returncode == 0
+    else:
+        assert result.returncode == 1 and message in result.stderr
