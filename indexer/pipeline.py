@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,9 @@ class IndexOptions:
     follow_symlinks: bool = False
     include_hidden: bool = False
     index_kind: RequestedKind | None = None
+    should_stop: Callable[[], bool] | None = None
+    """Asked after each chunk is committed; True ends the run there (the indexes are still committed
+    and the report says `cancelled`), so a job can be cancelled or a server stopped without waiting."""
 
 
 @dataclass
@@ -71,6 +74,8 @@ class IndexReport:
     generation: int = 0
     indexed_total: int = 0
     rebuilt: dict[str, str] = field(default_factory=dict)
+    cancelled: bool = False
+    """`should_stop` ended the run early: later files were not looked at, nothing was marked missing."""
 
     @property
     def images_per_second(self) -> float:
@@ -100,6 +105,7 @@ class IndexReport:
             "generation": self.generation,
             "indexed_total": self.indexed_total,
             "rebuilt": self.rebuilt,
+            "cancelled": self.cancelled,
         }
 
 
@@ -191,8 +197,13 @@ class _Run:
             for inspections in self._inspected_chunks(pool, records, policy):
                 self._write_chunk(inspections)
                 progress.advance(len(inspections), embedded=self.report.embedded, failed=self.report.failed)
+                if self.options.should_stop is not None and self.options.should_stop():
+                    self.report.cancelled = True
+                    pool.shutdown(wait=False, cancel_futures=True)  # chunks decoding ahead: not needed
+                    break
         progress.finish()
-        self._handle_disappeared({record.source for record in records})
+        if not self.report.cancelled:
+            self._handle_disappeared({record.source for record in records})
         issues = self.source.issues
         self.report.rejected_rows = issues.rejected_rows
         self.report.ignored_files = issues.ignored_files
@@ -271,7 +282,9 @@ class _Run:
         self._embed_texts(writes, {i.record.source: i.existing for i in inspections})
         ids = self.catalog.write(writes)
         assert self.live is not None
-        self.live.apply_items(self.catalog, ids, self.catalog.last_change_id())
+        # Replaying the change log, not just `ids`, also applies what other writers (the API's
+        # uploads and deletes) committed meanwhile, so a checkpoint never claims a change it lacks.
+        self.live.catch_up(self.catalog)
         self.since_checkpoint += len(ids)
         if self.since_checkpoint >= self.settings.index_checkpoint_items:
             self.indexes.commit(self.live)
@@ -357,7 +370,7 @@ class _Run:
             if write.status is not ItemStatus.INDEXED:
                 continue
             item = existing.get(write.source)
-            meta = write.metadata or (_metadata_of(item) if item else None)
+            meta = write.metadata or (ItemMetadata.of(item) if item else None)
             caption = write.caption if write.caption is not None else (item.caption if item else None)
             texts = [
                 (SLOT_OF_KIND[kind], kind.value, text)
@@ -397,7 +410,7 @@ class _Run:
             self.catalog.mark_missing(ids)
             self.report.missing = len(gone)
         if ids and self.live is not None:
-            self.live.apply_items(self.catalog, ids, self.catalog.last_change_id())
+            self.live.catch_up(self.catalog)
 
     def _finish_indexes(self) -> None:
         assert self.live is not None
@@ -410,17 +423,3 @@ class _Run:
             self.indexes.commit(self.live)
         self.report.generation = self.live.generations.get("images", 0)
         self.report.indexed_total = len(self.live.images)
-
-
-def _metadata_of(item: Item) -> ItemMetadata:
-    return ItemMetadata(
-        external_id=item.external_id,
-        title=item.title,
-        description=item.description,
-        category=item.category,
-        brand=item.brand,
-        price=item.price,
-        currency=item.currency,
-        tags=tuple(tag.tag for tag in item.tags),
-        attributes=dict(item.attributes or {}),
-    )

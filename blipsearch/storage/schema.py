@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -184,3 +185,43 @@ class Change(Base):
     item_id: Mapped[int] = mapped_column(Id, index=True)
     op: Mapped[str] = mapped_column(String(8))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class IngestJob(Base):
+    """An indexing run requested through the API, kept in SQL so that it survives a restart.
+
+    A job is claimed by one runner (`status` goes queued -> running atomically), reports its
+    progress here while it runs, and ends succeeded, failed or cancelled. `worker` names the
+    process that runs it, so a restarted server can tell its own dead runs from another live one.
+    """
+
+    __tablename__ = "ingest_jobs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status_known"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(Text, comment="folder or manifest on the server")
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, comment="prune, captions, index_kind, retry_failed")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON, comment="the run's report so far")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, comment="times a runner started it")
+    worker: Mapped[str | None] = mapped_column(String(200), comment="host:pid:token of the runner")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
