@@ -18,6 +18,8 @@ from blipsearch.cli_eval import eval_command
 from blipsearch.cli_index import bind_settings, index_app
 from blipsearch.cli_search import bind_settings as bind_search_settings
 from blipsearch.cli_search import describe, search
+from blipsearch.cli_serve import bind_settings as bind_serve_settings
+from blipsearch.cli_serve import demo, serve
 from blipsearch.errors import BlipsearchError
 from blipsearch.settings import Settings, load_settings
 
@@ -69,19 +71,15 @@ def _settings(**overrides: Any) -> Settings:
 
 bind_settings(_settings)
 bind_search_settings(_settings)
+bind_serve_settings(_settings)
+app.command(name="serve")(serve)
+app.command(name="demo")(demo)
 app.command(name="search")(search)
 app.command(name="describe")(describe)
 
 
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _not_yet(command: str, arrives_with: str) -> NoReturn:
-    err_console.print(
-        f"[yellow]`blipsearch {command}` is not yet available[/]: it arrives with {arrives_with}."
-    )
-    raise typer.Exit(3)
 
 
 @app.callback()
@@ -110,15 +108,6 @@ def _quiet_library_progress_bars() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-
-_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-@app.command(context_settings=_PASSTHROUGH, add_help_option=False)
-def serve() -> None:
-    """Serve the HTTP API and the web UI."""
-    _not_yet("serve", "the HTTP API")
 
 
 bind_eval_settings(_settings)

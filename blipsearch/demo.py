@@ -1,6 +1,7 @@
-"""Write a small demo collection: coloured shapes, a product manifest, and files that must fail.
+"""A small demo collection written offline: coloured shapes, a product manifest, broken files.
 
-Usage: python scripts/make_demo_collection.py DIR
+`blipsearch demo` and scripts/quickstart.sh use it so that a newcomer sees indexing, search and
+the web UI without downloading anything.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ COLOURS = {"red": (210, 30, 30), "green": (40, 160, 60), "blue": (40, 80, 200), 
 SHAPES = ("ball", "box")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("directory", type=Path, help="where to write photos (created if missing)")
-    root: Path = parser.parse_args().directory
+def write_demo_collection(root: Path) -> Path:
+    """Write the collection under `root`; returns the manifest's path."""
     catalog = root / "catalog"
     catalog.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows: list[dict[str, str]] = []
     for name, rgb in COLOURS.items():
         for shape in SHAPES:
             image = Image.new("RGB", (320, 240), (235, 235, 230))
@@ -56,7 +53,16 @@ def main() -> None:
     (broken / "not-an-image.png").write_bytes(b"this is text, not a PNG")
     data = (catalog / "red-ball.jpg").read_bytes()
     (broken / "truncated.jpg").write_bytes(data[: len(data) // 3])
-    print(f"wrote {len(rows)} product photos, products.csv and 3 broken files under {root}")
+    return catalog / "products.csv"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("directory", type=Path, help="where to write photos (created if missing)")
+    manifest = write_demo_collection(parser.parse_args().directory)
+    print(f"wrote the demo collection; its manifest is {manifest}")
 
 
 if __name__ == "__main__":

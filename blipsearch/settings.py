@@ -170,6 +170,17 @@ class Settings(BaseSettings):
     )
 
     api_key: SecretStr | None = Field(default=None, description="Key required by write endpoints.")
+    api_keyed_reads: bool = Field(default=False, description="Require the API key on read endpoints too.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; none by default."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `blipsearch serve` listens on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port `blipsearch serve` listens on.")
+    max_query_chars: int = Field(default=1000, ge=1, le=100_000, description="Longest text query accepted.")
+    inference_workers: int = Field(default=1, ge=1, le=64, description="Requests running the models at once.")
+    inference_queue: int = Field(
+        default=16, ge=0, le=10_000, description="Requests waiting for a model slot before 503 Overloaded."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

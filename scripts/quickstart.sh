@@ -54,7 +54,7 @@ fi
 # A collection: generated photos, a product manifest, and files that must fail cleanly.
 photos=${BLIPSEARCH_QUICKSTART_PHOTOS:-$work/photos}
 if [ -z "${BLIPSEARCH_QUICKSTART_PHOTOS:-}" ]; then
-  .venv/bin/python scripts/make_demo_collection.py "$photos"
+  .venv/bin/python -m blipsearch.demo "$photos"
 fi
 export BLIPSEARCH_DATA_DIR=${BLIPSEARCH_DATA_DIR:-$work/data}
 $bs index "$photos" --no-progress                   # the folder, broken files included
@@ -70,3 +70,8 @@ $bs search "toys" -f "price<=15" -f tag=red --no-rerank -k 3
 $bs search --image "$work/picture.jpg" -k 2         # image to images
 $bs describe "$work/picture.jpg" -k 2               # caption + closest catalog texts
 echo "blipsearch is set up: run '.venv/bin/blipsearch --help' for every command."
+if [ "${BLIPSEARCH_QUICKSTART_SERVE:-1}" = "1" ]; then
+  export BLIPSEARCH_API_KEY=${BLIPSEARCH_API_KEY:-demo}
+  echo "serving it at http://${BLIPSEARCH_HOST:-127.0.0.1}:${BLIPSEARCH_PORT:-8080}/ (web UI and API; upload key: $BLIPSEARCH_API_KEY; Ctrl-C stops)"
+  exec $bs serve
+fi

@@ -49,6 +49,7 @@ from blipsearch.storage.schema import TEXT_SLOTS, Item, ItemText
 log = logging.getLogger(__name__)
 
 QueryMode = Literal["vector", "keyword", "hybrid"]
+GENERATION_CHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ class SearchService:
         self.live: LiveIndexes
         self.live, _ = self.index_set.open(writer=False)
         self._lock = threading.RLock()
+        self._generation_checked = time.monotonic()
 
     @classmethod
     def open(cls, settings: Settings) -> SearchService:
@@ -201,7 +203,26 @@ class SearchService:
     def refresh(self) -> int:
         """Apply catalog changes made since the last query (new, changed, deleted items)."""
         with self._lock:
-            return self.live.catch_up(self.catalog)
+            return self._sync()
+
+    def _sync(self) -> int:
+        """Catch up with the catalog, first switching to a newer committed generation if there is one.
+
+        A writer may have rebuilt an index (a new kind, compacted tombstones): its generation is
+        loaded without a restart. Checked at most every `GENERATION_CHECK_SECONDS`.
+        """
+        now = time.monotonic()
+        if now - self._generation_checked >= GENERATION_CHECK_SECONDS:
+            self._generation_checked = now
+            committed = {
+                name: manifest.generation
+                for name, manifest in self.index_set.manifests().items()
+                if manifest is not None
+            }
+            if any(committed.get(name, 0) > self.live.generations.get(name, 0) for name in committed):
+                self.live, _ = self.index_set.open(writer=False)
+                log.info("loaded a new index generation", extra={"generations": committed})
+        return self.live.catch_up(self.catalog)
 
     # Query modes -------------------------------------------------------------------------
 
@@ -212,7 +233,7 @@ class SearchService:
         mode: QueryMode = options.mode or self.settings.search_mode
         timings: dict[str, float] = {}
         with self._lock:
-            self.live.catch_up(self.catalog)
+            self._sync()
             allowed = self._allowed(options, timings)
             rerank_k = self._rerank_k(options)
             depth = max(options.offset + options.k + 1, rerank_k if rerank_k else 0)
@@ -240,7 +261,7 @@ class SearchService:
         self._check_page(options)
         timings: dict[str, float] = {}
         with self._lock:
-            self.live.catch_up(self.catalog)
+            self._sync()
             vector = self._image_query_vector(image, item_id, timings)
             allowed = self._allowed(options, timings)
             if item_id is not None:  # the item itself is not a result of "more like this"
@@ -265,7 +286,7 @@ class SearchService:
         self._check_page(options)
         timings: dict[str, float] = {}
         with self._lock:
-            self.live.catch_up(self.catalog)
+            self._sync()
             decoded = self._decode_query(image) if image is not None else None
             vector = self._image_query_vector(decoded, item_id, timings)
             allowed_items = self._allowed(options, timings)
@@ -297,7 +318,7 @@ class SearchService:
                 score=itm.get(vector_id, itc[vector_id]),
                 itc_score=itc[vector_id],
                 itm_score=itm.get(vector_id),
-                item=_summary(items.get(vector_id // TEXT_SLOTS)),
+                item=item_summary(items.get(vector_id // TEXT_SLOTS)),
             )
             for position, vector_id in enumerate(page_ids)
         ]
@@ -489,7 +510,7 @@ class SearchService:
                     itm_score=itm.get(item_id),
                     keyword_score=ranked.keyword.get(item_id),
                     caption=captions.get(item_id, items[item_id].caption),
-                    item=_summary(items[item_id]),
+                    item=item_summary(items[item_id]),
                 )
             )
         more = len(ranked.ids) > options.offset + options.k
@@ -538,7 +559,7 @@ def _ordered(scores: np.ndarray, ids: np.ndarray) -> tuple[list[int], dict[int, 
     return [vector_id for _, vector_id in pairs], {vector_id: score for score, vector_id in pairs}
 
 
-def _summary(item: Item | None) -> dict[str, Any]:
+def item_summary(item: Item | None) -> dict[str, Any]:
     """What a result shows about its item: identity, file facts and catalog metadata."""
     if item is None:
         return {}

@@ -29,15 +29,8 @@ def picture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_help_lists_every_command() -> None:
     result = blipsearch("--help")
     assert result.returncode == 0
-    for command in ("index", "search", "describe", "serve", "eval", "model", "db", "config"):
+    for command in ("index", "search", "describe", "serve", "demo", "eval", "model", "db", "config"):
         assert f" {command} " in result.stdout
-
-
-@pytest.mark.parametrize("command", ["serve"])
-def test_later_commands_say_not_yet_available(command: str) -> None:
-    result = blipsearch(command, "anything", "--k", "3")
-    assert result.returncode == 3
-    assert "not yet available" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_make_tiny_then_info(tmp_path: Path) -> None:

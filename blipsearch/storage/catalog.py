@@ -92,6 +92,21 @@ class ItemMetadata:
     tags: tuple[str, ...] = ()
     attributes: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, item: Item) -> ItemMetadata:
+        """What the catalog holds for an item (tags and texts loaded)."""
+        return cls(
+            external_id=item.external_id,
+            title=item.title,
+            description=item.description,
+            category=item.category,
+            brand=item.brand,
+            price=item.price,
+            currency=item.currency,
+            tags=tuple(tag.tag for tag in item.tags),
+            attributes=dict(item.attributes or {}),
+        )
+
     def differs_from(self, item: Item) -> bool:
         return (
             self.external_id != item.external_id
@@ -183,6 +198,13 @@ class Catalog:
         except SQLAlchemyError as exc:
             raise self._fail("read", exc) from None
         return found
+
+    def item_id_by_sku(self, sku: str) -> int | None:
+        try:
+            with self.sessions() as session:
+                return session.scalar(select(Item.id).where(Item.external_id == sku))
+        except SQLAlchemyError as exc:
+            raise self._fail("read", exc) from None
 
     def items_by_ids(self, ids: Sequence[int]) -> list[Item]:
         """Items in the order of `ids`; unknown ids are left out."""

@@ -1,0 +1,149 @@
+"""The FastAPI application: engine loaded once, routes under /v1, the web UI at /.
+
+`create_app(settings)` builds everything at start-up (lifespan): the retrieval model, catalog and
+live indexes through `SearchService`, the VQA model when configured, and the ingest-job runner.
+Model work runs in worker threads behind `InferenceGate`; the event loop only does I/O.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from blipsearch.api import items, search_routes
+from blipsearch.api.deps import AppState, InferenceGate
+from blipsearch.api.errors import ApiError, install_error_handlers
+from blipsearch.api.metrics import Metrics, install_metrics
+from blipsearch.search.service import SearchService
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from blipsearch import __version__
+from blipsearch.models.vqa import VisualQA
+from blipsearch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def web_directory() -> Path:
+    """The static UI: installed as package data of `blipsearch.web`, or the checkout's web/."""
+    try:
+        return Path(str(importlib.resources.files("blipsearch.web")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "web"
+
+
+def create_app(settings: Settings, *, service: SearchService | None = None) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = service or SearchService.open(settings)
+        vqa = VisualQA.load(settings.vqa_model, settings) if settings.vqa_model else None
+        state = AppState(
+            settings=settings,
+            service=engine,
+            gate=InferenceGate(settings.inference_workers, settings.inference_queue),
+            vqa=vqa,
+            started=time.time(),
+        )
+        state.extras["metrics"] = metrics
+        state.jobs = _start_jobs(settings, engine)
+        app.state.blip = state
+        log.info("api ready", extra={"items": len(engine.live.images), "model": engine.model.fingerprint})
+        try:
+            yield
+        finally:
+            if state.jobs is not None:
+                state.jobs.stop()
+            if service is None:
+                engine.close()
+
+    app = FastAPI(
+        title="blipsearch",
+        version=__version__,
+        summary="Cross-modal image search on BLIP: text to images, image to images, image to texts.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    install_metrics(app, metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+        )
+    app.include_router(search_routes.router)
+    app.include_router(items.router)
+    _include_jobs(app)
+    _health_routes(app, metrics)
+    web = web_directory()
+    if (web / "index.html").is_file():
+        app.mount("/static", StaticFiles(directory=web), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def index() -> FileResponse:
+            return FileResponse(web / "index.html", headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+def _start_jobs(settings: Settings, service: SearchService) -> Any:
+    try:
+        from blipsearch.indexer.jobs import JobRunner
+    except ImportError:
+        return None
+    runner = JobRunner(settings, model=service.model)
+    runner.start()
+    return runner
+
+
+def _include_jobs(app: FastAPI) -> None:
+    try:
+        from blipsearch.api import jobs
+    except ImportError:
+        return
+    app.include_router(jobs.router)
+
+
+def _health_routes(app: FastAPI, metrics: Metrics) -> None:
+    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Model loaded, index generation, item count")
+    async def readyz(request: Request) -> dict[str, Any]:
+        state: AppState | None = getattr(request.app.state, "blip", None)
+        if state is None:
+            raise ApiError(503, "not_ready", "The engine is still loading.")
+        service = state.service
+        await anyio.to_thread.run_sync(service.refresh)
+        return {
+            "ready": True,
+            "items": len(service.live.images),
+            "texts": len(service.live.texts),
+            "generation": dict(service.live.generations),
+            "last_change_id": service.live.last_change_id,
+            "model": service.model.fingerprint,
+            "vqa": state.vqa is not None,
+            "uptime_seconds": round(time.time() - state.started, 1),
+        }
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    async def prometheus(request: Request) -> Response:
+        state: AppState | None = getattr(request.app.state, "blip", None)
+        if state is not None:
+            metrics.vectors.labels("images").set(len(state.service.live.images))
+            metrics.vectors.labels("texts").set(len(state.service.live.texts))
+            for status, count in state.catalog.status_counts().items():
+                metrics.items.labels(status).set(count)
+        return metrics.render()

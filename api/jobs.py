@@ -1,0 +1,98 @@
+"""Ingest job endpoints: index a folder or manifest on the server, follow it, cancel it.
+
+A job is a row in SQL (`blipsearch.storage.jobs`), run by the app's `JobRunner` in the
+background, so a POST answers at once (202) and the job, its progress and its outcome survive a
+restart of the server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from blipsearch.api.deps import AppState, app_state, require_read_access, require_write_key
+from blipsearch.api.errors import ApiError
+from fastapi import APIRouter, Depends, Query
+from fastapi import Path as PathParam
+from pydantic import BaseModel
+
+from blipsearch.storage.jobs import JobStore
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+State = Annotated[AppState, Depends(app_state)]
+Read = [Depends(require_read_access)]
+Write = [Depends(require_write_key)]
+JobId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+"""Bounded, so an absurd id is a 422 rather than a database overflow."""
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+
+
+class JobRequest(BaseModel):
+    path: str
+    """A folder (indexed recursively) or a .csv/.jsonl manifest, as an absolute path on the server."""
+    prune: bool = False
+    captions: bool = False
+    index_kind: Literal["auto", "flat", "hnsw", "ivf", "ivfpq"] | None = None
+    retry_failed: bool = False
+
+
+def _store(state: AppState) -> JobStore:
+    runner = state.jobs
+    return runner.store if runner is not None else JobStore(state.catalog)
+
+
+def _source_path(given: str) -> str:
+    """The path as the indexer will key its items: absolute, normalised, symlinks kept."""
+    path = Path(given)
+    if not given.strip() or not path.is_absolute():
+        raise ApiError(400, "invalid_path", f"Give an absolute path on the server, not {given!r}.")
+    if path.is_dir():
+        return os.path.abspath(path)
+    if path.is_file():
+        if path.suffix.lower() not in MANIFEST_SUFFIXES:
+            raise ApiError(
+                400,
+                "invalid_path",
+                f"{given} is a file but not a .csv or .jsonl manifest; give a folder or one.",
+            )
+        return os.path.abspath(path)
+    raise ApiError(400, "invalid_path", f"{given} does not exist on the server.")
+
+
+@router.post("", status_code=202, dependencies=Write, summary="Index a folder or manifest in the background")
+def create_job(body: JobRequest, state: State) -> dict[str, Any]:
+    path = _source_path(body.path)
+    job = _store(state).create(path, body.model_dump(exclude={"path"}))
+    if state.jobs is not None:
+        state.jobs.wake()
+    return job.as_dict()
+
+
+@router.get("", dependencies=Read, summary="Ingest jobs, newest first")
+def list_jobs(state: State, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+    return {"jobs": [job.as_dict() for job in _store(state).list(limit)]}
+
+
+@router.get("/{job_id}", dependencies=Read, summary="One job with its progress and outcome")
+def get_job(job_id: JobId, state: State) -> dict[str, Any]:
+    job = _store(state).get(job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"There is no ingest job {job_id}.")
+    return job.as_dict()
+
+
+@router.post("/{job_id}/cancel", dependencies=Write, summary="Cancel a queued or running job")
+def cancel_job(job_id: JobId, state: State) -> dict[str, Any]:
+    """A queued job ends cancelled at once; a running one stops after the chunk it is writing."""
+    store = _store(state)
+    job = store.get(job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"There is no ingest job {job_id}.")
+    if not job.finished:
+        job = store.request_cancel(job_id) or job
+        if not job.finished or job.status == "cancelled":
+            return job.as_dict()
+    # Finished before, or between the read and the request: either way there is nothing to stop.
+    raise ApiError(409, "job_finished", f"Ingest job {job_id} is already {job.status}; nothing to cancel.")

@@ -1,0 +1,148 @@
+"""Single items written through the API: an upload indexed before the response, metadata edits, deletes.
+
+An upload is stored under `data_dir/uploads/` (named by its sha256 plus a random suffix, written
+to a temporary file, fsynced and renamed), decoded with the same limits and allowlist as the
+indexer, embedded, and written to the catalog in one transaction with its texts. Readers pick it
+up from the change log, so it is searchable as soon as the write returns. Identical bytes
+uploaded twice are two items (they may carry different metadata), each with its own file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from blipsearch.errors import InvalidInputError
+from blipsearch.images import DecodedImage, decode_image
+from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.settings import Settings
+from blipsearch.storage.catalog import Catalog, FileFacts, ItemMetadata, ItemWrite, TextVector, round_trip
+from blipsearch.storage.schema import SLOT_OF_KIND, Item, ItemStatus, TextKind
+
+UPLOAD_ORIGIN = "api:uploads"
+_SUFFIXES = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+    "MPO": ".jpg",
+}
+
+
+class ItemWriter:
+    """Adds, edits and deletes one item at a time, for the API."""
+
+    def __init__(self, settings: Settings, model: RetrievalModel, catalog: Catalog) -> None:
+        self.settings = settings
+        self.model = model
+        self.catalog = catalog
+        self.uploads = settings.data_dir / "uploads"
+
+    def add(self, data: bytes, metadata: ItemMetadata, *, name: str = "the upload") -> int:
+        """Store, decode, embed and write an uploaded image; returns the new item id."""
+        self._check_sku_free(metadata.external_id, None)
+        side = self.model.image_size
+        decoded = decode_image(
+            data, max_pixels=self.settings.max_image_pixels, name=name, at_least=(side, side)
+        )
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._store(data, digest, _SUFFIXES.get(decoded.format, ".img"))
+        try:
+            return self._write_new(path, data, digest, decoded, metadata)
+        except BaseException:
+            path.unlink(missing_ok=True)  # nothing in the catalog points at it
+            raise
+
+    def _write_new(
+        self, path: Path, data: bytes, digest: str, decoded: DecodedImage, metadata: ItemMetadata
+    ) -> int:
+        vector = self.model.embed_images([decoded.image]).vectors[0]
+        facts = FileFacts(
+            digest, len(data), path.stat().st_mtime, decoded.format, decoded.width, decoded.height
+        )
+        write = ItemWrite(
+            source=str(path),
+            origin=UPLOAD_ORIGIN,
+            status=ItemStatus.INDEXED,
+            file=facts,
+            embedding=vector,
+            model_fingerprint=self.model.fingerprint,
+            metadata=metadata,
+            texts=self._texts(metadata, None),
+        )
+        return self.catalog.write([write])[0]
+
+    def update(self, item_id: int, changes: dict[str, object]) -> None:
+        """Change metadata fields; the title and description texts are embedded again."""
+        item = self._item(item_id)
+        current = ItemMetadata.of(item)
+        if "external_id" in changes:
+            self._check_sku_free(changes["external_id"], item_id)  # type: ignore[arg-type]
+        metadata = replace(current, **changes)  # type: ignore[arg-type]
+        write = ItemWrite(
+            source=item.source,
+            origin=item.origin,
+            status=ItemStatus(item.status),
+            item_id=item_id,
+            metadata=metadata,
+            model_fingerprint=self.model.fingerprint,
+            texts=self._texts(metadata, item.caption),
+        )
+        self.catalog.write([write])
+
+    def delete(self, item_id: int) -> None:
+        item = self._item(item_id)
+        self.catalog.delete_items([item_id])
+        stored = Path(item.source)
+        if item.origin == UPLOAD_ORIGIN and stored.parent.parent == self.uploads:
+            stored.unlink(missing_ok=True)
+
+    def _item(self, item_id: int) -> Item:
+        found = self.catalog.items_by_ids([item_id])
+        if not found:
+            raise KeyError(item_id)
+        return found[0]
+
+    def _check_sku_free(self, sku: str | None, item_id: int | None) -> None:
+        if not sku:
+            return
+        owner = self.catalog.item_id_by_sku(sku)
+        if owner is not None and owner != item_id:
+            raise InvalidInputError(f"SKU {sku!r} already belongs to item {owner}.")
+
+    def _texts(self, metadata: ItemMetadata, caption: str | None) -> list[TextVector]:
+        texts = [
+            (SLOT_OF_KIND[kind], kind.value, text)
+            for kind, text in (
+                (TextKind.TITLE, metadata.title),
+                (TextKind.DESCRIPTION, metadata.description),
+                (TextKind.CAPTION, caption),
+            )
+            if text
+        ]
+        if not texts:
+            return []
+        vectors = round_trip(
+            self.model.embed_texts([text for _, _, text in texts]), self.catalog.embedding_storage
+        )
+        return [
+            TextVector(slot, kind, text, vector)
+            for (slot, kind, text), vector in zip(texts, vectors, strict=True)
+        ]
+
+    def _store(self, data: bytes, digest: str, suffix: str) -> Path:
+        """Each upload gets its own file (identical bytes uploaded twice are two items)."""
+        folder = self.uploads / digest[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{digest[:32]}-{os.urandom(4).hex()}{suffix}"
+        temporary = folder / f".{path.name}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        return path
