@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from blipsearch import __version__
+from blipsearch.cli_capfilt import capfilt
 from blipsearch.cli_eval import bind_settings as bind_eval_settings
 from blipsearch.cli_eval import eval_command
 from blipsearch.cli_index import bind_settings, index_app
@@ -20,6 +21,7 @@ from blipsearch.cli_search import bind_settings as bind_search_settings
 from blipsearch.cli_search import describe, search
 from blipsearch.cli_serve import bind_settings as bind_serve_settings
 from blipsearch.cli_serve import demo, serve
+from blipsearch.cli_train import train_app
 from blipsearch.errors import BlipsearchError
 from blipsearch.settings import Settings, load_settings
 
@@ -43,6 +45,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(index_app, name="index")
+app.add_typer(train_app, name="train")
 
 _state: dict[str, Any] = {}
 _log_level: list[str] = ["WARNING"]
@@ -76,6 +79,7 @@ app.command(name="serve")(serve)
 app.command(name="demo")(demo)
 app.command(name="search")(search)
 app.command(name="describe")(describe)
+app.command(name="capfilt")(capfilt)
 
 
 def _print_json(data: Any) -> None:

@@ -31,7 +31,7 @@ from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog, ItemMetadata, ItemWrite, TextVector, round_trip
 from blipsearch.storage.live import IndexSet, LiveIndexes
 from blipsearch.storage.lock import WriterLock
-from blipsearch.storage.schema import SLOT_OF_KIND, Item, ItemStatus, TextKind
+from blipsearch.storage.schema import SLOT_OF_KIND, Item, ItemStatus, TextKind, TextOrigin
 from blipsearch.storage.vectors import RequestedKind
 
 log = logging.getLogger(__name__)
@@ -381,10 +381,10 @@ class _Run:
                 )
                 if text
             ]
-            current = sorted((t.slot, t.kind, t.text) for t in item.texts) if item else []
-            stale_model = item is not None and any(
-                t.model_fingerprint != self.model.fingerprint for t in item.texts
-            )
+            # CapFilt's synthetic texts are not the indexer's to compare (Catalog.write keeps them).
+            own = [t for t in item.texts if t.origin != TextOrigin.SYNTHETIC.value] if item else []
+            current = sorted((t.slot, t.kind, t.text) for t in own)
+            stale_model = any(t.model_fingerprint != self.model.fingerprint for t in own)
             if texts != current or stale_model or (item is None and texts):
                 wanted.append((write, texts))
         flat = [text for _, texts in wanted for _, _, text in texts]

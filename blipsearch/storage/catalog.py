@@ -28,6 +28,7 @@ from blipsearch.storage.database import create_catalog_engine, ensure_schema, se
 from blipsearch.storage.keyword import KeywordDocuments
 from blipsearch.storage.schema import (
     SLOT_OF_KIND,
+    SYNTHETIC_SLOTS,
     TEXT_SLOTS,
     Change,
     ChangeOp,
@@ -36,6 +37,8 @@ from blipsearch.storage.schema import (
     ItemTag,
     ItemText,
     TextKind,
+    TextOrigin,
+    synthetic_slot,
 )
 
 log = logging.getLogger(__name__)
@@ -146,7 +149,9 @@ class ItemWrite:
     caption: str | None = None
     caption_fingerprint: str | None = None
     texts: list[TextVector] | None = None
-    """None keeps the item's texts; a list (possibly empty) replaces them all."""
+    """None keeps the item's texts; a list (possibly empty) replaces them all, except that CapFilt's
+    synthetic texts stay when the list holds only fixed kinds and the image bytes are unchanged
+    (they describe the picture, not the metadata); a new image drops them."""
 
 
 def text_vector_ids(item_ids: Iterable[int]) -> np.ndarray:
@@ -526,6 +531,7 @@ class Catalog:
             session.add(item)
         if write.origin is not None:
             item.origin = write.origin
+        previous_hash = item.content_hash
         item.status = write.status.value
         item.error = write.error
         if write.file is not None:
@@ -558,7 +564,9 @@ class Catalog:
         if write.caption is not None:
             item.caption, item.caption_fingerprint = write.caption, write.caption_fingerprint
         if write.texts is not None:
-            item.texts = [
+            same_image = write.file is None or write.file.content_hash == previous_hash
+            old_rows = {row.slot: row for row in item.texts} if same_image else {}
+            replaced = [
                 ItemText(
                     slot=text.slot,
                     kind=text.kind,
@@ -566,9 +574,21 @@ class Catalog:
                     embedding=encode_vector(text.vector, self.embedding_storage),
                     embedding_dtype=self.embedding_storage,
                     model_fingerprint=write.model_fingerprint,
+                    # Set, not defaulted: a row with the same key becomes an UPDATE (SQLAlchemy's
+                    # row switch), which would otherwise keep the old row's provenance and verdict.
+                    origin=TextOrigin.ORIGINAL.value,
+                    generator_fingerprint=None,
+                    filter_score=None,
+                    noisy=None,
+                    filter_fingerprint=None,
                 )
                 for text in write.texts
             ]
+            for row in replaced:
+                _keep_verdict(row, old_rows.get(row.slot))
+            if not any(text.slot in SYNTHETIC_SLOTS for text in write.texts):
+                replaced.extend(row for row in old_rows.values() if row.origin == TextOrigin.SYNTHETIC.value)
+            item.texts = replaced
         return item
 
     def mark_missing(self, item_ids: Sequence[int]) -> None:
@@ -653,6 +673,121 @@ class Catalog:
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
 
+    def store_synthetic_texts(
+        self,
+        texts: Mapping[int, Sequence[tuple[str, np.ndarray, str]]],
+        model_fingerprint: str,
+    ) -> int:
+        """Replace each item's synthetic texts (CapFilt's sampled captions) with these, in one
+        transaction with the change log, so the live text index catches up like after `write`.
+
+        `texts` maps item id -> [(text, ITC vector, generator fingerprint)]; the vectors come from
+        the retrieval model `model_fingerprint`. Originals are never touched, and replacing (not
+        appending) is what makes a re-run idempotent. Synthetic texts are not part of the keyword
+        document (it is built from the item's own fields), so no keyword refresh is needed; the
+        refresh still runs to keep one rule for every text write. Unknown ids are skipped.
+        Returns the number of texts stored.
+        """
+        if not texts:
+            return 0
+        for rows in texts.values():
+            if rows:
+                synthetic_slot(len(rows) - 1)  # refuses more texts than there are synthetic slots
+        stored_items: list[int] = []
+        count = 0
+        try:
+            with self.sessions() as session, session.begin():
+                for part in chunks(sorted(int(i) for i in texts), _QUERY_CHUNK):
+                    query = select(Item).where(Item.id.in_(part)).options(selectinload(Item.texts))
+                    for item in session.scalars(query):
+                        kept = [row for row in item.texts if row.origin != TextOrigin.SYNTHETIC.value]
+                        taken = {row.slot for row in kept}
+                        free = [slot for slot in SYNTHETIC_SLOTS if slot not in taken]
+                        new_rows = texts[item.id]
+                        if len(new_rows) > len(free):
+                            raise ValueError(f"item {item.id} has no free slot for {len(new_rows)} texts")
+                        fresh = [
+                            ItemText(
+                                slot=slot,
+                                kind=TextKind.SYNTHETIC.value,
+                                text=text,
+                                embedding=encode_vector(vector, self.embedding_storage),
+                                embedding_dtype=self.embedding_storage,
+                                model_fingerprint=model_fingerprint,
+                                origin=TextOrigin.SYNTHETIC.value,
+                                generator_fingerprint=generator,
+                            )
+                            for slot, (text, vector, generator) in zip(free, new_rows, strict=False)
+                        ]
+                        # Flush the removals first: a new row may reuse the (item, slot) key.
+                        item.texts = kept
+                        session.flush()
+                        item.texts = kept + fresh
+                        stored_items.append(item.id)
+                        count += len(fresh)
+                session.flush()
+                session.add_all(Change(item_id=i, op=ChangeOp.UPSERT.value) for i in stored_items)
+                self.keyword_documents.refresh(session, stored_items)
+        except SQLAlchemyError as exc:
+            raise self._fail("write", exc) from None
+        return count
+
+    def store_filter_scores(
+        self, scores: Sequence[tuple[int, int, float, bool]], filter_fingerprint: str
+    ) -> int:
+        """Record CapFilt's ITM verdict (item id, slot, match probability, noisy) on existing texts.
+
+        Only the verdict columns change, never a text or vector, so search keeps working on the
+        same rows; the change log still gets a row per item so that a reader of the log (a live
+        index, a training export) sees the new verdict. Rows that vanished meanwhile are skipped.
+        Returns the number of rows updated.
+        """
+        if not scores:
+            return 0
+        updated = 0
+        touched: set[int] = set()
+        try:
+            with self.sessions() as session, session.begin():
+                for item_id, slot, score, noisy in scores:
+                    result = session.execute(
+                        update(ItemText)
+                        .where(ItemText.item_id == int(item_id), ItemText.slot == int(slot))
+                        .values(
+                            filter_score=float(score),
+                            noisy=bool(noisy),
+                            filter_fingerprint=filter_fingerprint,
+                        )
+                    )
+                    if getattr(result, "rowcount", 0):
+                        updated += 1
+                        touched.add(int(item_id))
+                session.add_all(Change(item_id=i, op=ChangeOp.UPSERT.value) for i in sorted(touched))
+                self.keyword_documents.refresh(session, sorted(touched))
+        except SQLAlchemyError as exc:
+            raise self._fail("write", exc) from None
+        return updated
+
+    def clean_texts(self, item_ids: Sequence[int]) -> dict[int, list[ItemText]]:
+        """Per item, its texts not marked noisy (unfiltered ones count as clean): what training
+        and search may use after CapFilt. Items without such texts map to an empty list."""
+        found: dict[int, list[ItemText]] = {int(i): [] for i in item_ids}
+        try:
+            with self.sessions() as session:
+                for part in chunks(list(found), _QUERY_CHUNK):
+                    rows = session.scalars(
+                        select(ItemText)
+                        .where(
+                            ItemText.item_id.in_(part),
+                            (ItemText.noisy.is_(None)) | (ItemText.noisy.is_(False)),
+                        )
+                        .order_by(ItemText.item_id, ItemText.slot)
+                    )
+                    for row in rows:
+                        found[int(row.item_id)].append(row)
+        except SQLAlchemyError as exc:
+            raise self._fail("read", exc) from None
+        return found
+
     def keyword_search(
         self, terms: Sequence[str], limit: int, allowed_ids: Sequence[int] | None = None
     ) -> list[tuple[int, float]]:
@@ -666,3 +801,10 @@ class Catalog:
                 return self.keyword_documents.search(session, terms, limit, allowed_ids)
         except SQLAlchemyError as exc:
             raise self._fail("search", exc) from None
+
+
+def _keep_verdict(row: ItemText, previous: ItemText | None) -> None:
+    """Carry CapFilt's verdict over to a rewritten text that is word for word what was scored."""
+    if previous is not None and previous.kind == row.kind and previous.text == row.text:
+        row.filter_score, row.noisy = previous.filter_score, previous.noisy
+        row.filter_fingerprint = previous.filter_fingerprint

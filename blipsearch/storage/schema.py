@@ -135,12 +135,31 @@ class TextKind(enum.StrEnum):
     TITLE = "title"
     DESCRIPTION = "description"
     CAPTION = "caption"
+    SYNTHETIC = "synthetic"
+    """A caption CapFilt sampled (nucleus) to bootstrap noisy texts; lives in the synthetic slots."""
+
+
+class TextOrigin(enum.StrEnum):
+    ORIGINAL = "original"
+    """From the source (title, description) or the indexer's own caption; CapFilt never deletes it."""
+    SYNTHETIC = "synthetic"
 
 
 TEXT_SLOTS = 16
 """Text vectors of item `i` use ids `i * TEXT_SLOTS + slot`, so an item's texts form one id range."""
 
 SLOT_OF_KIND = {TextKind.TITLE: 0, TextKind.DESCRIPTION: 1, TextKind.CAPTION: 2}
+"""Fixed kinds only: synthetic texts take any of `SYNTHETIC_SLOTS`."""
+
+SYNTHETIC_SLOTS = range(8, TEXT_SLOTS)
+"""Slots 8..15: disjoint from the fixed kinds, so synthetic texts share the item's id range."""
+
+
+def synthetic_slot(index: int) -> int:
+    """The slot of an item's `index`-th synthetic text (0-based); refuses more than fit."""
+    if not 0 <= index < len(SYNTHETIC_SLOTS):
+        raise ValueError(f"an item holds at most {len(SYNTHETIC_SLOTS)} synthetic texts, not {index + 1}")
+    return SYNTHETIC_SLOTS[index]
 
 
 class ItemText(Base):
@@ -157,6 +176,7 @@ class ItemText(Base):
             "embedding_dtype IS NULL OR embedding_dtype IN ('float16', 'float32')",
             name="embedding_dtype_known",
         ),
+        CheckConstraint("origin IN ('original', 'synthetic')", name="origin_known"),
     )
 
     item_id: Mapped[int] = mapped_column(Id, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
@@ -167,6 +187,20 @@ class ItemText(Base):
     embedding_dtype: Mapped[str | None] = mapped_column(String(8))
     model_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    origin: Mapped[str] = mapped_column(
+        String(16),
+        default=TextOrigin.ORIGINAL.value,
+        server_default=TextOrigin.ORIGINAL.value,
+        comment="original (source, indexer caption) or synthetic (CapFilt)",
+    )
+    generator_fingerprint: Mapped[str | None] = mapped_column(
+        String(64), comment="the captioner that wrote a synthetic text"
+    )
+    filter_score: Mapped[float | None] = mapped_column(Float, comment="ITM match probability with the image")
+    noisy: Mapped[bool | None] = mapped_column(
+        Boolean, comment="score below the threshold; null: not filtered"
+    )
+    filter_fingerprint: Mapped[str | None] = mapped_column(String(64), comment="the ITM model that filtered")
 
     item: Mapped[Item] = relationship(back_populates="texts")
 

@@ -1,0 +1,242 @@
+"""CapFilt end to end: real files, SQLite and PostgreSQL, the tiny BLIP checkpoints, real FAISS."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from blipsearch.indexer.capfilt import CapFilt
+from blipsearch.indexer.maintenance import verify
+from blipsearch.indexer.pipeline import Indexer, IndexOptions
+from imagesets import TEST_MAX_PIXELS, write_valid_images
+from sqlalchemy import select
+
+from blipsearch.models.captioner import Captioner
+from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.settings import Settings
+from blipsearch.storage.catalog import Catalog, FileFacts, ItemWrite, TextVector
+from blipsearch.storage.schema import (
+    SLOT_OF_KIND,
+    SYNTHETIC_SLOTS,
+    TEXT_SLOTS,
+    ItemStatus,
+    ItemText,
+    TextKind,
+    synthetic_slot,
+)
+
+
+def _settings(tmp_path: Path, database_url: str, tiny_checkpoints) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        retrieval_model=str(tiny_checkpoints.retrieval),
+        caption_model=str(tiny_checkpoints.caption),
+        device="cpu",
+        dtype="float32",
+        offline=True,
+        image_batch_size=4,
+        decode_workers=2,
+        max_image_pixels=TEST_MAX_PIXELS,
+    )
+
+
+def _manifest(root: Path, paths: list[Path], titles: list[str]) -> Path:
+    manifest = root / "products.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "sku", "title"])
+        for index, (path, title) in enumerate(zip(paths, titles, strict=True)):
+            writer.writerow([path.relative_to(root).as_posix(), f"SKU-{index}", title])
+    return manifest
+
+
+@pytest.fixture
+def setup(
+    tmp_path: Path, database_url: str, tiny_checkpoints, retrieval: RetrievalModel, captioner: Captioner
+) -> tuple[Indexer, Path, list[Path]]:
+    """Three products with a title each, indexed with captions: two original texts per item."""
+    root = tmp_path / "shop"
+    paths = write_valid_images(root, 3, seed=5)
+    manifest = _manifest(root, paths, [f"product number {i}" for i in range(3)])
+    indexer = Indexer(
+        _settings(tmp_path, database_url, tiny_checkpoints), model=retrieval, captioner=captioner
+    )
+    indexer.run(manifest, IndexOptions(captions=True))
+    yield indexer, manifest, paths
+    indexer.catalog.close()
+
+
+def _texts(catalog: Catalog) -> list[ItemText]:
+    with catalog.sessions() as session:
+        return list(session.scalars(select(ItemText).order_by(ItemText.item_id, ItemText.slot)))
+
+
+def _capfilt(indexer: Indexer, captioner: Captioner) -> CapFilt:
+    return CapFilt(indexer.settings, indexer.model, captioner, catalog=indexer.catalog)
+
+
+def _assert_indexes_agree(indexer: Indexer) -> None:
+    live, _ = indexer.index_set().open(writer=False)
+    text_ids = {int(i) for i in live.texts.ids()}
+    expected = {row.item_id * TEXT_SLOTS + row.slot for row in _texts(indexer.catalog)}
+    assert text_ids == expected
+    report = verify(indexer.settings.data_dir, indexer.catalog)
+    assert report.ok, report.problems
+
+
+def test_synthetic_slots_stay_inside_the_item_id_range() -> None:
+    assert set(SLOT_OF_KIND.values()).isdisjoint(SYNTHETIC_SLOTS)
+    assert synthetic_slot(0) == 8 and synthetic_slot(7) == TEXT_SLOTS - 1
+    with pytest.raises(ValueError):
+        synthetic_slot(8)
+
+
+def test_capfilt_writes_provenance_and_never_alters_originals(setup, captioner: Captioner) -> None:
+    indexer, _, _ = setup
+    before = {(t.item_id, t.slot): t.text for t in _texts(indexer.catalog)}
+    assert len(before) == 6
+
+    report = _capfilt(indexer, captioner).run(synthetic_per_image=2, threshold=1.01, batch=2)
+    assert report.items == 3 and report.skipped == 0
+    assert report.synthetic_written == 6
+    assert report.texts_scored == 12
+    assert report.noisy_original == 6 and report.noisy_synthetic == 6  # 1.01: everything is noisy
+
+    rows = _texts(indexer.catalog)
+    originals = [t for t in rows if t.origin == "original"]
+    synthetic = [t for t in rows if t.origin == "synthetic"]
+    assert {(t.item_id, t.slot): t.text for t in originals} == before  # kept word for word
+    assert len(synthetic) == 6
+    for row in rows:
+        assert row.filter_score is not None and 0.0 <= row.filter_score <= 1.0
+        assert row.noisy is True
+        assert row.filter_fingerprint == indexer.model.fingerprint
+    for row in synthetic:
+        assert row.kind == TextKind.SYNTHETIC.value and row.slot in SYNTHETIC_SLOTS
+        assert row.generator_fingerprint == captioner.fingerprint
+        assert row.model_fingerprint == indexer.model.fingerprint and row.embedding
+        assert row.text.strip()
+    for row in originals:
+        assert row.generator_fingerprint is None
+    # Noisy texts are kept but left out of what training and search may use.
+    ids = sorted({t.item_id for t in rows})
+    assert indexer.catalog.clean_texts(ids) == {i: [] for i in ids}
+    _assert_indexes_agree(indexer)
+
+
+def test_rerun_replaces_synthetic_texts_and_thresholds_decide(setup, captioner: Captioner) -> None:
+    indexer, _, _ = setup
+    runner = _capfilt(indexer, captioner)
+    runner.run(synthetic_per_image=3, threshold=0.5)
+    report = runner.run(synthetic_per_image=1, threshold=0.0)
+    assert report.noisy_original == report.noisy_synthetic == 0  # threshold 0 marks nothing
+    rows = _texts(indexer.catalog)
+    synthetic = [t for t in rows if t.origin == "synthetic"]
+    assert len(synthetic) == 3 and {t.slot for t in synthetic} == {8}  # replaced, not appended
+    assert all(t.noisy is False for t in rows)
+    clean = indexer.catalog.clean_texts(sorted({t.item_id for t in rows}))
+    assert sum(len(texts) for texts in clean.values()) == len(rows) == 9
+
+    # The same seed and batches sample the same captions: a re-run is idempotent.
+    first = [(t.item_id, t.slot, t.text) for t in synthetic]
+    runner.run(synthetic_per_image=1, threshold=0.0)
+    again = [(t.item_id, t.slot, t.text) for t in _texts(indexer.catalog) if t.origin == "synthetic"]
+    assert again == first
+    _assert_indexes_agree(indexer)
+
+
+def test_the_indexer_keeps_synthetic_texts(setup, captioner: Captioner) -> None:
+    indexer, manifest, paths = setup
+    _capfilt(indexer, captioner).run(synthetic_per_image=2, threshold=0.5)
+    synthetic = {(t.item_id, t.slot, t.text) for t in _texts(indexer.catalog) if t.origin == "synthetic"}
+    assert len(synthetic) == 6
+
+    indexer.run(manifest, IndexOptions(captions=True))  # nothing changed
+    # A changed title rewrites that item's texts: its synthetic texts describe the image and stay.
+    _manifest(manifest.parent, paths, ["a new title", "product number 1", "product number 2"])
+    indexer.run(manifest, IndexOptions(captions=True))
+    rows = _texts(indexer.catalog)
+    assert {(t.item_id, t.slot, t.text) for t in rows if t.origin == "synthetic"} == synthetic
+    assert "a new title" in {t.text for t in rows if t.origin == "original"}
+    _assert_indexes_agree(indexer)
+
+
+def test_catalog_write_keeps_synthetic_texts_only_for_the_same_image(
+    tmp_path: Path, database_url: str
+) -> None:
+    catalog = Catalog.open(Settings(data_dir=tmp_path, database_url=database_url))
+    fp = "blip-" + "b" * 32
+    vector = np.ones(4, dtype=np.float32) / 2
+
+    def write(content_hash: str, title: str) -> int:
+        return catalog.write(
+            [
+                ItemWrite(
+                    source="/photos/a.png",
+                    origin="/photos",
+                    status=ItemStatus.INDEXED,
+                    file=FileFacts(content_hash, 10, 1.0, "PNG", 4, 4),
+                    embedding=vector,
+                    model_fingerprint=fp,
+                    texts=[TextVector(0, "title", title, vector)],
+                )
+            ]
+        )[0]
+
+    try:
+        item_id = write("a" * 64, "old title")
+        assert catalog.store_synthetic_texts({item_id: [("a dog", vector, "cap-fp")]}, fp) == 1
+        assert catalog.store_filter_scores([(item_id, 0, 0.9, False), (item_id, 8, 0.1, True)], "itm") == 2
+        last = catalog.last_change_id()
+        write("a" * 64, "new title")
+        rows = _texts(catalog)
+        assert [(r.slot, r.text, r.origin) for r in rows] == [
+            (0, "new title", "original"),
+            (8, "a dog", "synthetic"),
+        ]
+        assert rows[0].noisy is None and rows[1].noisy is True  # a new text has no verdict yet
+        assert [t.text for t in catalog.clean_texts([item_id])[item_id]] == ["new title"]
+        assert catalog.changed_items_since(last)[0] == [item_id]
+        write("c" * 64, "new title")  # new image bytes: the captions described the old picture
+        assert [(r.slot, r.origin) for r in _texts(catalog)] == [(0, "original")]
+        with pytest.raises(ValueError):
+            catalog.store_synthetic_texts({item_id: [("x", vector, "cap-fp")] * 9}, fp)
+    finally:
+        catalog.close()
+
+
+def test_cli_capfilt_smoke(tmp_path: Path, tiny_checkpoints) -> None:
+    paths = write_valid_images(tmp_path / "photos", 2, seed=9)
+    env = {
+        **os.environ,
+        "BLIPSEARCH_DATA_DIR": str(tmp_path / "data"),
+        "BLIPSEARCH_RETRIEVAL_MODEL": str(tiny_checkpoints.retrieval),
+        "BLIPSEARCH_CAPTION_MODEL": str(tiny_checkpoints.caption),
+        "BLIPSEARCH_DEVICE": "cpu",
+        "BLIPSEARCH_OFFLINE": "1",
+        "BLIPSEARCH_MAX_IMAGE_PIXELS": str(TEST_MAX_PIXELS),
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "blipsearch", *args], capture_output=True, text=True, timeout=300, env=env
+        )
+
+    indexed = cli("index", str(paths[0].parent), "--no-progress")
+    assert indexed.returncode == 0, indexed.stderr
+    result = cli("capfilt", "--synthetic", "2", "--threshold", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["items"] == 2 and report["synthetic_written"] == 4
+    assert report["noisy_original"] == report["noisy_synthetic"] == 0
+    assert cli("index", "verify").returncode == 0
+    text = cli("capfilt", "--limit", "1")
+    assert text.returncode == 0, text.stderr
+    assert "1 items" in text.stdout
