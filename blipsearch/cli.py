@@ -14,6 +14,7 @@ from rich.table import Table
 
 from blipsearch import __version__
 from blipsearch.cli_capfilt import capfilt
+from blipsearch.cli_data import data_app
 from blipsearch.cli_eval import bind_settings as bind_eval_settings
 from blipsearch.cli_eval import eval_command
 from blipsearch.cli_index import bind_settings, index_app
@@ -46,6 +47,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(index_app, name="index")
 app.add_typer(train_app, name="train")
+app.add_typer(data_app, name="data")
 
 _state: dict[str, Any] = {}
 _log_level: list[str] = ["WARNING"]

@@ -1,0 +1,259 @@
+"""Emoji demo data from a fake npm tarball: parsing, captions, images, caption sets, catalog, licences.
+
+No test reaches the network: the tarball is built here and placed in the cache, where
+`fetch_package` finds it and only verifies its integrity.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from blipsearch.indexer.sources import ManifestSource, open_source
+from blipsearch.search.evaluation import load_caption_set
+from blipsearch.train import emoji as em
+from PIL import Image
+from typer.testing import CliRunner
+
+from blipsearch.errors import InvalidInputError
+
+ENTRIES = [
+    {
+        "name": "RED APPLE",
+        "unified": "1F34E",
+        "image": "1f34e.png",
+        "short_name": "apple",
+        "short_names": ["apple"],
+        "category": "Food & Drink",
+        "subcategory": "food-fruit",
+        "sort_order": 2,
+        "has_img_google": True,
+        "has_img_twitter": True,
+    },
+    {
+        "name": "GRINNING FACE",
+        "unified": "1F600",
+        "image": "1f600.png",
+        "short_name": "grinning",
+        "short_names": ["grinning"],
+        "category": "Smileys & Emotion",
+        "subcategory": "face-smiling",
+        "sort_order": 1,
+        "has_img_google": True,
+        "has_img_twitter": True,
+    },
+    {
+        "name": "WAVING HAND SIGN",
+        "unified": "1F44B",
+        "image": "1f44b.png",
+        "short_name": "wave",
+        "short_names": ["wave", "waving_hand"],
+        "category": "People & Body",
+        "subcategory": "hand-fingers-open",
+        "sort_order": 3,
+        "has_img_google": True,
+        "has_img_twitter": True,
+        "skin_variations": {
+            "1F3FB": {
+                "unified": "1F44B-1F3FB",
+                "image": "1f44b-1f3fb.png",
+                "has_img_google": True,
+                "has_img_twitter": True,
+            }
+        },
+    },
+    {
+        "name": "GHOST WITHOUT IMAGE",
+        "unified": "1F47B",
+        "image": "1f47b.png",
+        "short_name": "ghost",
+        "short_names": ["ghost"],
+        "category": "Smileys & Emotion",
+        "subcategory": "face-costume",
+        "sort_order": 4,
+        "has_img_google": True,
+        "has_img_twitter": True,
+    },
+]
+WITH_IMAGES = ["1f34e.png", "1f600.png", "1f44b.png", "1f44b-1f3fb.png"]
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    for x in range(16, 48):
+        for y in range(16, 48):
+            image.putpixel((x, y), (*colour, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    archive.addfile(info, io.BytesIO(data))
+
+
+def _fake_package(cache: Path, style: str = "google") -> em.EmojiPackage:
+    """A tarball laid out like npm's, in the cache under the name `npm pack` would give it."""
+    package = replace(em.PACKAGES[style], integrity="sha512-placeholder")
+    cache.mkdir(parents=True, exist_ok=True)
+    tarball = cache / package.tarball_name
+    with tarfile.open(tarball, "w:gz") as archive:
+        _add(archive, "package/package.json", b'{"name": "fake"}')
+        _add(archive, "package/emoji.json", json.dumps(ENTRIES).encode())
+        for number, file_name in enumerate(WITH_IMAGES):
+            _add(archive, f"package/img/{style}/64/{file_name}", _png((200, 40 * number, 30)))
+    return replace(package, integrity=em.sri_sha512(tarball))
+
+
+@pytest.fixture
+def packages(tmp_path: Path) -> dict[str, em.EmojiPackage]:
+    cache = tmp_path / "cache"
+    return {"google": _fake_package(cache, "google"), "twitter": _fake_package(cache, "twitter")}
+
+
+def test_parse_records_skips_skin_tones_and_missing_images(tmp_path: Path) -> None:
+    package = _fake_package(tmp_path)
+    archive = em.EmojiArchive.read(tmp_path / package.tarball_name, "google")
+    assert sorted(archive.images) == sorted(WITH_IMAGES)
+    records = em.parse_records(archive.entries, "google", archive.images)
+    assert [r.unified for r in records] == ["1F600", "1F34E", "1F44B"]  # sort order; no ghost
+    apple = records[1]
+    assert (apple.name, apple.short_names, apple.category, apple.subcategory, apple.image) == (
+        "red apple",
+        ("apple",),
+        "Food & Drink",
+        "food-fruit",
+        "1f34e.png",
+    )
+    assert records[2].short_names == ("wave", "waving hand")
+    with_tones = em.parse_records(archive.entries, "google", archive.images, include_skin_tones=True)
+    tone = next(r for r in with_tones if r.unified == "1F44B-1F3FB")
+    assert tone.name == "waving hand sign: light skin tone"
+    flagged = [dict(ENTRIES[0], has_img_google=False)]
+    assert em.parse_records(flagged, "google", None) == []
+
+
+def test_captions_are_varied_lowercase_unique_and_seeded() -> None:
+    record = em.parse_records(ENTRIES[:1], "google", None)[0]
+    captions = em.captions_for(record, seed=0)
+    assert captions[0] == "a red apple"
+    assert {"red apple emoji", "an apple, a food and drink", "apple emoji"} <= set(captions)
+    assert len(captions) == len(set(captions)) >= 5
+    assert all(c == c.lower() for c in captions)
+    assert em.captions_for(record, seed=0) == captions
+    orders = {tuple(em.captions_for(record, seed=s)) for s in range(8)}
+    assert len(orders) > 1 and all(o[0] == "a red apple" for o in orders)
+
+
+def test_compose_is_rgb_and_augmentation_is_deterministic() -> None:
+    png = _png((250, 0, 0))
+    plain = em.compose(png, 32)
+    assert plain.mode == "RGB" and plain.size == (32, 32)
+    assert plain.getpixel((0, 0)) == (255, 255, 255)  # transparent corner on white
+    first = em.compose(png, 48, rng=random.Random(5))
+    again = em.compose(png, 48, rng=random.Random(5))
+    other = em.compose(png, 48, rng=random.Random(6))
+    assert first.tobytes() == again.tobytes()
+    assert first.tobytes() != other.tobytes()
+
+
+def test_build_writes_caption_sets_catalog_and_licences(
+    tmp_path: Path, packages: dict[str, em.EmojiPackage]
+) -> None:
+    out = tmp_path / "out"
+    summary = em.build_emoji_data(
+        out, cache=tmp_path / "cache", size=40, augment=2, seed=3, catalog=True, packages=packages
+    )
+    assert [(s.style, s.available, s.written, s.images) for s in summary.styles] == [
+        ("google", 3, 3, 9),
+        ("twitter", 3, 3, 9),
+    ]
+    for style in ("google", "twitter"):
+        caption_set = load_caption_set(out / f"{style}.json")
+        assert len(caption_set.images) == 9
+        assert all(path.is_file() for path in caption_set.images)
+        assert "a red apple" in caption_set.texts
+        pairs = load_caption_set(out / f"{style}.tsv")
+        assert (pairs.images, pairs.texts) == (caption_set.images, caption_set.texts)
+        with Image.open(caption_set.images[0]) as image:
+            assert image.size == (40, 40) and image.mode == "RGB"
+
+    source = open_source(out / "catalog.csv")
+    assert isinstance(source, ManifestSource)
+    records = list(source.records())
+    assert source.issues.rejected_rows == []
+    assert len(records) == summary.catalog_rows == 6  # plain images only, both styles
+    apple = next(r for r in records if r.metadata and r.metadata.external_id == "NOTO-1F34E")
+    assert apple.metadata is not None
+    assert apple.metadata.brand == "Noto" and apple.metadata.category == "Food & Drink"
+    assert apple.metadata.price is not None and apple.metadata.price > 0
+    assert set(apple.metadata.tags) == {"food fruit", "apple"}
+    assert apple.path.is_file()
+
+    licences = (out / "LICENSES.txt").read_text()
+    assert "Apache-2.0" in licences
+    assert "Twemoji by Twitter, Inc and other contributors, CC-BY 4.0" in licences
+
+
+def test_same_seed_same_bytes_and_limit_keeps_images(
+    tmp_path: Path, packages: dict[str, em.EmojiPackage]
+) -> None:
+    cache = tmp_path / "cache"
+    em.build_emoji_data(tmp_path / "a", cache=cache, styles=["google"], augment=1, seed=7, packages=packages)
+    em.build_emoji_data(tmp_path / "b", cache=cache, styles=["google"], augment=1, seed=7, packages=packages)
+    em.build_emoji_data(
+        tmp_path / "c", cache=cache, styles=["google"], augment=1, seed=7, limit=1, packages=packages
+    )
+    em.build_emoji_data(tmp_path / "d", cache=cache, styles=["google"], augment=1, seed=8, packages=packages)
+    aug = Path("images/google/1f600_aug1.png")
+    a, b, c, d = ((tmp_path / x / aug).read_bytes() for x in "abcd")
+    assert a == b == c
+    assert a != d
+    assert (tmp_path / "a" / "google.json").read_text() == (tmp_path / "b" / "google.json").read_text()
+    limited = json.loads((tmp_path / "c" / "google.json").read_text())
+    assert [e["image"] for e in limited] == ["images/google/1f600.png", "images/google/1f600_aug1.png"]
+
+
+def test_integrity_mismatch_is_refused(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    package = _fake_package(cache)
+    assert em.fetch_package(package, cache, npm="no-such-npm") == cache / package.tarball_name
+    wrong = replace(package, integrity="sha512-" + "A" * 86 + "==")
+    with pytest.raises(InvalidInputError, match="integrity mismatch"):
+        em.fetch_package(wrong, cache, npm="no-such-npm")
+    with pytest.raises(InvalidInputError, match="integrity mismatch"):
+        em.build_emoji_data(tmp_path / "out", cache=cache, styles=["google"], packages={"google": wrong})
+
+
+def test_missing_tarball_without_npm_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="not cached"):
+        em.fetch_package(em.PACKAGES["google"], tmp_path, npm="no-such-npm")
+
+
+def test_unknown_style_is_refused(tmp_path: Path, packages: dict[str, em.EmojiPackage]) -> None:
+    with pytest.raises(InvalidInputError, match="apple"):
+        em.build_emoji_data(tmp_path / "out", cache=tmp_path / "cache", styles=["apple"], packages=packages)
+
+
+def test_cli_data_emoji(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from blipsearch.cli import app
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(
+        em, "PACKAGES", {"google": _fake_package(cache), "twitter": _fake_package(cache, "twitter")}
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["data", "emoji", str(out), "--cache", str(cache), "--styles", "twitter", "--catalog", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["styles"][0]["brand"] == "Twemoji" and summary["catalog_rows"] == 3
+    assert (out / "twitter.json").is_file() and not (out / "google.json").exists()
