@@ -119,19 +119,12 @@ def eval_command(
 @contextmanager
 def _progress_bar(*, enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
     """A live bar per stage on a terminal; elsewhere None, so evaluation logs its own lines."""
-    if not enabled or not err_console.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+    from blipsearch.cli_progress import live_bar
 
-    with Progress(
-        "{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    ) as bar:
+    with live_bar(err_console, enabled=enabled) as bar:
+        if bar is None:
+            yield None
+            return
         tasks: dict[str, Any] = {}
 
         def update(stage: str, done: int, total: int) -> None:

@@ -108,19 +108,12 @@ def _progress_bar(
     *, enabled: bool, total: int | None
 ) -> Iterator[Callable[[int, int, dict[str, float]], None] | None]:
     """A live bar with the current losses on a terminal; nothing elsewhere (history.jsonl has it all)."""
-    if not enabled or not err_console.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+    from blipsearch.cli_progress import live_bar
 
-    with Progress(
-        "{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    ) as bar:
+    with live_bar(err_console, enabled=enabled) as bar:
+        if bar is None:
+            yield None
+            return
         task = bar.add_task("training", total=total)
 
         def update(step: int, steps: int, losses: dict[str, float]) -> None:

@@ -169,3 +169,30 @@ def api_server() -> Iterator[Callable[..., str]]:
     for server, thread in servers:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture
+def indexer_settings(tmp_path: Path, tiny_checkpoints: TinyCheckpoints) -> Callable[..., Settings]:
+    """Settings for an indexer-like run on the tiny checkpoints, in this test's own data directory.
+
+    `database_url=None` is SQLite in the test folder; keyword overrides tune batches and chunks.
+    """
+    from imagesets import TEST_MAX_PIXELS
+
+    def make(database_url: str | None = None, **changes: object) -> Settings:
+        fields: dict[str, object] = {
+            "data_dir": tmp_path / "data",
+            "database_url": database_url or f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+            "retrieval_model": str(tiny_checkpoints.retrieval),
+            "caption_model": str(tiny_checkpoints.caption),
+            "device": "cpu",
+            "dtype": "float32",
+            "offline": True,
+            "image_batch_size": 4,
+            "decode_workers": 2,
+            "max_image_pixels": TEST_MAX_PIXELS,
+        }
+        fields.update(changes)
+        return Settings(**fields)  # type: ignore[arg-type]
+
+    return make

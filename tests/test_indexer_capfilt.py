@@ -32,21 +32,6 @@ from blipsearch.storage.schema import (
 )
 
 
-def _settings(tmp_path: Path, database_url: str, tiny_checkpoints) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        retrieval_model=str(tiny_checkpoints.retrieval),
-        caption_model=str(tiny_checkpoints.caption),
-        device="cpu",
-        dtype="float32",
-        offline=True,
-        image_batch_size=4,
-        decode_workers=2,
-        max_image_pixels=TEST_MAX_PIXELS,
-    )
-
-
 def _manifest(root: Path, paths: list[Path], titles: list[str]) -> Path:
     manifest = root / "products.csv"
     with open(manifest, "w", newline="") as handle:
@@ -59,15 +44,13 @@ def _manifest(root: Path, paths: list[Path], titles: list[str]) -> Path:
 
 @pytest.fixture
 def setup(
-    tmp_path: Path, database_url: str, tiny_checkpoints, retrieval: RetrievalModel, captioner: Captioner
+    tmp_path: Path, database_url: str, indexer_settings, retrieval: RetrievalModel, captioner: Captioner
 ) -> tuple[Indexer, Path, list[Path]]:
     """Three products with a title each, indexed with captions: two original texts per item."""
     root = tmp_path / "shop"
     paths = write_valid_images(root, 3, seed=5)
     manifest = _manifest(root, paths, [f"product number {i}" for i in range(3)])
-    indexer = Indexer(
-        _settings(tmp_path, database_url, tiny_checkpoints), model=retrieval, captioner=captioner
-    )
+    indexer = Indexer(indexer_settings(database_url), model=retrieval, captioner=captioner)
     indexer.run(manifest, IndexOptions(captions=True))
     yield indexer, manifest, paths
     indexer.catalog.close()

@@ -12,7 +12,7 @@ import pytest
 from blipsearch.indexer.jobs import JobRunner
 from blipsearch.indexer.maintenance import verify
 from blipsearch.indexer.pipeline import Indexer, IndexOptions
-from imagesets import TEST_MAX_PIXELS, write_valid_images
+from imagesets import write_valid_images
 from sqlalchemy import update
 
 from blipsearch.errors import InvalidInputError
@@ -24,33 +24,23 @@ from blipsearch.storage.jobs import MAX_ATTEMPTS, PROCESS_WORKER, Job, JobStore
 from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import IngestJob
 
-
-def _settings(tmp_path: Path, database_url: str, tiny_checkpoints) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        retrieval_model=str(tiny_checkpoints.retrieval),
-        caption_model=str(tiny_checkpoints.caption),
-        device="cpu",
-        dtype="float32",
-        offline=True,
-        image_batch_size=2,
-        index_chunk_items=2,
-        decode_workers=1,
-        max_image_pixels=TEST_MAX_PIXELS,
-        index_checkpoint_items=4,
-    )
+_SMALL_STEPS = {
+    "image_batch_size": 2,
+    "index_chunk_items": 2,
+    "decode_workers": 1,
+    "index_checkpoint_items": 4,
+}
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, tiny_checkpoints) -> Settings:
-    return _settings(tmp_path, database_url, tiny_checkpoints)
+def settings(database_url: str, indexer_settings) -> Settings:
+    return indexer_settings(database_url, **_SMALL_STEPS)
 
 
 @pytest.fixture
-def sqlite_settings(tmp_path: Path, tiny_checkpoints) -> Settings:
+def sqlite_settings(indexer_settings) -> Settings:
     """For runner behaviour that does not depend on the database."""
-    return _settings(tmp_path, f"sqlite:///{tmp_path / 'catalog.sqlite3'}", tiny_checkpoints)
+    return indexer_settings(**_SMALL_STEPS)
 
 
 @pytest.fixture

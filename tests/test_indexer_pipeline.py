@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from blipsearch.indexer.maintenance import verify
 from blipsearch.indexer.pipeline import Indexer, IndexOptions
-from imagesets import TEST_MAX_PIXELS, write_broken_images, write_odd_valid_images, write_valid_images
+from imagesets import write_broken_images, write_odd_valid_images, write_valid_images
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -36,32 +36,18 @@ class CountingModel(RetrievalModel):
         return super().embed_images(images, return_vision_tokens=return_vision_tokens)
 
 
-def _settings(tmp_path: Path, database_url: str, tiny_checkpoints) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        retrieval_model=str(tiny_checkpoints.retrieval),
-        caption_model=str(tiny_checkpoints.caption),
-        device="cpu",
-        dtype="float32",
-        offline=True,
-        image_batch_size=4,
-        index_chunk_items=16,
-        decode_workers=2,
-        max_image_pixels=TEST_MAX_PIXELS,
-        index_checkpoint_items=5,
-    )
+_PIPELINE = {"index_chunk_items": 16, "index_checkpoint_items": 5}
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, tiny_checkpoints) -> Settings:
-    return _settings(tmp_path, database_url, tiny_checkpoints)
+def settings(database_url: str, indexer_settings) -> Settings:
+    return indexer_settings(database_url, **_PIPELINE)
 
 
 @pytest.fixture
-def sqlite_settings(tmp_path: Path, tiny_checkpoints) -> Settings:
+def sqlite_settings(indexer_settings) -> Settings:
     """For behaviour that does not depend on the database."""
-    return _settings(tmp_path, f"sqlite:///{tmp_path / 'catalog.sqlite3'}", tiny_checkpoints)
+    return indexer_settings(**_PIPELINE)
 
 
 @pytest.fixture
