@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from blipsearch.errors import (
     BlipsearchError,
     CatalogError,
+    ConflictError,
     IndexLockedError,
     InvalidInputError,
     ModelMismatchError,
@@ -63,6 +64,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {"Retry-After": "1"} if exc.status == 503 else None
         return _response(exc.status, exc.code, exc.message, headers)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
+        return _response(409, "sku_conflict", str(exc))
 
     @app.exception_handler(InvalidInputError)
     async def _invalid(request: Request, exc: InvalidInputError) -> JSONResponse:

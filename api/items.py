@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,15 +11,14 @@ from blipsearch.api.deps import AppState, ItemId, app_state, require_read_access
 from blipsearch.api.errors import ApiError
 from blipsearch.api.uploads import read_upload
 from blipsearch.indexer.items import ItemWriter
+from blipsearch.indexer.sources import metadata_from_fields
 from blipsearch.search.service import item_summary
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from blipsearch.errors import InvalidInputError
-from blipsearch.images import decode_image, read_image_file
-from blipsearch.storage.catalog import ItemMetadata
+from blipsearch.images import open_image
 from blipsearch.storage.schema import Item
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
@@ -65,21 +63,17 @@ def _item(state: AppState, item_id: int) -> Item:
     return found[0]
 
 
-def _price(value: str | None) -> Decimal | None:
-    if value is None or not value.strip():
-        return None
-    try:
-        price = Decimal(value.strip())
-    except InvalidOperation:
-        raise ApiError(400, "invalid_input", f"price must be a number, not {value!r}.") from None
-    if not price.is_finite() or price < 0:
-        raise ApiError(400, "invalid_input", "price must be a finite number of at least 0.")
-    return price.quantize(Decimal("0.01"))
+_FIELD_NAMES = {"sku": "external_id"}
+"""API field names that differ from the catalog's."""
 
 
-def _tags(value: str | list[str] | None) -> tuple[str, ...]:
-    parts = value if isinstance(value, list) else (value or "").split(",")
-    return tuple(sorted({part.strip().lower() for part in parts if part and part.strip()}))
+def _metadata_fields(given: dict[str, Any]) -> dict[str, Any]:
+    """API fields under the catalog's names, blanks dropped, for `metadata_from_fields`."""
+    return {
+        _FIELD_NAMES.get(name, name): value
+        for name, value in given.items()
+        if not (value is None or (isinstance(value, str) and not value.strip()))
+    }
 
 
 @router.post("", status_code=201, dependencies=Write, summary="Add an item (indexed before this returns)")
@@ -97,25 +91,13 @@ async def add_item(
     tags: Annotated[str | None, Form(max_length=4000, description="Comma separated.")] = None,
 ) -> dict[str, Any]:
     data = await read_upload(file, state.settings)
-    metadata = ItemMetadata(
-        external_id=sku or None,
-        title=title or None,
-        description=description or None,
-        category=category or None,
-        brand=brand or None,
-        price=_price(price),
-        currency=(currency or None) and currency.upper(),
-        tags=_tags(tags),
-    )
+    form = {"sku": sku, "title": title, "description": description, "category": category, "brand": brand}
+    form.update(price=price, currency=currency, tags=tags)
+    metadata = metadata_from_fields(_metadata_fields(form))
     writer = ItemWriter(state.settings, state.service.model, state.catalog)
 
     def add() -> int:
-        try:
-            item_id = writer.add(data, metadata, name=file.filename or "the upload")
-        except InvalidInputError as exc:
-            if "already belongs" in str(exc):
-                raise ApiError(409, "sku_conflict", str(exc)) from None
-            raise
+        item_id = writer.add(data, metadata, name=file.filename or "the upload")
         state.service.refresh()
         return item_id
 
@@ -150,29 +132,13 @@ async def update_item(
 ) -> dict[str, Any]:
     _item(state, item_id)
     given = changes.model_dump(exclude_unset=True)
-    fields: dict[str, object] = {}
-    for name, value in given.items():
-        if name == "sku":
-            fields["external_id"] = value or None
-        elif name == "price":
-            fields["price"] = _price(None if value is None else str(value))
-        elif name == "tags":
-            fields["tags"] = _tags(value)
-        elif name == "attributes":
-            fields["attributes"] = value or {}
-        elif name == "currency":
-            fields["currency"] = value.upper() if value else None
-        else:
-            fields[name] = value or None
+    # Parsed like a new item's fields; a field given as null or blank is cleared.
+    parsed = metadata_from_fields(_metadata_fields(given))
+    fields = {name: getattr(parsed, name) for name in (_FIELD_NAMES.get(key, key) for key in given)}
     writer = ItemWriter(state.settings, state.service.model, state.catalog)
 
     def update() -> None:
-        try:
-            writer.update(item_id, fields)
-        except InvalidInputError as exc:
-            if "already belongs" in str(exc):
-                raise ApiError(409, "sku_conflict", str(exc)) from None
-            raise
+        writer.update(item_id, fields)
         state.service.refresh()
 
     await state.gate.run(update)
@@ -197,6 +163,18 @@ def _file_of(item: Item) -> Path:
     if not path.is_file():
         raise ApiError(404, "image_missing", f"The image file of item {item.id} is no longer there.")
     return path
+
+
+def _open(state: AppState, item: Item, *, at_least: tuple[int, int] | None = None) -> Image.Image:
+    """The item's picture, with the server's limits; errors name the item, never its path."""
+    settings = state.settings
+    return open_image(
+        _file_of(item),
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        name=f"item {item.id}",
+        at_least=at_least,
+    )
 
 
 @router.get("/{item_id}/image", name="item_image", dependencies=Read, summary="The original image")
@@ -235,10 +213,7 @@ async def item_thumbnail(
         return Response(cache.read_bytes(), media_type="image/jpeg", headers=headers)
 
     def render() -> bytes:
-        data = read_image_file(_file_of(item), max_bytes=state.settings.max_image_bytes)
-        image = decode_image(
-            data, max_pixels=state.settings.max_image_pixels, name=f"item {item.id}", at_least=(size, size)
-        ).image
+        image = _open(state, item, at_least=(size, size))
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
         out = io.BytesIO()
         image.save(out, "JPEG", quality=85, optimize=True)
@@ -264,8 +239,6 @@ async def ask(state: State, item_id: ItemId, body: Question) -> dict[str, str]:
     vqa = state.vqa
 
     def answer() -> str:
-        data = read_image_file(_file_of(item), max_bytes=state.settings.max_image_bytes)
-        image = decode_image(data, max_pixels=state.settings.max_image_pixels, name=f"item {item.id}").image
-        return vqa.answer(image, body.question)
+        return vqa.answer(_open(state, item), body.question)
 
     return {"answer": await state.gate.run(answer)}

@@ -148,12 +148,11 @@ def describe(
     as_json: JsonOpt = False,
 ) -> None:
     """Caption an image and show the catalog texts (titles, descriptions, captions) closest to it."""
-    from blipsearch.images import decode_image, read_image_file
+    from blipsearch.images import open_image
     from blipsearch.search.service import SearchOptions, SearchService
 
     settings = _settings_factory[0](data_dir=data_dir, database_url=database_url, retrieval_model=model)
-    data = read_image_file(image, max_bytes=settings.max_image_bytes, name=str(image))
-    picture = decode_image(data, max_pixels=settings.max_image_pixels, name=str(image)).image
+    picture = open_image(image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
     service = SearchService.open(settings)
     try:
         caption = service.caption([picture])[0]

@@ -25,6 +25,10 @@ class InvalidInputError(BlipsearchError, ValueError):
     """A caller passed input the engine refuses (empty text, undecodable image, bad size)."""
 
 
+class ConflictError(InvalidInputError):
+    """The input clashes with what the catalog already holds (a SKU owned by another item)."""
+
+
 class CatalogError(BlipsearchError):
     """The catalog database is unreachable, or refused a migration or write."""
 

@@ -152,10 +152,22 @@ def decode_image(
         raise _decode_failure(name, exc, source.ran_dry) from None
 
 
-def open_image(path: Path | str, *, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Read and decode an image file to RGB in one step, for a CLI: messages name the path as given."""
-    data = read_image_file(path, max_bytes=max_bytes, name=str(path))
-    return decode_image(data, max_pixels=max_pixels, name=str(path)).image
+def open_image(
+    path: Path | str,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    name: str | None = None,
+    at_least: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Read and decode an image file to RGB in one step, with both limits.
+
+    Messages name the path as given, or `name` where the path must not be shown (an API answer);
+    `at_least` is `decode_image`'s reduced JPEG decoding.
+    """
+    shown = name or str(path)
+    data = read_image_file(path, max_bytes=max_bytes, name=shown)
+    return decode_image(data, max_pixels=max_pixels, name=shown, at_least=at_least).image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -26,7 +26,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from blipsearch.errors import BlipsearchError
-from blipsearch.images import decode_image, read_image_file
+from blipsearch.images import open_image
 from blipsearch.models.captioner import Captioner, CaptionOptions
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.models.runtime import chunks
@@ -126,13 +126,14 @@ class CapFilt:
         images: dict[int, Image.Image] = {}
         for item in items:
             try:
-                data = read_image_file(item.source, max_bytes=self.settings.max_image_bytes)
-                decoded = decode_image(data, max_pixels=self.settings.max_image_pixels, name=item.source)
+                images[item.id] = open_image(
+                    item.source,
+                    max_bytes=self.settings.max_image_bytes,
+                    max_pixels=self.settings.max_image_pixels,
+                )
             except (BlipsearchError, OSError) as exc:
                 report.skipped += 1
                 log.warning("capfilt skipped an item", extra={"item_id": item.id, "reason": str(exc)})
-                continue
-            images[item.id] = decoded.image
         return images
 
     def _run_batch(

@@ -14,12 +14,20 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from blipsearch.errors import InvalidInputError
+from blipsearch.errors import ConflictError
 from blipsearch.images import DecodedImage, decode_image
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, FileFacts, ItemMetadata, ItemWrite, TextVector, round_trip
-from blipsearch.storage.schema import SLOT_OF_KIND, Item, ItemStatus, TextKind
+from blipsearch.storage.catalog import (
+    Catalog,
+    FileFacts,
+    ItemMetadata,
+    ItemWrite,
+    TextVector,
+    own_texts,
+    round_trip,
+)
+from blipsearch.storage.schema import Item, ItemStatus
 
 UPLOAD_ORIGIN = "api:uploads"
 _SUFFIXES = {
@@ -112,18 +120,10 @@ class ItemWriter:
             return
         owner = self.catalog.item_id_by_sku(sku)
         if owner is not None and owner != item_id:
-            raise InvalidInputError(f"SKU {sku!r} already belongs to item {owner}.")
+            raise ConflictError(f"SKU {sku!r} already belongs to item {owner}.")
 
     def _texts(self, metadata: ItemMetadata, caption: str | None) -> list[TextVector]:
-        texts = [
-            (SLOT_OF_KIND[kind], kind.value, text)
-            for kind, text in (
-                (TextKind.TITLE, metadata.title),
-                (TextKind.DESCRIPTION, metadata.description),
-                (TextKind.CAPTION, caption),
-            )
-            if text
-        ]
+        texts = own_texts(metadata, caption)
         if not texts:
             return []
         vectors = round_trip(

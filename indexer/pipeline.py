@@ -28,10 +28,10 @@ from blipsearch.faults import crash_point
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, ItemMetadata, ItemWrite, TextVector, round_trip
+from blipsearch.storage.catalog import Catalog, ItemMetadata, ItemWrite, TextVector, own_texts, round_trip
 from blipsearch.storage.live import IndexSet, LiveIndexes
 from blipsearch.storage.lock import WriterLock
-from blipsearch.storage.schema import SLOT_OF_KIND, Item, ItemStatus, TextKind, TextOrigin
+from blipsearch.storage.schema import Item, ItemStatus, TextOrigin
 from blipsearch.storage.vectors import RequestedKind
 
 log = logging.getLogger(__name__)
@@ -372,15 +372,7 @@ class _Run:
             item = existing.get(write.source)
             meta = write.metadata or (ItemMetadata.of(item) if item else None)
             caption = write.caption if write.caption is not None else (item.caption if item else None)
-            texts = [
-                (SLOT_OF_KIND[kind], kind.value, text)
-                for kind, text in (
-                    (TextKind.TITLE, meta.title if meta else None),
-                    (TextKind.DESCRIPTION, meta.description if meta else None),
-                    (TextKind.CAPTION, caption),
-                )
-                if text
-            ]
+            texts = own_texts(meta, caption)
             # CapFilt's synthetic texts are not the indexer's to compare (Catalog.write keeps them).
             own = [t for t in item.texts if t.origin != TextOrigin.SYNTHETIC.value] if item else []
             current = sorted((t.slot, t.kind, t.text) for t in own)

@@ -223,7 +223,7 @@ class ManifestSource:
         if not path.is_absolute():
             path = self.path.parent / path
         path = Path(os.path.abspath(path))
-        return SourceRecord(source=str(path), path=path, metadata=_metadata(fields), line=line)
+        return SourceRecord(source=str(path), path=path, metadata=metadata_from_fields(fields), line=line)
 
 
 def _pick_columns(row: dict[str, Any]) -> dict[str, Any]:
@@ -301,7 +301,12 @@ def _tags(value: Any) -> tuple[str, ...]:
     return tuple(sorted(tag for tag in tags if tag))
 
 
-def _metadata(fields: dict[str, Any]) -> ItemMetadata:
+def metadata_from_fields(fields: dict[str, Any]) -> ItemMetadata:
+    """Validated, normalised catalog metadata from raw fields (a manifest row, an API form).
+
+    Keys are ItemMetadata's names; absent or blank fields are None. One parser for every way
+    metadata comes in, so a manifest row and an upload obey the same limits and spellings.
+    """
     currency = _text(fields.get("currency"), "currency", 3)
     attributes = fields.get("attributes") or {}
     if isinstance(attributes, str):

@@ -38,7 +38,7 @@ from PIL import Image
 from sqlalchemy import select, tuple_
 
 from blipsearch.errors import InvalidInputError
-from blipsearch.images import decode_image, read_image_file
+from blipsearch.images import decode_image, open_image
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel, validate_texts
 from blipsearch.settings import Settings
@@ -232,14 +232,15 @@ class SearchService:
         self._check_page(options)
         mode: QueryMode = options.mode or self.settings.search_mode
         timings: dict[str, float] = {}
+        # Model work needs no index state: it runs before the lock, not inside it.
+        started = time.perf_counter()
+        vector = self.model.embed_texts([query])[0]
+        timings["encode"] = time.perf_counter() - started
         with self._lock:
             self._sync()
             allowed = self._allowed(options, timings)
             rerank_k = self._rerank_k(options)
             depth = max(options.offset + options.k + 1, rerank_k if rerank_k else 0)
-            started = time.perf_counter()
-            vector = self.model.embed_texts([query])[0]
-            timings["encode"] = time.perf_counter() - started
             ranked = self._first_stage(query, vector, mode, depth, allowed, timings)
         reranked = bool(rerank_k) and options.offset < rerank_k and bool(ranked.ids)
         itm: dict[int, float] = {}
@@ -260,9 +261,9 @@ class SearchService:
         options = options or SearchOptions()
         self._check_page(options)
         timings: dict[str, float] = {}
+        vector = self._image_query_vector(image, item_id, timings)
         with self._lock:
             self._sync()
-            vector = self._image_query_vector(image, item_id, timings)
             allowed = self._allowed(options, timings)
             if item_id is not None:  # the item itself is not a result of "more like this"
                 base = allowed if allowed is not None else self.live.images.ids()
@@ -285,10 +286,10 @@ class SearchService:
         options = options or SearchOptions()
         self._check_page(options)
         timings: dict[str, float] = {}
+        decoded = self._decode_query(image) if image is not None else None
+        vector = self._image_query_vector(decoded, item_id, timings)
         with self._lock:
             self._sync()
-            decoded = self._decode_query(image) if image is not None else None
-            vector = self._image_query_vector(decoded, item_id, timings)
             allowed_items = self._allowed(options, timings)
             allowed = text_vector_ids(allowed_items) if allowed_items is not None else None
             rerank_k = self._rerank_k(options)
@@ -443,7 +444,8 @@ class SearchService:
         expanded = tokens.expand(len(shortlist), *tokens.shape[1:])
         probabilities = self.model.itm_scores([rows[i].text for i in shortlist], vision_tokens=expanded)
         itm = {vector_id: float(p) for vector_id, p in zip(shortlist, probabilities, strict=True)}
-        ordered = sorted(shortlist, key=lambda vector_id: (-itm[vector_id], shortlist.index(vector_id)))
+        position = {vector_id: index for index, vector_id in enumerate(shortlist)}
+        ordered = sorted(shortlist, key=lambda vector_id: (-itm[vector_id], position[vector_id]))
         return ordered + order[rerank_k:], itm
 
     def _decode_query(self, image: Image.Image | bytes) -> Image.Image:
@@ -525,9 +527,12 @@ class SearchService:
         images, ids = [], []
         for item in needed:
             try:
-                data = read_image_file(item.source, max_bytes=self.settings.max_image_bytes)
                 images.append(
-                    decode_image(data, max_pixels=self.settings.max_image_pixels, name=item.source).image
+                    open_image(
+                        item.source,
+                        max_bytes=self.settings.max_image_bytes,
+                        max_pixels=self.settings.max_image_pixels,
+                    )
                 )
                 ids.append(item.id)
             except (InvalidInputError, OSError) as exc:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from blipsearch.errors import InvalidInputError
-from blipsearch.images import decode_image, read_image_file
+from blipsearch.images import open_image
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.schema import Item
@@ -40,17 +40,19 @@ class FileVisionTokens:
         """Tokens per item id; an item whose file is gone or broken now is left out (and logged)."""
         images = []
         ids = []
+        side = self.model.image_size
         for item in items:
             try:
-                data = read_image_file(item.source, max_bytes=self.settings.max_image_bytes)
-                side = self.model.image_size
-                decoded = decode_image(
-                    data, max_pixels=self.settings.max_image_pixels, name=item.source, at_least=(side, side)
+                image = open_image(
+                    item.source,
+                    max_bytes=self.settings.max_image_bytes,
+                    max_pixels=self.settings.max_image_pixels,
+                    at_least=(side, side),
                 )
             except (InvalidInputError, OSError) as exc:
                 log.warning("cannot re-rank item", extra={"item_id": item.id, "reason": str(exc)})
                 continue
-            images.append(decoded.image)
+            images.append(image)
             ids.append(item.id)
         if not images:
             return {}

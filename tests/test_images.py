@@ -467,3 +467,16 @@ def test_reduced_decoding_keeps_exif_rotation_and_leaves_other_formats_alone() -
     Image.new("RGB", (1600, 1200), (1, 2, 3)).save(png, "PNG")
     decoded = decode_image(png.getvalue(), max_pixels=10**8, at_least=(384, 384))
     assert decoded.image.size == (1600, 1200)
+
+
+def test_open_image_can_name_the_file_and_decode_reduced(tmp_path: Path) -> None:
+    path = tmp_path / "secret" / "big.jpg"
+    path.parent.mkdir()
+    path.write_bytes(_big_jpeg((2000, 1500)))
+    reduced = open_image(path, max_bytes=10**8, max_pixels=10**8, at_least=(384, 384))
+    assert min(reduced.size) >= 384 and reduced.width <= 1000
+    broken = tmp_path / "secret" / "broken.jpg"
+    broken.write_bytes(b"")
+    with pytest.raises(InvalidInputError, match=r"^item 7 is empty") as raised:
+        open_image(broken, max_bytes=10**8, max_pixels=10**8, name="item 7")
+    assert "secret" not in str(raised.value)

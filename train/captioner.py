@@ -8,7 +8,6 @@ loss is the one `blipsearch.train.losses.lm_loss` documents, not the library's b
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,13 +100,6 @@ class CaptionTrainer(Trainer):
             self.model.train()
         mean = total / max(1, count)
         return {"metric": -mean, "lm_loss": mean, "perplexity": math.exp(min(mean, 50.0))}
-
-    def save_best(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory)
-        self.processor.save_pretrained(directory)
-        state = {"step": self.step, "epoch": self.epoch, "metric": self.best_metric}
-        (directory / "training_state.json").write_text(json.dumps(state, indent=2) + "\n")
 
 
 def train_captioner(

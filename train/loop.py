@@ -190,6 +190,9 @@ class Trainer:
     """Shared loop; subclasses define the model, the loss of one batch, validation and saving."""
 
     kind = "base"
+    model: Any
+    """Set by `build_model`: the transformers model being trained."""
+    processor: Any
 
     def __init__(
         self,
@@ -255,8 +258,16 @@ class Trainer:
         """Validation metrics; `metric` (higher is better) picks the best checkpoint."""
         raise NotImplementedError
 
+    def best_state(self) -> dict[str, Any]:
+        """What `training_state.json` records beside the best model (subclasses add to it)."""
+        return {"step": self.step, "epoch": self.epoch, "metric": self.best_metric}
+
     def save_best(self, directory: Path) -> None:
-        raise NotImplementedError
+        """The best model as a checkpoint every command loads (`save_pretrained`), and its state."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory)
+        self.processor.save_pretrained(directory)
+        (directory / "training_state.json").write_text(json.dumps(self.best_state(), indent=2) + "\n")
 
     # --- the loop -------------------------------------------------------------------------------
     def recipe(self) -> dict[str, Any]:

@@ -9,7 +9,6 @@ trainer keeps a learnable one: it is checkpointed, and written to `best/training
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -205,12 +204,8 @@ class RetrievalTrainer(Trainer):
             text_to_image=np.asarray([position[i] for i in pairs.image_ids], dtype=np.int64),
         )
 
-    def save_best(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory)
-        self.processor.save_pretrained(directory)
-        state = {"step": self.step, "epoch": self.epoch, "temp": self.temp.item(), "metric": self.best_metric}
-        (directory / "training_state.json").write_text(json.dumps(state, indent=2) + "\n")
+    def best_state(self) -> dict[str, Any]:
+        return {**super().best_state(), "temp": self.temp.item()}
 
 
 def train_retrieval(

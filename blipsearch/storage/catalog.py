@@ -154,6 +154,20 @@ class ItemWrite:
     (they describe the picture, not the metadata); a new image drops them."""
 
 
+def own_texts(metadata: ItemMetadata | None, caption: str | None) -> list[tuple[int, str, str]]:
+    """(slot, kind, text) of the texts an item's metadata and caption give it, in slot order.
+
+    The indexer and the API both derive an item's texts from this, so they agree on which texts
+    an item has and never fight over its slots.
+    """
+    given = (
+        (TextKind.TITLE, metadata.title if metadata else None),
+        (TextKind.DESCRIPTION, metadata.description if metadata else None),
+        (TextKind.CAPTION, caption),
+    )
+    return [(SLOT_OF_KIND[kind], kind.value, text) for kind, text in given if text]
+
+
 def text_vector_ids(item_ids: Iterable[int]) -> np.ndarray:
     """Every text-vector id an item may own: its whole slot range."""
     base = np.asarray(list(item_ids), dtype=np.int64)[:, None] * TEXT_SLOTS
