@@ -34,6 +34,9 @@ def page_options(
     filter: Annotated[
         list[str] | None, Query(description="FIELD=VALUE, FIELD<=N, FIELD in A,B (repeatable; all hold).")
     ] = None,
+    include_noisy: Annotated[
+        bool, Query(description="Image-to-text: also return texts CapFilt marked noisy.")
+    ] = False,
 ) -> SearchOptions:
     return SearchOptions(
         k=k,
@@ -43,6 +46,7 @@ def page_options(
         caption=caption,
         filters=parse_filters(filter or []),
         mode=mode,
+        include_noisy=include_noisy,
     )
 
 

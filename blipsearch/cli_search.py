@@ -58,6 +58,9 @@ def search(
     mode: Annotated[
         str | None, typer.Option("--mode", help="Text queries: vector, keyword or hybrid (default: setting).")
     ] = None,
+    include_noisy: Annotated[
+        bool, typer.Option("--include-noisy", help="With --texts: also texts CapFilt marked noisy.")
+    ] = False,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
     model: ModelOpt = None,
@@ -86,6 +89,7 @@ def search(
         caption=caption,
         filters=parse_filters(filters or []),
         mode=mode,
+        include_noisy=include_noisy,
     )
     settings = _settings_factory[0](data_dir=data_dir, database_url=database_url, retrieval_model=model)
     service = SearchService.open(settings)

@@ -42,46 +42,55 @@ def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DataDirOpt = Non
 
 def demo(
     directory: Annotated[
-        Path, typer.Option("--dir", help="Where the demo's models, photos and data go.")
+        Path, typer.Option("--dir", help="Where the demo's data (catalog database, indexes) goes.")
     ] = Path(".blipsearch-demo"),
     host: HostOpt = None,
     port: PortOpt = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Index only the first N products (quicker).")
+    ] = None,
+    captions: Annotated[
+        bool, typer.Option("--captions/--no-captions", help="Caption every product while indexing.")
+    ] = True,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Build and index only, then exit.")] = False,
 ) -> None:
-    """Build a sample collection offline, index it, and serve it with the web UI.
+    """Index the shipped emoji catalog with the shipped demo model, offline, and serve it with the web UI.
 
-    Uses the configured models when set (BLIPSEARCH_RETRIEVAL_MODEL ...), otherwise writes tiny
-    random BLIP checkpoints: the plumbing is real, the rankings are noise. The demo's API key is
-    `demo` unless BLIPSEARCH_API_KEY is set.
+    The demo model (demo/model, a small BLIP trained on Noto emoji; its card has the measured
+    figures) is used unless BLIPSEARCH_RETRIEVAL_MODEL is set. The catalog is ~1,900 emoji as
+    products with SKU, category, brand, price and tags, so filters and keyword search work too;
+    three broken files show how failures are reported. The API key is `demo` unless
+    BLIPSEARCH_API_KEY is set.
     """
     import os
 
-    from blipsearch.demo import write_demo_collection
+    from blipsearch.demo import demo_assets, limited_manifest, write_broken_files
     from blipsearch.indexer.pipeline import Indexer, IndexOptions
     from blipsearch.indexer.progress import Progress
 
     overrides: dict[str, Any] = {"host": host, "port": port, "data_dir": directory / "data"}
+    base = _settings_factory[0]()
+    assets = demo_assets(base.demo_dir)
     if not os.environ.get("BLIPSEARCH_RETRIEVAL_MODEL"):
-        from blipsearch.models.tiny import make_tiny
-
-        models = directory / "models"
-        if not (models / "retrieval").is_dir():
-            make_tiny(models, seed=0)
-        overrides.update(
-            retrieval_model=str(models / "retrieval"),
-            caption_model=str(models / "caption"),
-            vqa_model=str(models / "vqa"),
-        )
-        console.print("(tiny random checkpoints: the plumbing is real, the rankings are noise)")
+        overrides.update(retrieval_model=str(assets.retrieval), caption_model=str(assets.caption))
     if not os.environ.get("BLIPSEARCH_API_KEY"):
         overrides["api_key"] = "demo"
     settings = _settings_factory[0](**overrides)
-    manifest = write_demo_collection(directory / "photos")
+    manifest = assets.manifest
+    if limit is not None:
+        manifest = limited_manifest(manifest, limit, directory / "catalog-first.csv")
+    sample = next((assets.manifest.parent / "images").rglob("*.png"))
+    broken = write_broken_files(directory, sample)
     indexer = Indexer(settings, progress=Progress(enabled=False))
     try:
-        report = indexer.run(manifest, IndexOptions(captions=True))
+        report = indexer.run(manifest, IndexOptions(captions=captions))
+        failed = indexer.run(broken, IndexOptions())
     finally:
         indexer.catalog.close()
-    console.print(f"indexed {report.indexed_total} items ({report.failed} failed) into {settings.data_dir}")
+    console.print(
+        f"indexed {report.indexed_total} products and {failed.failed} broken files (failed with a reason) "
+        f"into {settings.data_dir}",
+        highlight=False,
+    )
     if not no_serve:
         _run(settings)

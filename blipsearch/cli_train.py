@@ -21,11 +21,18 @@ train_app = typer.Typer(
 )
 
 PairsArg = Annotated[
-    Path,
+    Path | None,
     typer.Argument(
-        help="TSV of image<TAB>caption lines (paths relative to the file).",
-        metavar="PAIRS_FILE",
+        help="TSV of image<TAB>caption lines (paths relative to the file); omit with --from-catalog.",
+        metavar="[PAIRS_FILE]",
         show_default=False,
+    ),
+]
+FromCatalogOpt = Annotated[
+    bool,
+    typer.Option(
+        "--from-catalog",
+        help="Train on the indexed images and their texts that CapFilt kept (noisy ones left out).",
     ),
 ]
 BaseOpt = Annotated[
@@ -56,11 +63,37 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seeds data order, dropout 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of text.")]
 
 
-def _run(kind: str, pairs_file: Path, base: str | None, out: Path, as_json: bool, **options: Any) -> None:
+def _pairs(pairs_file: Path | None, from_catalog: bool, settings: Any) -> Any:
+    from blipsearch.errors import InvalidInputError
+
+    if (pairs_file is None) == (not from_catalog):
+        raise InvalidInputError("Give a PAIRS_FILE or --from-catalog (one of them).")
+    if pairs_file is not None:
+        return pairs_file
+    from blipsearch.storage.catalog import Catalog
+    from blipsearch.train.catalog_pairs import catalog_pairs
+
+    catalog = Catalog.open(settings)
+    try:
+        return catalog_pairs(catalog)
+    finally:
+        catalog.close()
+
+
+def _run(
+    kind: str,
+    pairs_file: Path | None,
+    base: str | None,
+    out: Path,
+    as_json: bool,
+    from_catalog: bool = False,
+    **options: Any,
+) -> None:
     from blipsearch.cli import _settings
     from blipsearch.train.loop import TrainConfig
 
     settings = _settings()
+    pairs = _pairs(pairs_file, from_catalog, settings)
     default_base = settings.retrieval_model if kind == "retrieval" else settings.caption_model
     config = TrainConfig(
         base=base or default_base, out=out, device=settings.device, offline=settings.offline, **options
@@ -73,11 +106,11 @@ def _run(kind: str, pairs_file: Path, base: str | None, out: Path, as_json: bool
         if kind == "retrieval":
             from blipsearch.train.retrieval import RetrievalTrainer
 
-            trainer: Any = RetrievalTrainer(config, pairs_file, progress=progress)
+            trainer: Any = RetrievalTrainer(config, pairs, progress=progress)
         else:
             from blipsearch.train.captioner import CaptionTrainer
 
-            trainer = CaptionTrainer(config, pairs_file, progress=progress)
+            trainer = CaptionTrainer(config, pairs, progress=progress)
         history = trainer.fit()
     steps = [record for record in history if "loss" in record]
     summary = {
@@ -125,7 +158,8 @@ def _progress_bar(
 
 @train_app.command("retrieval")
 def train_retrieval(
-    pairs_file: PairsArg,
+    pairs_file: PairsArg = None,
+    *,
     out: OutOpt,
     base: BaseOpt = None,
     epochs: EpochsOpt = 1,
@@ -137,6 +171,7 @@ def train_retrieval(
     resume: ResumeOpt = False,
     val_fraction: ValOpt = 0.0,
     seed: SeedOpt = 0,
+    from_catalog: FromCatalogOpt = False,
     alpha: Annotated[float, typer.Option("--alpha", help="Momentum distillation weight.")] = 0.4,
     as_json: JsonOpt = False,
 ) -> None:
@@ -147,6 +182,7 @@ def train_retrieval(
         base,
         out,
         as_json,
+        from_catalog=from_catalog,
         epochs=epochs,
         batch=batch,
         accumulate=accumulate,
@@ -162,7 +198,8 @@ def train_retrieval(
 
 @train_app.command("captioner")
 def train_captioner(
-    pairs_file: PairsArg,
+    pairs_file: PairsArg = None,
+    *,
     out: OutOpt,
     base: BaseOpt = None,
     epochs: EpochsOpt = 1,
@@ -174,6 +211,7 @@ def train_captioner(
     resume: ResumeOpt = False,
     val_fraction: ValOpt = 0.0,
     seed: SeedOpt = 0,
+    from_catalog: FromCatalogOpt = False,
     prompt: Annotated[str, typer.Option("--prompt", help="Prompt before each caption (not scored).")] = (
         "a picture of "
     ),
@@ -186,6 +224,7 @@ def train_captioner(
         base,
         out,
         as_json,
+        from_catalog=from_catalog,
         epochs=epochs,
         batch=batch,
         accumulate=accumulate,
@@ -196,4 +235,141 @@ def train_captioner(
         val_fraction=val_fraction,
         seed=seed,
         prompt=prompt,
+    )
+
+
+@train_app.command("demo")
+def train_demo(
+    out: Annotated[Path, typer.Argument(help="Where the models, recipe, history and metrics go.")],
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache", help="npm tarball cache (default ~/.cache/blipsearch/npm; fetched if empty)."
+        ),
+    ] = None,
+    train_style: Annotated[
+        list[str] | None, typer.Option("--train-style", help="Emoji style(s) to train on (default google).")
+    ] = None,
+    holdout: Annotated[str, typer.Option("--holdout", help="Style never trained on, measured.")] = "twitter",
+    itc_steps: Annotated[int, typer.Option("--itc-steps", min=1, help="Phase 1: ViT + ITC steps.")] = 5000,
+    itm_steps: Annotated[int, typer.Option("--itm-steps", min=0, help="Phase 2: ITM steps.")] = 1200,
+    caption_steps: Annotated[int, typer.Option("--caption-steps", min=0, help="Phase 3: LM steps.")] = 1200,
+    corrupt: Annotated[
+        float,
+        typer.Option("--corrupt", min=0.0, max=0.9, help="CapFilt experiment: share of captions made wrong."),
+    ] = 0.0,
+    drop_captions: Annotated[
+        Path | None,
+        typer.Option(
+            "--drop-captions", help="CapFilt experiment: JSON [[unified, caption], ...] to leave out."
+        ),
+    ] = None,
+    captioner: Annotated[
+        bool, typer.Option("--captioner/--no-captioner", help="Train the captioner.")
+    ] = True,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Measure the saved models.")] = True,
+    seed: SeedOpt = 0,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+) -> None:
+    """Train the small demo BLIP (ViT from scratch, MiniLM text side) on emoji, then measure it.
+
+    Three fixed-length phases (ITC, ITM, LM), so a seed reproduces the run; the defaults take
+    about an hour on a 2-core CPU. See models/demo/README.md for the figures of the shipped run.
+    """
+    import logging
+    import time
+
+    from blipsearch.cli_data import _default_cache
+    from blipsearch.train.demo_model import DemoArchitecture
+    from blipsearch.train.demo_recipe import DemoRecipe, DemoTrainer
+
+    log = logging.getLogger("blipsearch.train.demo")
+    recipe = DemoRecipe(
+        out=out,
+        cache=cache if cache is not None else _default_cache(),
+        train_styles=tuple(train_style or ("google",)),
+        holdout_style=holdout,
+        arch=DemoArchitecture(),
+        seed=seed,
+        itc_steps=itc_steps,
+        itm_steps=itm_steps,
+        caption_steps=caption_steps,
+        corrupt_fraction=corrupt,
+        drop_captions=drop_captions,
+        train_captioner=captioner,
+        threads=threads,
+    )
+    started = time.perf_counter()
+    last: dict[str, float] = {}
+
+    def report(phase: str, step: int, total: int, numbers: dict[str, float]) -> None:
+        if step % 100 == 0 or step == total:
+            now = time.perf_counter()
+            text = " ".join(f"{key}={value:.4f}" for key, value in numbers.items())
+            log.info("phase=%s step=%d/%d %s elapsed_s=%.0f", phase, step, total, text, now - started)
+            last[phase] = now
+
+    with _progress_bar(enabled=True, total=None) as bar:
+
+        def progress(phase: str, step: int, total: int, numbers: dict[str, float]) -> None:
+            report(phase, step, total, numbers)
+            if bar is not None:
+                bar(step, total, {"phase": float(("itc", "itm", "lm").index(phase)), **numbers})
+
+        trainer = DemoTrainer(recipe, progress)
+        trainer.run()
+    console.print(f"trained in {time.perf_counter() - started:.0f} s: {out}", highlight=False)
+    if evaluate:
+        from blipsearch.train.demo_card import write_model_card
+        from blipsearch.train.demo_eval import evaluate_demo_model
+
+        styles = list(dict.fromkeys([*recipe.train_styles, recipe.holdout_style]))
+        evaluate_demo_model(out, trainer.classes, styles, recipe.prompt, captions=recipe.train_captioner)
+        card = write_model_card(out)
+        console.print(f"measured; model card: {card}", highlight=False)
+
+
+@train_app.command("demo-capfilt")
+def train_demo_capfilt(
+    out: Annotated[
+        Path, typer.Argument(help="Experiment folder: noisy/, cleaned/, flagged.json, capfilt.json.")
+    ],
+    cache: Annotated[Path | None, typer.Option("--cache", help="npm tarball cache.")] = None,
+    corrupt: Annotated[
+        float, typer.Option("--corrupt", min=0.01, max=0.9, help="Share of training captions made wrong.")
+    ] = 0.3,
+    itc_steps: Annotated[int, typer.Option("--itc-steps", min=1, help="ITC steps of each run.")] = 1000,
+    itm_steps: Annotated[int, typer.Option("--itm-steps", min=1, help="ITM steps of each run.")] = 300,
+    seed: SeedOpt = 0,
+) -> None:
+    """BLIP's CapFilt experiment: train on corrupted captions, filter with ITM, train again, compare."""
+    import logging
+
+    from blipsearch.cli_data import _default_cache
+    from blipsearch.train.demo_capfilt import run_capfilt_experiment
+    from blipsearch.train.demo_recipe import DemoRecipe
+
+    log = logging.getLogger("blipsearch.train.demo")
+
+    def report(phase: str, step: int, total: int, numbers: dict[str, float]) -> None:
+        if step % 100 == 0 or step == total:
+            text = " ".join(f"{key}={value:.4f}" for key, value in numbers.items())
+            log.info("phase=%s step=%d/%d %s", phase, step, total, text)
+
+    recipe = DemoRecipe(
+        out=out,
+        cache=cache if cache is not None else _default_cache(),
+        seed=seed,
+        itc_steps=itc_steps,
+        itm_steps=itm_steps,
+        caption_steps=0,
+        corrupt_fraction=corrupt,
+        train_captioner=False,
+    )
+    result = run_capfilt_experiment(recipe, report)
+    caught = result["filter"]
+    console.print(
+        f"filter: {caught['caught']} of {caught['corrupted']} corruptions caught "
+        f"(precision {caught['precision']:.1%}, recall {caught['recall']:.1%}); {out / 'capfilt.json'}",
+        highlight=False,
     )

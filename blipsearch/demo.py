@@ -1,68 +1,83 @@
-"""A small demo collection written offline: coloured shapes, a product manifest, broken files.
+"""The demo's assets: the shipped emoji model and catalog, and a few broken files to fail cleanly.
 
-`blipsearch demo` and scripts/quickstart.sh use it so that a newcomer sees indexing, search and
-the web UI without downloading anything.
+`blipsearch demo` and scripts/quickstart.sh index the catalog with the model, so a newcomer sees
+real rankings, filters and keyword search without downloading anything. Both live in the
+repository's `demo/` folder (see demo/model/README.md for how the model was trained and measured,
+demo/catalog/LICENSES.txt for the images' licences).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
-COLOURS = {"red": (210, 30, 30), "green": (40, 160, 60), "blue": (40, 80, 200), "yellow": (230, 210, 40)}
-SHAPES = ("ball", "box")
+from blipsearch.errors import BlipsearchError
 
 
-def write_demo_collection(root: Path) -> Path:
-    """Write the collection under `root`; returns the manifest's path."""
-    catalog = root / "catalog"
-    catalog.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, str]] = []
-    for name, rgb in COLOURS.items():
-        for shape in SHAPES:
-            image = Image.new("RGB", (320, 240), (235, 235, 230))
-            draw = ImageDraw.Draw(image)
-            box = (100, 60, 220, 180)
-            if shape == "ball":
-                draw.ellipse(box, fill=rgb)
-            else:
-                draw.rectangle(box, fill=rgb)
-            path = catalog / f"{name}-{shape}.jpg"
-            image.save(path, quality=90)
-            rows.append(
-                {
-                    "image": path.name,
-                    "sku": f"SKU-{name[:3].upper()}-{shape[:2].upper()}",
-                    "title": f"{name} {shape}",
-                    "category": "toys",
-                    "brand": "Acme",
-                    "price": f"{5 + len(rows) * 2.5:.2f}",
-                    "tags": f"{name}|{shape}",
-                }
+@dataclass(frozen=True)
+class DemoAssets:
+    retrieval: Path
+    caption: Path
+    manifest: Path
+    """The product manifest (CSV) of the demo catalog."""
+
+
+def demo_assets(demo_dir: Path) -> DemoAssets:
+    """The shipped model and catalog under `demo_dir`, or one clear error naming what is missing."""
+    assets = DemoAssets(
+        retrieval=demo_dir / "model" / "retrieval",
+        caption=demo_dir / "model" / "caption",
+        manifest=demo_dir / "catalog" / "catalog.csv",
+    )
+    for needed in (assets.retrieval / "config.json", assets.caption / "config.json", assets.manifest):
+        if not needed.is_file():
+            raise BlipsearchError(
+                f"The demo needs {needed}, which ships in the repository's demo/ folder: run from a clone, "
+                "or set BLIPSEARCH_DEMO_DIR to a copy of it."
             )
-    with open(catalog / "products.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+    return assets
+
+
+def limited_manifest(manifest: Path, limit: int, out: Path) -> Path:
+    """The first `limit` products of `manifest`, with image paths made absolute, written to `out`."""
+    with manifest.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = list(reader.fieldnames or [])
+        rows = [row for _, row in zip(range(limit), reader, strict=False)]
+    for row in rows:
+        row["image"] = str((manifest.parent / row["image"]).resolve())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+    return out
+
+
+def write_broken_files(root: Path, sample: Path) -> Path:
+    """Files that must fail with a reason, not break the run: empty, not an image, truncated."""
     broken = root / "broken"
-    broken.mkdir(exist_ok=True)
-    (broken / "empty.jpg").write_bytes(b"")
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "empty.png").write_bytes(b"")
     (broken / "not-an-image.png").write_bytes(b"this is text, not a PNG")
-    data = (catalog / "red-ball.jpg").read_bytes()
-    (broken / "truncated.jpg").write_bytes(data[: len(data) // 3])
-    return catalog / "products.csv"
+    data = sample.read_bytes()
+    (broken / "truncated.png").write_bytes(data[: len(data) // 3])
+    return broken
 
 
 def main() -> None:
+    from blipsearch.settings import Settings
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("directory", type=Path, help="where to write photos (created if missing)")
-    manifest = write_demo_collection(parser.parse_args().directory)
-    print(f"wrote the demo collection; its manifest is {manifest}")
+    parser.add_argument("directory", type=Path, help="where to write the broken files (created if missing)")
+    args = parser.parse_args()
+    assets = demo_assets(Settings().demo_dir)
+    sample = next((assets.manifest.parent / "images").rglob("*.png"))
+    print(f"demo catalog: {assets.manifest}; broken files: {write_broken_files(args.directory, sample)}")
 
 
 if __name__ == "__main__":

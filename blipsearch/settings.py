@@ -32,6 +32,11 @@ BLIP_MAX_TEXT_TOKENS = 35
 """BLIP was trained with texts of at most 35 tokens ([CLS] and [SEP] included)."""
 
 
+def _default_demo_dir() -> Path:
+    """`demo/` of the repository checkout this package runs from (the shipped model and catalog)."""
+    return Path(__file__).resolve().parent.parent / "demo"
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "blipsearch"
@@ -67,6 +72,10 @@ class Settings(BaseSettings):
     caption_model: str = Field(
         default="Salesforce/blip-image-captioning-base",
         description="BlipForConditionalGeneration checkpoint: hub id or local directory.",
+    )
+    demo_dir: Path = Field(
+        default_factory=_default_demo_dir,
+        description="The shipped demo model (model/) and emoji catalog (catalog/) for `blipsearch demo`.",
     )
     vqa_model: str | None = Field(
         default=None,
@@ -196,7 +205,7 @@ class Settings(BaseSettings):
                 return False
         return value
 
-    @field_validator("data_dir", mode="after")
+    @field_validator("data_dir", "demo_dir", mode="after")
     @classmethod
     def _expand_data_dir(cls, value: Path) -> Path:
         return value.expanduser()

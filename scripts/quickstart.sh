@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Set up blipsearch in ./.venv and run the main job on this machine, offline.
 #
-# The main job today: write tiny BLIP checkpoints, check the model layer on one picture (ITC, ITM,
-# a caption, a question), then index a generated photo collection plus a small product catalog
-# (with a few broken files) into the SQL catalog and FAISS, show the index status, verify it,
-# and re-run the indexer to show that nothing unchanged is embedded again, then search it by text,
-# SKU, filters and image. Set
-# BLIPSEARCH_RETRIEVAL_MODEL / _CAPTION_MODEL / _VQA_MODEL to real checkpoints (hub ids or
-# directories) to run the same commands on real BLIP weights; BLIPSEARCH_QUICKSTART_PHOTOS=DIR
-# indexes your own folder instead of the generated one.
+# The main job: load the shipped demo model (demo/model: a small BLIP trained on emoji on a 2-core
+# CPU; its README is the model card), check it on one picture (ITC, ITM, a caption), index the
+# shipped emoji catalog (1,911 products with SKU, category, brand, price, tags) plus three broken
+# files into the SQL catalog and FAISS, show the index status, verify it, re-run the indexer to
+# show that nothing unchanged is embedded again, search it by text, SKU, filters and image, and
+# serve it (web UI + API). Set BLIPSEARCH_RETRIEVAL_MODEL / _CAPTION_MODEL / _VQA_MODEL to real
+# checkpoints (hub ids or directories) to run the same commands on real BLIP weights;
+# BLIPSEARCH_QUICKSTART_PHOTOS=DIR indexes your own folder instead of the demo catalog.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,48 +27,37 @@ bs=.venv/bin/blipsearch
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 
 if [ -z "${BLIPSEARCH_RETRIEVAL_MODEL:-}" ]; then
-  $bs model make-tiny "$work/models" --force
-  export BLIPSEARCH_RETRIEVAL_MODEL="$work/models/retrieval"
-  export BLIPSEARCH_CAPTION_MODEL="$work/models/caption"
-  export BLIPSEARCH_VQA_MODEL="$work/models/vqa"
-  echo "(using tiny random checkpoints: the plumbing is real, the answers are noise)"
+  export BLIPSEARCH_RETRIEVAL_MODEL=demo/model/retrieval
+  export BLIPSEARCH_CAPTION_MODEL=demo/model/caption
 fi
-
-.venv/bin/python - "$work/picture.jpg" <<'PY'
-import sys
-from PIL import Image, ImageDraw
-image = Image.new("RGB", (320, 240), (135, 190, 235))
-draw = ImageDraw.Draw(image)
-draw.rectangle((0, 170, 320, 240), fill=(60, 150, 60))
-draw.ellipse((120, 90, 200, 170), fill=(220, 30, 30))
-image.save(sys.argv[1], quality=90)
-PY
+picture=demo/catalog/images/google/1f34e.png            # a red apple, Noto style
 
 $bs model info "$BLIPSEARCH_RETRIEVAL_MODEL"
-$bs model match "$work/picture.jpg" "a red ball on the grass" "a dog on a sofa" "a city street at night"
-$bs model caption "$work/picture.jpg"
+$bs model match "$picture" "a red apple" "a green apple" "a bicycle" "a smiling cat"
+$bs model caption "$picture"
 if [ -n "${BLIPSEARCH_VQA_MODEL:-}" ]; then
-  $bs model ask "$work/picture.jpg" "what colour is the ball?"
+  $bs model ask "$picture" "what colour is it?"
 fi
 
-# A collection: generated photos, a product manifest, and files that must fail cleanly.
-photos=${BLIPSEARCH_QUICKSTART_PHOTOS:-$work/photos}
-if [ -z "${BLIPSEARCH_QUICKSTART_PHOTOS:-}" ]; then
-  .venv/bin/python -m blipsearch.demo "$photos"
-fi
 export BLIPSEARCH_DATA_DIR=${BLIPSEARCH_DATA_DIR:-$work/data}
-$bs index "$photos" --no-progress                   # the folder, broken files included
-if [ -f "$photos/catalog/products.csv" ]; then
-  $bs index "$photos/catalog/products.csv" --no-progress   # the same images, now with product metadata
+.venv/bin/python -m blipsearch.demo "$work"          # three files that must fail with a reason
+if [ -n "${BLIPSEARCH_QUICKSTART_PHOTOS:-}" ]; then
+  $bs index "$BLIPSEARCH_QUICKSTART_PHOTOS" --no-progress
+else
+  $bs index demo/catalog/catalog.csv --no-progress  # the emoji catalog, with product metadata
 fi
+$bs index "$work/broken" --no-progress               # broken files: reported, nothing lost
 $bs index status
 $bs index verify
-$bs index "$photos" --no-progress                   # again: nothing unchanged is embedded twice
-$bs search "a red ball" -k 3                        # text to images, hybrid, ITM re-ranked
-$bs search "SKU-BLU-BO" --mode keyword -k 1         # a product code the image encoder cannot know
-$bs search "toys" -f "price<=15" -f tag=red --no-rerank -k 3
-$bs search --image "$work/picture.jpg" -k 2         # image to images
-$bs describe "$work/picture.jpg" -k 2               # caption + closest catalog texts
+if [ -z "${BLIPSEARCH_QUICKSTART_PHOTOS:-}" ]; then
+  $bs index demo/catalog/catalog.csv --no-progress  # again: nothing unchanged is embedded twice
+fi
+$bs search "a red apple" -k 3                        # text to images, hybrid, ITM re-ranked
+$bs search "a happy kitten" -k 3 --mode vector       # words the catalog never uses
+$bs search "NOTO-1F34E" --mode keyword -k 1          # a product code the image encoder cannot know
+$bs search "animal" -f "price<=10" -f brand=Noto --no-rerank -k 3
+$bs search --image "$picture" -k 3                   # image to images
+$bs describe "$picture" -k 2                         # caption + closest catalog texts
 echo "blipsearch is set up: run '.venv/bin/blipsearch --help' for every command."
 if [ "${BLIPSEARCH_QUICKSTART_SERVE:-1}" = "1" ]; then
   export BLIPSEARCH_API_KEY=${BLIPSEARCH_API_KEY:-demo}

@@ -63,6 +63,8 @@ class SearchOptions:
     caption: bool = False
     filters: Sequence[Condition] = ()
     mode: QueryMode | None = None
+    include_noisy: bool = False
+    """Image-to-text lookups skip texts CapFilt marked noisy unless this is set."""
 
 
 @dataclass
@@ -293,11 +295,14 @@ class SearchService:
             allowed_items = self._allowed(options, timings)
             allowed = text_vector_ids(allowed_items) if allowed_items is not None else None
             rerank_k = self._rerank_k(options)
-            depth = max(options.offset + options.k + 1, rerank_k)
+            noisy = set() if options.include_noisy else self.catalog.noisy_text_ids()
+            # noisy texts stay in the index (originals are never dropped), so fetch past them
+            depth = max(options.offset + options.k + 1, rerank_k) + len(noisy)
             started = time.perf_counter()
             scores, ids = self.live.texts.search(vector[None, :], depth, allowed_ids=allowed)
             timings["vector"] = time.perf_counter() - started
         order, itc = _ordered(scores[0], ids[0])
+        order = [vector_id for vector_id in order if vector_id not in noisy]
         rows = self._text_rows(order)
         order = [vector_id for vector_id in order if vector_id in rows]
         itm: dict[int, float] = {}

@@ -14,6 +14,8 @@ import pytest
 from blipsearch.indexer.capfilt import CapFilt
 from blipsearch.indexer.maintenance import verify
 from blipsearch.indexer.pipeline import Indexer, IndexOptions
+from blipsearch.search.service import SearchOptions, SearchService
+from blipsearch.train.catalog_pairs import catalog_pairs
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 from sqlalchemy import select
 
@@ -135,6 +137,39 @@ def test_rerun_replaces_synthetic_texts_and_thresholds_decide(setup, captioner: 
     _assert_indexes_agree(indexer)
 
 
+def test_search_and_training_use_only_the_texts_capfilt_kept(setup, captioner: Captioner) -> None:
+    indexer, _, _ = setup
+    _capfilt(indexer, captioner).run(synthetic_per_image=1, threshold=0.5)
+    scores = sorted(t.filter_score for t in _texts(indexer.catalog))
+    middle = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
+    _capfilt(indexer, captioner).run(synthetic_per_image=1, threshold=middle)  # about half are noisy
+    rows = _texts(indexer.catalog)
+    noisy = {(t.item_id, t.text) for t in rows if t.noisy}
+    kept = {(t.item_id, t.text) for t in rows if not t.noisy}
+    assert noisy and kept
+
+    pairs = catalog_pairs(indexer.catalog)
+    sources = {
+        item.id: Path(item.source) for item in indexer.catalog.items_by_ids(sorted({t.item_id for t in rows}))
+    }
+    by_path = {path: item_id for item_id, path in sources.items()}
+    trained = {(by_path[Path(image)], text) for image, text in zip(pairs.images, pairs.texts, strict=True)}
+    assert trained == kept
+
+    service = SearchService.open(indexer.settings)
+    try:
+        for item_id in sources:
+            clean = service.image_to_texts(item_id=item_id, options=SearchOptions(k=50, rerank=False))
+            every = service.image_to_texts(
+                item_id=item_id, options=SearchOptions(k=50, rerank=False, include_noisy=True)
+            )
+            found = {(hit.item_id, hit.text) for hit in clean.hits}
+            assert found and not found & noisy
+            assert {(hit.item_id, hit.text) for hit in every.hits} == noisy | kept
+    finally:
+        service.close()
+
+
 def test_the_indexer_keeps_synthetic_texts(setup, captioner: Captioner) -> None:
     indexer, manifest, paths = setup
     _capfilt(indexer, captioner).run(synthetic_per_image=2, threshold=0.5)
@@ -223,3 +258,21 @@ def test_cli_capfilt_smoke(tmp_path: Path, tiny_checkpoints) -> None:
     text = cli("capfilt", "--limit", "1")
     assert text.returncode == 0, text.stderr
     assert "1 items" in text.stdout
+    trained = cli(
+        "train",
+        "retrieval",
+        "--from-catalog",
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--json",
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads(trained.stdout)["steps"] == 1
+    both = cli(
+        "train", "retrieval", str(tmp_path / "pairs.tsv"), "--from-catalog", "--out", str(tmp_path / "x")
+    )
+    assert both.returncode != 0 and "one of them" in both.stdout + both.stderr

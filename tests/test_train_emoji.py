@@ -6,10 +6,8 @@ No test reaches the network: the tarball is built here and placed in the cache, 
 
 from __future__ import annotations
 
-import io
 import json
 import random
-import tarfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,109 +15,21 @@ import pytest
 from blipsearch.indexer.sources import ManifestSource, open_source
 from blipsearch.search.evaluation import load_caption_set
 from blipsearch.train import emoji as em
+from emojifake import ENTRIES, WITH_IMAGES, fake_package, png
 from PIL import Image
 from typer.testing import CliRunner
 
 from blipsearch.errors import InvalidInputError
 
-ENTRIES = [
-    {
-        "name": "RED APPLE",
-        "unified": "1F34E",
-        "image": "1f34e.png",
-        "short_name": "apple",
-        "short_names": ["apple"],
-        "category": "Food & Drink",
-        "subcategory": "food-fruit",
-        "sort_order": 2,
-        "has_img_google": True,
-        "has_img_twitter": True,
-    },
-    {
-        "name": "GRINNING FACE",
-        "unified": "1F600",
-        "image": "1f600.png",
-        "short_name": "grinning",
-        "short_names": ["grinning"],
-        "category": "Smileys & Emotion",
-        "subcategory": "face-smiling",
-        "sort_order": 1,
-        "has_img_google": True,
-        "has_img_twitter": True,
-    },
-    {
-        "name": "WAVING HAND SIGN",
-        "unified": "1F44B",
-        "image": "1f44b.png",
-        "short_name": "wave",
-        "short_names": ["wave", "waving_hand"],
-        "category": "People & Body",
-        "subcategory": "hand-fingers-open",
-        "sort_order": 3,
-        "has_img_google": True,
-        "has_img_twitter": True,
-        "skin_variations": {
-            "1F3FB": {
-                "unified": "1F44B-1F3FB",
-                "image": "1f44b-1f3fb.png",
-                "has_img_google": True,
-                "has_img_twitter": True,
-            }
-        },
-    },
-    {
-        "name": "GHOST WITHOUT IMAGE",
-        "unified": "1F47B",
-        "image": "1f47b.png",
-        "short_name": "ghost",
-        "short_names": ["ghost"],
-        "category": "Smileys & Emotion",
-        "subcategory": "face-costume",
-        "sort_order": 4,
-        "has_img_google": True,
-        "has_img_twitter": True,
-    },
-]
-WITH_IMAGES = ["1f34e.png", "1f600.png", "1f44b.png", "1f44b-1f3fb.png"]
-
-
-def _png(colour: tuple[int, int, int]) -> bytes:
-    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-    for x in range(16, 48):
-        for y in range(16, 48):
-            image.putpixel((x, y), (*colour, 255))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    archive.addfile(info, io.BytesIO(data))
-
-
-def _fake_package(cache: Path, style: str = "google") -> em.EmojiPackage:
-    """A tarball laid out like npm's, in the cache under the name `npm pack` would give it."""
-    package = replace(em.PACKAGES[style], integrity="sha512-placeholder")
-    cache.mkdir(parents=True, exist_ok=True)
-    tarball = cache / package.tarball_name
-    with tarfile.open(tarball, "w:gz") as archive:
-        _add(archive, "package/package.json", b'{"name": "fake"}')
-        _add(archive, "package/emoji.json", json.dumps(ENTRIES).encode())
-        for number, file_name in enumerate(WITH_IMAGES):
-            _add(archive, f"package/img/{style}/64/{file_name}", _png((200, 40 * number, 30)))
-    return replace(package, integrity=em.sri_sha512(tarball))
-
 
 @pytest.fixture
 def packages(tmp_path: Path) -> dict[str, em.EmojiPackage]:
     cache = tmp_path / "cache"
-    return {"google": _fake_package(cache, "google"), "twitter": _fake_package(cache, "twitter")}
+    return {"google": fake_package(cache, "google"), "twitter": fake_package(cache, "twitter")}
 
 
 def test_parse_records_skips_skin_tones_and_missing_images(tmp_path: Path) -> None:
-    package = _fake_package(tmp_path)
+    package = fake_package(tmp_path)
     archive = em.EmojiArchive.read(tmp_path / package.tarball_name, "google")
     assert sorted(archive.images) == sorted(WITH_IMAGES)
     records = em.parse_records(archive.entries, "google", archive.images)
@@ -153,13 +63,13 @@ def test_captions_are_varied_lowercase_unique_and_seeded() -> None:
 
 
 def test_compose_is_rgb_and_augmentation_is_deterministic() -> None:
-    png = _png((250, 0, 0))
-    plain = em.compose(png, 32)
+    data = png((250, 0, 0))
+    plain = em.compose(data, 32)
     assert plain.mode == "RGB" and plain.size == (32, 32)
     assert plain.getpixel((0, 0)) == (255, 255, 255)  # transparent corner on white
-    first = em.compose(png, 48, rng=random.Random(5))
-    again = em.compose(png, 48, rng=random.Random(5))
-    other = em.compose(png, 48, rng=random.Random(6))
+    first = em.compose(data, 48, rng=random.Random(5))
+    again = em.compose(data, 48, rng=random.Random(5))
+    other = em.compose(data, 48, rng=random.Random(6))
     assert first.tobytes() == again.tobytes()
     assert first.tobytes() != other.tobytes()
 
@@ -223,7 +133,7 @@ def test_same_seed_same_bytes_and_limit_keeps_images(
 
 def test_integrity_mismatch_is_refused(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    package = _fake_package(cache)
+    package = fake_package(cache)
     assert em.fetch_package(package, cache, npm="no-such-npm") == cache / package.tarball_name
     wrong = replace(package, integrity="sha512-" + "A" * 86 + "==")
     with pytest.raises(InvalidInputError, match="integrity mismatch"):
@@ -247,7 +157,7 @@ def test_cli_data_emoji(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
     cache = tmp_path / "cache"
     monkeypatch.setattr(
-        em, "PACKAGES", {"google": _fake_package(cache), "twitter": _fake_package(cache, "twitter")}
+        em, "PACKAGES", {"google": fake_package(cache), "twitter": fake_package(cache, "twitter")}
     )
     out = tmp_path / "out"
     result = CliRunner().invoke(

@@ -781,6 +781,17 @@ class Catalog:
             raise self._fail("write", exc) from None
         return updated
 
+    def noisy_text_ids(self) -> set[int]:
+        """Text-vector ids (item id x TEXT_SLOTS + slot) of every text CapFilt marked noisy."""
+        try:
+            with self.sessions() as session:
+                rows = session.execute(
+                    select(ItemText.item_id, ItemText.slot).where(ItemText.noisy.is_(True))
+                ).all()
+        except SQLAlchemyError as exc:
+            raise self._fail("read", exc) from None
+        return {int(item_id) * TEXT_SLOTS + int(slot) for item_id, slot in rows}
+
     def clean_texts(self, item_ids: Sequence[int]) -> dict[int, list[ItemText]]:
         """Per item, its texts not marked noisy (unfiltered ones count as clean): what training
         and search may use after CapFilt. Items without such texts map to an empty list."""

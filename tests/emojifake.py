@@ -1,0 +1,103 @@
+"""A fake npm emoji tarball, laid out like emoji-datasource-*, so no test reaches the network."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+from blipsearch.train import emoji as em
+from PIL import Image
+
+ENTRIES = [
+    {
+        "name": "RED APPLE",
+        "unified": "1F34E",
+        "image": "1f34e.png",
+        "short_name": "apple",
+        "short_names": ["apple"],
+        "category": "Food & Drink",
+        "subcategory": "food-fruit",
+        "sort_order": 2,
+        "has_img_google": True,
+        "has_img_twitter": True,
+    },
+    {
+        "name": "GRINNING FACE",
+        "unified": "1F600",
+        "image": "1f600.png",
+        "short_name": "grinning",
+        "short_names": ["grinning"],
+        "category": "Smileys & Emotion",
+        "subcategory": "face-smiling",
+        "sort_order": 1,
+        "has_img_google": True,
+        "has_img_twitter": True,
+    },
+    {
+        "name": "WAVING HAND SIGN",
+        "unified": "1F44B",
+        "image": "1f44b.png",
+        "short_name": "wave",
+        "short_names": ["wave", "waving_hand"],
+        "category": "People & Body",
+        "subcategory": "hand-fingers-open",
+        "sort_order": 3,
+        "has_img_google": True,
+        "has_img_twitter": True,
+        "skin_variations": {
+            "1F3FB": {
+                "unified": "1F44B-1F3FB",
+                "image": "1f44b-1f3fb.png",
+                "has_img_google": True,
+                "has_img_twitter": True,
+            }
+        },
+    },
+    {
+        "name": "GHOST WITHOUT IMAGE",
+        "unified": "1F47B",
+        "image": "1f47b.png",
+        "short_name": "ghost",
+        "short_names": ["ghost"],
+        "category": "Smileys & Emotion",
+        "subcategory": "face-costume",
+        "sort_order": 4,
+        "has_img_google": True,
+        "has_img_twitter": True,
+    },
+]
+PALETTE = [(220, 30, 30), (30, 160, 60), (40, 80, 200), (230, 210, 40)]
+"""Distinct colours, so that a tiny model can tell the fake emoji apart in a few steps."""
+WITH_IMAGES = ["1f34e.png", "1f600.png", "1f44b.png", "1f44b-1f3fb.png"]
+
+
+def png(colour: tuple[int, int, int]) -> bytes:
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    for x in range(16, 48):
+        for y in range(16, 48):
+            image.putpixel((x, y), (*colour, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    archive.addfile(info, io.BytesIO(data))
+
+
+def fake_package(cache: Path, style: str = "google") -> em.EmojiPackage:
+    """A tarball laid out like npm's, in the cache under the name `npm pack` would give it."""
+    package = replace(em.PACKAGES[style], integrity="sha512-placeholder")
+    cache.mkdir(parents=True, exist_ok=True)
+    tarball = cache / package.tarball_name
+    with tarfile.open(tarball, "w:gz") as archive:
+        add(archive, "package/package.json", b'{"name": "fake"}')
+        add(archive, "package/emoji.json", json.dumps(ENTRIES).encode())
+        for number, file_name in enumerate(WITH_IMAGES):
+            add(archive, f"package/img/{style}/64/{file_name}", png(PALETTE[number % len(PALETTE)]))
+    return replace(package, integrity=em.sri_sha512(tarball))

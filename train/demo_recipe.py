@@ -1,0 +1,616 @@
+"""The demo model's whole training recipe, sized for a 2-core CPU.
+
+Three phases, each a fixed number of steps so that a seed reproduces the run:
+
+1. **ITC.** The ViT learns from scratch against the frozen MiniLM text side. Because the text
+   encoder is frozen, each caption's [CLS] state is computed once; a step then projects every
+   class's caption (one phrasing drawn per class per step) through `text_proj`, so each image is
+   contrasted with all ~1,900 emoji rather than with a batch, the role BLIP's feature queue plays.
+   Both directions are scored (image to all texts, batch texts to batch images) with BLIP's
+   learned, clamped temperature. Augmentation (scale, position, rotation, background, light
+   colour jitter, blur, posterisation) is done on tensors, since PIL per image would dominate.
+   No hue change and no flips: colour and direction are part of emoji names.
+2. **ITM.** Vision frozen; the text encoder's cross-attention layers and the ITM head learn with
+   hard negatives drawn from the ITC similarities over all classes (each image gets a likely
+   wrong text, each text a likely wrong image from the batch). Every weight the unimodal text path
+   uses stays frozen, so the ITC space of phase 1 is untouched.
+3. **LM.** The captioner's ViT is the phase-1 ViT, frozen; its decoder (MiniLM's first layers plus
+   new cross-attention) learns "a picture of " + the emoji's name with label smoothing.
+
+Phases 2 and 3 only need the ViT's outputs, which they compute without gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from blipsearch.train import losses
+from blipsearch.train.demo_model import DemoArchitecture, build_demo_models
+from blipsearch.train.emoji import (
+    PACKAGES,
+    EmojiArchive,
+    EmojiPackage,
+    EmojiRecord,
+    captions_for,
+    fetch_package,
+    parse_records,
+)
+from PIL import Image
+from transformers import BlipForConditionalGeneration, BlipForImageTextRetrieval, BlipProcessor
+
+from blipsearch.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[str, int, int, dict[str, float]], None]
+"""Called as (phase, step, total steps, numbers) after each optimizer step."""
+
+
+@dataclass
+class DemoRecipe:
+    """Every setting of a demo-model run; written to `recipe.json` in full."""
+
+    out: Path
+    cache: Path
+    train_styles: tuple[str, ...] = ("google",)
+    holdout_style: str = "twitter"
+    arch: DemoArchitecture = field(default_factory=DemoArchitecture)
+    seed: int = 0
+    itc_steps: int = 3600
+    itc_batch: int = 256
+    itc_lr: float = 5e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.05
+    temp_init: float = 0.07
+    itm_steps: int = 900
+    itm_batch: int = 48
+    itm_lr: float = 2e-4
+    caption_steps: int = 900
+    caption_batch: int = 96
+    caption_lr: float = 3e-4
+    prompt: str = "a picture of "
+    label_smoothing: float = 0.1
+    clean_fraction: float = 0.2
+    """Share of training images shown un-augmented, exactly as the index will see them."""
+    corrupt_fraction: float = 0.0
+    """CapFilt experiment: this share of captions replaced by another emoji's caption."""
+    drop_captions: Path | None = None
+    """CapFilt experiment: a JSON list of [unified, caption] pairs the filter marked noisy."""
+    train_captioner: bool = True
+    validate_every: int = 500
+    """ITC steps between quick Recall@1 checks (logged to history.jsonl; never used to pick weights)."""
+    threads: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("out", "cache", "drop_captions"):
+            data[key] = None if data[key] is None else str(data[key])
+        return data
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class EmojiClasses:
+    """The emoji the model learns: records per style, captions per class, RGBA pixels per style."""
+
+    unified: list[str]
+    names: list[str]
+    captions: list[list[str]]
+    """Training captions per class (after corruption and dropping)."""
+    clean_captions: list[list[str]]
+    records: dict[str, list[EmojiRecord]]
+    pixels: dict[str, torch.Tensor]
+    """style -> [classes, 4, size, size] float in 0..1 (RGBA); a missing image is all zero."""
+    corrupted: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _rgba(png: bytes, size: int) -> torch.Tensor:
+    with Image.open(io.BytesIO(png)) as opened:
+        image = opened.convert("RGBA")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+
+
+def load_classes(recipe: DemoRecipe, packages: dict[str, EmojiPackage] | None = None) -> EmojiClasses:
+    """Emoji of the training styles (the classes) and the held-out style, from the pinned packages."""
+    known = packages if packages is not None else PACKAGES
+    styles = [*recipe.train_styles, recipe.holdout_style]
+    records: dict[str, list[EmojiRecord]] = {}
+    archives: dict[str, EmojiArchive] = {}
+    for style in dict.fromkeys(styles):
+        if style not in known:
+            raise InvalidInputError(f"Unknown emoji style {style!r}; use one of {', '.join(known)}.")
+        archive = EmojiArchive.read(fetch_package(known[style], recipe.cache), style)
+        archives[style] = archive
+        records[style] = parse_records(archive.entries, style, archive.images)
+    first = records[recipe.train_styles[0]]
+    unified = [r.unified for r in first]
+    names = [r.name for r in first]
+    clean = [captions_for(r) for r in first]
+    size = recipe.arch.image_size
+    pixels: dict[str, torch.Tensor] = {}
+    for style, style_records in records.items():
+        by_code = {r.unified: r for r in style_records}
+        tensor = torch.zeros(len(unified), 4, size, size)
+        for index, code in enumerate(unified):
+            record = by_code.get(code)
+            if record is not None:
+                tensor[index] = _rgba(archives[style].images[record.image], size)
+        pixels[style] = tensor
+    captions, corrupted = corrupt_captions(clean, unified, recipe.corrupt_fraction, recipe.seed)
+    if recipe.drop_captions is not None:
+        dropped = {tuple(pair) for pair in json.loads(recipe.drop_captions.read_text())}
+        captions = [
+            [c for c in texts if (code, c) not in dropped] or texts[:1]
+            for code, texts in zip(unified, captions, strict=True)
+        ]
+    return EmojiClasses(unified, names, captions, clean, records, pixels, corrupted)
+
+
+def corrupt_captions(
+    captions: list[list[str]], unified: list[str], fraction: float, seed: int
+) -> tuple[list[list[str]], set[tuple[str, str]]]:
+    """Replace `fraction` of all captions by a caption of another emoji (simulated noisy web text).
+
+    Returns the new caption lists and the set of (unified, caption) pairs that are now wrong.
+    """
+    if fraction <= 0:
+        return [list(c) for c in captions], set()
+    rng = random.Random(f"corrupt:{seed}")
+    result: list[list[str]] = []
+    wrong: set[tuple[str, str]] = set()
+    for index, texts in enumerate(captions):
+        kept: list[str] = []
+        for text in texts:
+            if rng.random() < fraction:
+                other = rng.randrange(len(captions) - 1)
+                other += other >= index
+                text = rng.choice(captions[other])
+                wrong.add((unified[index], text))
+            kept.append(text)
+        result.append(list(dict.fromkeys(kept)))
+    return result, wrong
+
+
+def style_mean_std(processor: BlipProcessor) -> tuple[torch.Tensor, torch.Tensor]:
+    image_processor: Any = processor.image_processor
+    mean = torch.tensor(image_processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(image_processor.image_std).view(1, 3, 1, 1)
+    return mean, std
+
+
+def flatten_on_white(rgba: torch.Tensor) -> torch.Tensor:
+    """RGBA over white, as `blipsearch.images` flattens transparent images before indexing."""
+    alpha = rgba[:, 3:4]
+    return rgba[:, :3] * alpha + (1.0 - alpha)
+
+
+def augment(rgba: torch.Tensor, generator: torch.Generator, clean_fraction: float) -> torch.Tensor:
+    """Random scale/position/rotation, background and colour jitter for a batch of RGBA emoji."""
+    n = rgba.shape[0]
+
+    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, *shape, generator=generator)
+
+    scale = uniform(0.55, 1.05)
+    angle = uniform(-0.2, 0.2)
+    room = (1.0 / scale - 1.0).clamp(min=0.0)
+    shift_x = uniform(-1.0, 1.0) * room
+    shift_y = uniform(-1.0, 1.0) * room
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    grid = F.affine_grid(theta, list(rgba.shape), align_corners=False)
+    warped = F.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    alpha = warped[:, 3:4]
+    white = torch.rand(n, 1, 1, 1, generator=generator) < 0.5
+    background = torch.where(white, torch.ones(n, 3, 1, 1), uniform(0.55, 1.0, 3, 1, 1))
+    rgb = warped[:, :3] * alpha + background * (1.0 - alpha)
+    brightness = uniform(0.8, 1.2, 1, 1, 1)
+    contrast = uniform(0.75, 1.25, 1, 1, 1)
+    saturation = uniform(0.6, 1.3, 1, 1, 1)
+    gray = rgb.mean(1, keepdim=True)
+    rgb = gray + (rgb - gray) * saturation
+    mean = rgb.mean((1, 2, 3), keepdim=True)
+    rgb = ((rgb - mean) * contrast + mean) * brightness
+    blur = torch.rand(n, generator=generator) < 0.3
+    if blur.any():
+        kernel = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (kernel[:, None] * kernel[None, :]) / 16.0
+        blurred = F.conv2d(
+            F.pad(rgb[blur], (1, 1, 1, 1), mode="replicate"), kernel.expand(3, 1, 3, 3), groups=3
+        )
+        rgb[blur] = blurred
+    poster = torch.rand(n, generator=generator) < 0.25
+    if poster.any():
+        levels = 5.0
+        rgb[poster] = torch.round(rgb[poster].clamp(0, 1) * levels) / levels
+    rgb = rgb.clamp(0.0, 1.0)
+    keep = torch.rand(n, generator=generator) < clean_fraction
+    if keep.any():
+        rgb[keep] = flatten_on_white(rgba[keep])
+    return rgb
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(
+    parameters: Sequence[torch.nn.Parameter], lr: float, weight_decay: float, total: int, warmup: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
+    return optimizer, schedule
+
+
+def class_batches(classes: int, batch: int, generator: torch.Generator) -> Any:
+    """Endless batches of distinct classes; each pass over a permutation covers every class once."""
+    while True:
+        order = torch.randperm(classes, generator=generator)
+        for start in range(0, classes - batch + 1, batch):
+            yield order[start : start + batch]
+
+
+class TextBank:
+    """Every training caption, tokenised once, with its frozen MiniLM [CLS] state."""
+
+    def __init__(self, model: BlipForImageTextRetrieval, processor: BlipProcessor, captions: list[list[str]]):
+        self.texts: list[str] = []
+        self.owner: list[int] = []
+        self.offsets: list[tuple[int, int]] = []
+        for index, texts in enumerate(captions):
+            start = len(self.texts)
+            self.texts.extend(texts)
+            self.owner.extend([index] * len(texts))
+            self.offsets.append((start, len(texts)))
+        tokenizer: Any = processor.tokenizer
+        self.ids: list[list[int]] = tokenizer(self.texts, truncation=True, max_length=35)["input_ids"]
+        self.cls = self._cls_states(model)
+
+    @torch.no_grad()
+    def _cls_states(self, model: BlipForImageTextRetrieval) -> torch.Tensor:
+        states = []
+        for start in range(0, len(self.texts), 512):
+            ids, mask = self.pad(range(start, min(start + 512, len(self.texts))))
+            hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            states.append(hidden[:, 0, :])
+        return torch.cat(states)
+
+    def pad(self, rows: Sequence[int] | range) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = [self.ids[r] for r in rows]
+        width = max(len(c) for c in chosen)
+        ids = torch.zeros(len(chosen), width, dtype=torch.long)
+        mask = torch.zeros(len(chosen), width, dtype=torch.long)
+        for row, tokens in enumerate(chosen):
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+            mask[row, : len(tokens)] = 1
+        return ids, mask
+
+    def draw(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One caption row per class, uniformly among that class's captions."""
+        starts = torch.tensor([self.offsets[c][0] for c in classes.tolist()])
+        counts = torch.tensor([self.offsets[c][1] for c in classes.tolist()])
+        pick = (torch.rand(len(classes), generator=generator) * counts).long()
+        return starts + pick
+
+
+def train_images(
+    classes: EmojiClasses, recipe: DemoRecipe, rows: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    styles = recipe.train_styles
+    if len(styles) == 1:
+        rgba = classes.pixels[styles[0]][rows]
+    else:
+        which = torch.randint(len(styles), (len(rows),), generator=generator)
+        stacked = torch.stack([classes.pixels[s][rows] for s in styles])
+        rgba = stacked[which, torch.arange(len(rows))]
+    return augment(rgba, generator, recipe.clean_fraction)
+
+
+def caption_loss(
+    captioner: BlipForConditionalGeneration,
+    vision: torch.Tensor,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float,
+) -> torch.Tensor:
+    """`losses.lm_loss(text_decoder(...).logits, labels)`, with the LM head run on scored positions only.
+
+    The 30k-way head on every position (prompt and padding included) costs more than the decoder
+    itself here; a test checks that both give the same loss.
+    """
+    hidden = captioner.text_decoder.bert(
+        input_ids=ids,
+        attention_mask=mask,
+        encoder_hidden_states=vision,
+        encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long, device=vision.device),
+        is_decoder=True,
+    ).last_hidden_state
+    targets = labels[:, 1:]
+    scored = targets != losses.IGNORE_INDEX
+    logits = captioner.text_decoder.cls(hidden[:, :-1][scored])
+    return F.cross_entropy(logits.float(), targets[scored], label_smoothing=label_smoothing)
+
+
+# --------------------------------------------------------------------------------------------- phases
+
+
+class DemoTrainer:
+    """Runs the three phases on fresh models and writes the checkpoints with `save_pretrained`."""
+
+    def __init__(
+        self,
+        recipe: DemoRecipe,
+        progress: StepCallback | None = None,
+        *,
+        packages: dict[str, EmojiPackage] | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.progress = progress
+        if recipe.threads:
+            torch.set_num_threads(recipe.threads)
+        torch.manual_seed(recipe.seed)
+        self.generator = torch.Generator().manual_seed(recipe.seed)
+        self.retrieval, self.captioner, self.processor = build_demo_models(recipe.arch, seed=recipe.seed)
+        self.classes = load_classes(recipe, packages)
+        self.mean, self.std = style_mean_std(self.processor)
+        self.retrieval.eval()
+        self.bank = TextBank(self.retrieval, self.processor, self.classes.captions)
+        self.temp = torch.nn.Parameter(torch.tensor(recipe.temp_init))
+        self.history: list[dict[str, Any]] = []
+        self.seconds: dict[str, float] = {}
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Keep a history line, and append it to history.jsonl at once so a killed run leaves its curve."""
+        self.history.append(entry)
+        self.recipe.out.mkdir(parents=True, exist_ok=True)
+        with open(self.recipe.out / "history.jsonl", "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    def normalise(self, rgb: torch.Tensor) -> torch.Tensor:
+        return (rgb - self.mean) / self.std
+
+    def _log(self, phase: str, step: int, total: int, numbers: dict[str, float]) -> None:
+        if step % 25 == 0 or step == total:
+            self.record({"phase": phase, "step": step, **numbers})
+        if self.progress is not None:
+            self.progress(phase, step, total, numbers)
+
+    def image_features(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.retrieval
+        tokens = model.vision_model(pixel_values=pixels).last_hidden_state
+        return tokens, F.normalize(model.vision_proj(tokens[:, 0, :]), dim=-1)
+
+    def class_text_features(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One drawn caption per class, projected: [classes, dim], and the rows drawn."""
+        everyone = torch.arange(len(self.classes.unified))
+        rows = self.bank.draw(everyone, generator)
+        return F.normalize(self.retrieval.text_proj(self.bank.cls[rows]), dim=-1), rows
+
+    def train_itc(self) -> None:
+        recipe = self.recipe
+        model = self.retrieval
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        trainable = [
+            *model.vision_model.parameters(),
+            *model.vision_proj.parameters(),
+            *model.text_proj.parameters(),
+        ]
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+        model.vision_model.train()
+        optimizer, schedule = make_optimizer(
+            [*trainable, self.temp], recipe.itc_lr, recipe.weight_decay, recipe.itc_steps, recipe.warmup_steps
+        )
+        batches = class_batches(len(self.classes.unified), recipe.itc_batch, self.generator)
+        started = time.perf_counter()
+        for step in range(1, recipe.itc_steps + 1):
+            rows = next(batches)
+            pixels = self.normalise(train_images(self.classes, recipe, rows, self.generator))
+            _, image_feat = self.image_features(pixels)
+            text_all, _ = self.class_text_features(self.generator)
+            batch_text = F.normalize(
+                model.text_proj(self.bank.cls[self.bank.draw(rows, self.generator)]), dim=-1
+            )
+            tau = self.temp.clamp(losses.TEMP_MIN, losses.TEMP_MAX)
+            i2t = F.cross_entropy(image_feat @ text_all.t() / tau, rows)
+            t2i = F.cross_entropy(batch_text @ image_feat.t() / tau, torch.arange(len(rows)))
+            loss = (i2t + t2i) / 2
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.clamp_temperature(self.temp)
+            self._log("itc", step, recipe.itc_steps, {"loss": loss.item(), "temp": self.temp.item()})
+            if recipe.validate_every and (step % recipe.validate_every == 0 or step == recipe.itc_steps):
+                recall = self.quick_recall()
+                log.info(
+                    "itc validation step=%d %s", step, " ".join(f"{k}={v:.4f}" for k, v in recall.items())
+                )
+                self.record({"phase": "itc-validation", "step": step, **recall})
+                model.vision_model.train()
+        model.vision_model.eval()
+        self.seconds["itc"] = time.perf_counter() - started
+
+    @torch.no_grad()
+    def quick_recall(self) -> dict[str, float]:
+        """Text-to-image ITC Recall@1 per style on clean images and canonical captions (no ITM)."""
+        self.retrieval.vision_model.eval()
+        canonical = [self.bank.offsets[c][0] for c in range(len(self.classes.unified))]
+        texts = F.normalize(self.retrieval.text_proj(self.bank.cls[canonical]), dim=-1)
+        result: dict[str, float] = {}
+        for style, rgba in self.classes.pixels.items():
+            present = rgba[:, 3].flatten(1).amax(1) > 0
+            features = torch.cat(
+                [
+                    self.image_features(self.normalise(flatten_on_white(rgba[i : i + 256])))[1]
+                    for i in range(0, len(rgba), 256)
+                ]
+            )
+            sims = texts[present] @ features[present].t()
+            hits = sims.argmax(1) == torch.arange(int(present.sum()))
+            result[f"t2i_r1_{style}"] = hits.float().mean().item()
+        return result
+
+    def _itm_logits(self, vision: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ids, mask = self.bank.pad(rows.tolist())
+        hidden = self.retrieval.text_encoder(
+            input_ids=ids,
+            attention_mask=mask,
+            encoder_hidden_states=vision,
+            encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long),
+        ).last_hidden_state
+        return self.retrieval.itm_head(hidden[:, 0, :])
+
+    def train_itm(self) -> None:
+        recipe = self.recipe
+        model = self.retrieval
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        trainable = [p for n, p in model.text_encoder.named_parameters() if "crossattention" in n]
+        trainable += list(model.itm_head.parameters())
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+        model.text_encoder.train()
+        optimizer, schedule = make_optimizer(
+            trainable, recipe.itm_lr, recipe.weight_decay, recipe.itm_steps, recipe.warmup_steps // 4
+        )
+        batches = class_batches(len(self.classes.unified), recipe.itm_batch, self.generator)
+        owner = torch.tensor(self.bank.owner)
+        started = time.perf_counter()
+        for step in range(1, recipe.itm_steps + 1):
+            rows = next(batches)
+            with torch.no_grad():
+                pixels = self.normalise(train_images(self.classes, recipe, rows, self.generator))
+                vision, image_feat = self.image_features(pixels)
+                text_all, drawn = self.class_text_features(self.generator)
+                sims = image_feat @ text_all.t() / float(self.temp)
+                sims[torch.arange(len(rows)), rows] = -torch.inf
+                wrong_class = torch.multinomial(F.softmax(sims, dim=1), 1, generator=self.generator).squeeze(
+                    1
+                )
+                positive = self.bank.draw(rows, self.generator)
+                negative_text = drawn[wrong_class]
+                text_feat = F.normalize(model.text_proj(self.bank.cls[positive]), dim=-1)
+                t2i = text_feat @ image_feat.t() / float(self.temp)
+                same = owner[positive].view(-1, 1) == rows.view(1, -1)
+                t2i[same] = -torch.inf
+                negative_image = torch.multinomial(
+                    F.softmax(t2i, dim=1), 1, generator=self.generator
+                ).squeeze(1)
+            logits = torch.cat(
+                [
+                    self._itm_logits(vision, positive),
+                    self._itm_logits(vision, negative_text),
+                    self._itm_logits(vision[negative_image], positive),
+                ]
+            )
+            labels = torch.cat([torch.ones(len(rows)), torch.zeros(2 * len(rows))]).long()
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            accuracy = (logits.argmax(1) == labels).float().mean().item()
+            self._log("itm", step, recipe.itm_steps, {"loss": loss.item(), "accuracy": accuracy})
+        model.text_encoder.eval()
+        self.seconds["itm"] = time.perf_counter() - started
+
+    def train_caption(self) -> None:
+        recipe = self.recipe
+        captioner = self.captioner
+        captioner.vision_model.load_state_dict(self.retrieval.vision_model.state_dict())
+        for parameter in captioner.parameters():
+            parameter.requires_grad_(False)
+        trainable = list(captioner.text_decoder.parameters())
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+        captioner.vision_model.eval()
+        captioner.text_decoder.train()
+        optimizer, schedule = make_optimizer(
+            trainable, recipe.caption_lr, recipe.weight_decay, recipe.caption_steps, recipe.warmup_steps // 4
+        )
+        tokenizer: Any = self.processor.tokenizer
+        prompt_length = len(tokenizer(recipe.prompt, add_special_tokens=False)["input_ids"]) + 1
+        bos = captioner.config.text_config.bos_token_id
+        targets = [f"{recipe.prompt}{captions[0]}" for captions in self.classes.captions]
+        encoded_targets: list[list[int]] = tokenizer(targets, truncation=True, max_length=35)["input_ids"]
+        batches = class_batches(len(self.classes.unified), recipe.caption_batch, self.generator)
+        started = time.perf_counter()
+        for step in range(1, recipe.caption_steps + 1):
+            rows = next(batches)
+            with torch.no_grad():
+                pixels = self.normalise(train_images(self.classes, recipe, rows, self.generator))
+                vision = captioner.vision_model(pixel_values=pixels).last_hidden_state
+            chosen = [encoded_targets[r] for r in rows.tolist()]
+            width = max(len(c) for c in chosen)
+            ids = torch.zeros(len(chosen), width, dtype=torch.long)
+            mask = torch.zeros(len(chosen), width, dtype=torch.long)
+            for row, tokens in enumerate(chosen):
+                ids[row, : len(tokens)] = torch.tensor(tokens)
+                mask[row, : len(tokens)] = 1
+            ids[:, 0] = bos
+            labels = losses.lm_labels(ids, mask, prompt_length)
+            loss = caption_loss(captioner, vision, ids, mask, labels, recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            self._log("lm", step, recipe.caption_steps, {"loss": loss.item()})
+        captioner.text_decoder.eval()
+        self.seconds["lm"] = time.perf_counter() - started
+
+    def save(self) -> dict[str, Path]:
+        """float16 safetensors via `save_pretrained`, each next to its processor."""
+        out = self.recipe.out
+        written: dict[str, Path] = {}
+        models: list[tuple[str, Any]] = [("retrieval", self.retrieval)]
+        if self.recipe.train_captioner:
+            models.append(("caption", self.captioner))
+        for role, model in models:
+            target = out / role
+            copy.deepcopy(model).to(torch.float16).save_pretrained(target, safe_serialization=True)
+            self.processor.save_pretrained(target)
+            written[role] = target
+        (out / "training_state.json").write_text(
+            json.dumps({"temperature": self.temp.item()}, indent=2) + "\n"
+        )
+        return written
+
+    def run(self) -> dict[str, Path]:
+        out = self.recipe.out
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "history.jsonl").unlink(missing_ok=True)
+        (out / "recipe.json").write_text(json.dumps(self.recipe.as_dict(), indent=2) + "\n")
+        self.train_itc()
+        if self.recipe.itm_steps:
+            self.train_itm()
+        if self.recipe.train_captioner and self.recipe.caption_steps:
+            self.train_caption()
+        written = self.save()
+        (out / "timing.json").write_text(json.dumps(self.seconds, indent=2) + "\n")
+        return written
