@@ -73,6 +73,14 @@ def demo(
     assets = demo_assets(base.demo_dir)
     if not os.environ.get("BLIPSEARCH_RETRIEVAL_MODEL"):
         overrides.update(retrieval_model=str(assets.retrieval), caption_model=str(assets.caption))
+        if not os.environ.get("BLIPSEARCH_CAPTION_PROMPT"):
+            overrides["caption_prompt"] = "a picture of"  # what the demo captioner was trained on
+        if not os.environ.get("BLIPSEARCH_IMAGE_BATCH_SIZE"):
+            overrides["image_batch_size"] = 64  # 64 px images: unlike BLIP-base on a CPU, batching pays
+        if not os.environ.get("BLIPSEARCH_RERANK"):
+            # measured in demo/model/README.md: this small model's ITM head ranks below its ITC
+            overrides["rerank"] = False
+            console.print("(demo model: ITM re-ranking off by default, see demo/model/README.md)")
     if not os.environ.get("BLIPSEARCH_API_KEY"):
         overrides["api_key"] = "demo"
     settings = _settings_factory[0](**overrides)

@@ -252,8 +252,8 @@ def train_demo(
     ] = None,
     holdout: Annotated[str, typer.Option("--holdout", help="Style never trained on, measured.")] = "twitter",
     itc_steps: Annotated[int, typer.Option("--itc-steps", min=1, help="Phase 1: ViT + ITC steps.")] = 5000,
-    itm_steps: Annotated[int, typer.Option("--itm-steps", min=0, help="Phase 2: ITM steps.")] = 1200,
-    caption_steps: Annotated[int, typer.Option("--caption-steps", min=0, help="Phase 3: LM steps.")] = 1200,
+    itm_steps: Annotated[int, typer.Option("--itm-steps", min=0, help="Phase 2: ITM steps.")] = 700,
+    caption_steps: Annotated[int, typer.Option("--caption-steps", min=0, help="Phase 3: LM steps.")] = 800,
     corrupt: Annotated[
         float,
         typer.Option("--corrupt", min=0.0, max=0.9, help="CapFilt experiment: share of captions made wrong."),
@@ -268,6 +268,14 @@ def train_demo(
         bool, typer.Option("--captioner/--no-captioner", help="Train the captioner.")
     ] = True,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Measure the saved models.")] = True,
+    itm_neighbours: Annotated[
+        int, typer.Option("--itm-neighbours", min=0, help="ITM batches mix in ITC-confused classes (0: off).")
+    ] = 4,
+    itm_lr: Annotated[float, typer.Option("--itm-lr", help="Phase 2 peak learning rate.")] = 5e-4,
+    itc_from: Annotated[
+        Path | None,
+        typer.Option("--itc-from", help="Reuse phase 1 (ViT, projections) from an earlier run's OUT."),
+    ] = None,
     seed: SeedOpt = 0,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
 ) -> None:
@@ -298,6 +306,9 @@ def train_demo(
         drop_captions=drop_captions,
         train_captioner=captioner,
         threads=threads,
+        itm_neighbours=itm_neighbours,
+        itm_lr=itm_lr,
+        itc_from=itc_from,
     )
     started = time.perf_counter()
     last: dict[str, float] = {}
@@ -338,9 +349,19 @@ def train_demo_capfilt(
     corrupt: Annotated[
         float, typer.Option("--corrupt", min=0.01, max=0.9, help="Share of training captions made wrong.")
     ] = 0.3,
-    itc_steps: Annotated[int, typer.Option("--itc-steps", min=1, help="ITC steps of each run.")] = 1000,
-    itm_steps: Annotated[int, typer.Option("--itm-steps", min=1, help="ITM steps of each run.")] = 300,
+    itc_steps: Annotated[int, typer.Option("--itc-steps", min=1, help="ITC steps of each run.")] = 500,
+    itm_steps: Annotated[int, typer.Option("--itm-steps", min=1, help="ITM steps of each run.")] = 400,
     seed: SeedOpt = 0,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+    rule: Annotated[
+        str,
+        typer.Option(
+            "--filter", help="itm (BLIP's: ITM below 0.5) or itc-rank (own image outside ITC top 5)."
+        ),
+    ] = "itm",
+    reuse_noisy: Annotated[
+        bool, typer.Option("--reuse-noisy", help="Keep a finished noisy run in OUT/noisy.")
+    ] = False,
 ) -> None:
     """BLIP's CapFilt experiment: train on corrupted captions, filter with ITM, train again, compare."""
     import logging
@@ -365,8 +386,9 @@ def train_demo_capfilt(
         caption_steps=0,
         corrupt_fraction=corrupt,
         train_captioner=False,
+        threads=threads,
     )
-    result = run_capfilt_experiment(recipe, report)
+    result = run_capfilt_experiment(recipe, report, rule=rule, reuse_noisy=reuse_noisy)
     caught = result["filter"]
     console.print(
         f"filter: {caught['caught']} of {caught['corrupted']} corruptions caught "

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     text_batch_size: int = Field(default=64, ge=1, le=4096)
     itm_batch_size: int = Field(default=32, ge=1, le=4096)
     caption_batch_size: int = Field(default=8, ge=1, le=1024)
+    caption_prompt: str | None = Field(
+        default=None,
+        description='Prompt every caption continues (stripped from the result), e.g. "a picture of".',
+    )
     max_text_tokens: int = Field(
         default=BLIP_MAX_TEXT_TOKENS,
         ge=4,
@@ -210,7 +214,7 @@ class Settings(BaseSettings):
     def _expand_data_dir(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("vqa_model", "database_url", "fault_injection", mode="before")
+    @field_validator("vqa_model", "database_url", "fault_injection", "caption_prompt", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

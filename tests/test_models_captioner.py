@@ -56,3 +56,16 @@ def test_min_and_max_new_tokens_are_honoured(captioner, images) -> None:
 def test_unknown_strategy_is_rejected(captioner, images) -> None:
     with pytest.raises(InvalidInputError, match="strategy"):
         captioner.caption(images[:1], options=CaptionOptions(strategy="top-k"))  # type: ignore[arg-type]
+
+
+def test_configured_prompt_applies_when_a_call_gives_none(captioner, images, tiny_checkpoints) -> None:
+    from blipsearch.models.captioner import Captioner
+    from blipsearch.settings import Settings
+
+    prompted = Captioner.load(
+        str(tiny_checkpoints.caption), Settings(device="cpu", caption_prompt="a picture of")
+    )
+    assert prompted.default_prompt == "a picture of"
+    assert prompted.caption(images[:2]) == captioner.caption(images[:2], prompt="a picture of")
+    assert prompted.caption(images[:2], prompt="") == captioner.caption(images[:2])
+    assert Settings(caption_prompt="  ").caption_prompt is None

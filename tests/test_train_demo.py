@@ -30,6 +30,7 @@ from emojifake import fake_package
 from PIL import Image
 from transformers import BertModel, BertTokenizerFast
 
+from blipsearch.errors import InvalidInputError
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
@@ -204,3 +205,25 @@ def test_precision_recall_and_caption_naming() -> None:
     assert names_emoji("a red apple on a table", ["red apple"])
     assert not names_emoji("a red applesauce", ["red apple"])
     assert names_emoji("the apple emoji", ["red apple", "apple"])
+
+
+def test_later_phases_rerun_from_an_earlier_runs_phase_one(tmp_path: Path, fake_packages: dict) -> None:
+    first = _recipe(tmp_path, itm_steps=2, caption_steps=2)
+    DemoTrainer(first, packages=fake_packages).run()
+    again = replace(first, out=tmp_path / "again", itc_from=first.out, itm_neighbours=1, itm_batch=3)
+    trainer = DemoTrainer(again, packages=fake_packages)
+    table = trainer.neighbour_table(2)
+    assert table.shape == (3, 2) and all(row not in table[row].tolist() for row in range(3))
+    trainer.run()
+    from safetensors.torch import load_file
+
+    before = load_file(str(first.out / "retrieval" / "model.safetensors"))
+    after = load_file(str(again.out / "retrieval" / "model.safetensors"))
+    for key in before:
+        if key.startswith(("vision_model.", "vision_proj.", "text_proj.")):
+            assert torch.equal(before[key], after[key]), key
+    history = [json.loads(line) for line in (again.out / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history if h["phase"] == "itc-validation"] == [20, 40]
+    assert json.loads((again.out / "timing.json").read_text())["itc"] > 0
+    with pytest.raises(InvalidInputError):
+        DemoTrainer(replace(again, itc_from=again.out), packages=fake_packages).run()

@@ -23,7 +23,7 @@ from blipsearch.models.captioner import Captioner, CaptionOptions
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 
-RERANK_DEPTHS = (8, 16)
+RERANK_DEPTHS = (8,)
 CAPTION_OPTIONS = CaptionOptions(strategy="beam", num_beams=3, min_new_tokens=1, max_new_tokens=20)
 
 

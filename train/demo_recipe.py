@@ -69,16 +69,16 @@ class DemoRecipe:
     holdout_style: str = "twitter"
     arch: DemoArchitecture = field(default_factory=DemoArchitecture)
     seed: int = 0
-    itc_steps: int = 3600
+    itc_steps: int = 5000
     itc_batch: int = 256
     itc_lr: float = 5e-4
     warmup_steps: int = 200
     weight_decay: float = 0.05
     temp_init: float = 0.07
-    itm_steps: int = 900
+    itm_steps: int = 700
     itm_batch: int = 48
-    itm_lr: float = 2e-4
-    caption_steps: int = 900
+    itm_lr: float = 5e-4
+    caption_steps: int = 800
     caption_batch: int = 96
     caption_lr: float = 3e-4
     prompt: str = "a picture of "
@@ -90,13 +90,17 @@ class DemoRecipe:
     drop_captions: Path | None = None
     """CapFilt experiment: a JSON list of [unified, caption] pairs the filter marked noisy."""
     train_captioner: bool = True
+    itm_neighbours: int = 4
+    """ITM batches pair random anchors with one of their `itm_neighbours` ITC-nearest classes (0: random)."""
+    itc_from: Path | None = None
+    """Skip phase 1 and take its weights (ViT, projections, temperature) from this earlier run's output."""
     validate_every: int = 500
     """ITC steps between quick Recall@1 checks (logged to history.jsonl; never used to pick weights)."""
     threads: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("out", "cache", "drop_captions"):
+        for key in ("out", "cache", "drop_captions", "itc_from"):
             data[key] = None if data[key] is None else str(data[key])
         return data
 
@@ -390,6 +394,11 @@ class DemoTrainer:
         with open(self.recipe.out / "history.jsonl", "a") as handle:
             handle.write(json.dumps(entry) + "\n")
 
+    def phase_generator(self, phase: int) -> torch.Generator:
+        """Phase 1 (ITC) draws from the run's generator; later phases get their own seed, so a
+        phase re-run from saved phase-1 weights (`itc_from`) draws exactly what a full run would."""
+        return torch.Generator().manual_seed(self.recipe.seed * 1000 + phase)
+
     def normalise(self, rgb: torch.Tensor) -> torch.Tensor:
         return (rgb - self.mean) / self.std
 
@@ -486,42 +495,98 @@ class DemoTrainer:
         ).last_hidden_state
         return self.retrieval.itm_head(hidden[:, 0, :])
 
+    def load_itc(self, run: Path) -> None:
+        """Phase 1's result from an earlier run: what ITC trains (ViT, both projections, temperature)."""
+        from safetensors.torch import load_file
+
+        weights = load_file(str(run / "retrieval" / "model.safetensors"))
+        wanted = ("vision_model.", "vision_proj.", "text_proj.")
+        state = {k: v.float() for k, v in weights.items() if k.startswith(wanted)}
+        missing = [k for k in self.retrieval.state_dict() if k.startswith(wanted) and k not in state]
+        if missing:
+            raise InvalidInputError(f"{run} has no phase-1 weights for {missing[:3]}.")
+        self.retrieval.load_state_dict(state, strict=False)
+        temperature = json.loads((run / "training_state.json").read_text())["temperature"]
+        with torch.no_grad():
+            self.temp.fill_(float(temperature))
+        earlier = json.loads((run / "timing.json").read_text()) if (run / "timing.json").is_file() else {}
+        if "itc" in earlier:
+            self.seconds["itc"] = float(earlier["itc"])
+        if (run / "history.jsonl").is_file():  # keep phase 1's curve with the model it made
+            for line in (run / "history.jsonl").read_text().splitlines():
+                entry = json.loads(line)
+                if str(entry.get("phase", "")).startswith("itc"):
+                    self.record(entry)
+        self.retrieval.vision_model.eval()
+
+    @torch.no_grad()
+    def neighbour_table(self, count: int) -> torch.Tensor:
+        """Per class, the `count` other classes whose caption its clean image is closest to by ITC."""
+        self.retrieval.vision_model.eval()
+        canonical = [self.bank.offsets[c][0] for c in range(len(self.classes.unified))]
+        texts = F.normalize(self.retrieval.text_proj(self.bank.cls[canonical]), dim=-1)
+        rgba = self.classes.pixels[self.recipe.train_styles[0]]
+        features = torch.cat(
+            [
+                self.image_features(self.normalise(flatten_on_white(rgba[i : i + 256])))[1]
+                for i in range(0, len(rgba), 256)
+            ]
+        )
+        sims = features @ texts.t()
+        sims.fill_diagonal_(-torch.inf)
+        return sims.topk(min(count, len(texts) - 1), dim=1).indices
+
+    def itm_batches(self, generator: torch.Generator) -> Any:
+        """Batches of distinct classes; with `itm_neighbours`, half are random anchors and half are
+        classes ITC confuses them with, so that in-batch mining finds the negatives re-ranking meets."""
+        recipe = self.recipe
+        classes = len(self.classes.unified)
+        if not recipe.itm_neighbours:
+            yield from class_batches(classes, recipe.itm_batch, generator)
+            return
+        table = self.neighbour_table(recipe.itm_neighbours)
+        while True:
+            anchors = torch.randperm(classes, generator=generator)[: recipe.itm_batch // 2].tolist()
+            chosen = dict.fromkeys(anchors)
+            for anchor in anchors:
+                pick = table[anchor, int(torch.randint(table.shape[1], (1,), generator=generator))]
+                chosen.setdefault(int(pick))
+            while len(chosen) < recipe.itm_batch:
+                chosen.setdefault(int(torch.randint(classes, (1,), generator=generator)))
+            yield torch.tensor(list(chosen)[: recipe.itm_batch])
+
     def train_itm(self) -> None:
+        """BLIP's ITM: each image with a wrong text and each text with a wrong image, both sampled
+        from the in-batch ITC similarities (softmax, the positive's own class excluded)."""
         recipe = self.recipe
         model = self.retrieval
+        generator = self.phase_generator(1)
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         trainable = [p for n, p in model.text_encoder.named_parameters() if "crossattention" in n]
         trainable += list(model.itm_head.parameters())
         for parameter in trainable:
             parameter.requires_grad_(True)
-        model.text_encoder.train()
         optimizer, schedule = make_optimizer(
             trainable, recipe.itm_lr, recipe.weight_decay, recipe.itm_steps, recipe.warmup_steps // 4
         )
-        batches = class_batches(len(self.classes.unified), recipe.itm_batch, self.generator)
-        owner = torch.tensor(self.bank.owner)
+        batches = self.itm_batches(generator)
+        model.text_encoder.train()
         started = time.perf_counter()
         for step in range(1, recipe.itm_steps + 1):
             rows = next(batches)
             with torch.no_grad():
-                pixels = self.normalise(train_images(self.classes, recipe, rows, self.generator))
+                pixels = self.normalise(train_images(self.classes, recipe, rows, generator))
                 vision, image_feat = self.image_features(pixels)
-                text_all, drawn = self.class_text_features(self.generator)
-                sims = image_feat @ text_all.t() / float(self.temp)
-                sims[torch.arange(len(rows)), rows] = -torch.inf
-                wrong_class = torch.multinomial(F.softmax(sims, dim=1), 1, generator=self.generator).squeeze(
-                    1
-                )
-                positive = self.bank.draw(rows, self.generator)
-                negative_text = drawn[wrong_class]
+                positive = self.bank.draw(rows, generator)
                 text_feat = F.normalize(model.text_proj(self.bank.cls[positive]), dim=-1)
-                t2i = text_feat @ image_feat.t() / float(self.temp)
-                same = owner[positive].view(-1, 1) == rows.view(1, -1)
-                t2i[same] = -torch.inf
-                negative_image = torch.multinomial(
-                    F.softmax(t2i, dim=1), 1, generator=self.generator
-                ).squeeze(1)
+                same = rows.view(-1, 1) == rows.view(1, -1)
+                i2t = (image_feat @ text_feat.t() / float(self.temp)).masked_fill(same, -torch.inf)
+                t2i = i2t.t().clone()
+                negative_text = positive[
+                    torch.multinomial(F.softmax(i2t, dim=1), 1, generator=generator)[:, 0]
+                ]
+                negative_image = torch.multinomial(F.softmax(t2i, dim=1), 1, generator=generator)[:, 0]
             logits = torch.cat(
                 [
                     self._itm_logits(vision, positive),
@@ -559,12 +624,13 @@ class DemoTrainer:
         bos = captioner.config.text_config.bos_token_id
         targets = [f"{recipe.prompt}{captions[0]}" for captions in self.classes.captions]
         encoded_targets: list[list[int]] = tokenizer(targets, truncation=True, max_length=35)["input_ids"]
-        batches = class_batches(len(self.classes.unified), recipe.caption_batch, self.generator)
+        generator = self.phase_generator(2)
+        batches = class_batches(len(self.classes.unified), recipe.caption_batch, generator)
         started = time.perf_counter()
         for step in range(1, recipe.caption_steps + 1):
             rows = next(batches)
             with torch.no_grad():
-                pixels = self.normalise(train_images(self.classes, recipe, rows, self.generator))
+                pixels = self.normalise(train_images(self.classes, recipe, rows, generator))
                 vision = captioner.vision_model(pixel_values=pixels).last_hidden_state
             chosen = [encoded_targets[r] for r in rows.tolist()]
             width = max(len(c) for c in chosen)
@@ -603,10 +669,16 @@ class DemoTrainer:
 
     def run(self) -> dict[str, Path]:
         out = self.recipe.out
+        itc_from = self.recipe.itc_from
+        if itc_from is not None and itc_from.resolve() == out.resolve():
+            raise InvalidInputError("--itc-from must be another run's folder: this run rewrites its own.")
         out.mkdir(parents=True, exist_ok=True)
         (out / "history.jsonl").unlink(missing_ok=True)
         (out / "recipe.json").write_text(json.dumps(self.recipe.as_dict(), indent=2) + "\n")
-        self.train_itc()
+        if self.recipe.itc_from is not None:
+            self.load_itc(self.recipe.itc_from)
+        else:
+            self.train_itc()
         if self.recipe.itm_steps:
             self.train_itm()
         if self.recipe.train_captioner and self.recipe.caption_steps:

@@ -51,19 +51,24 @@ class CaptionOptions:
 class Captioner:
     """Writes captions for images, optionally continuing a prompt such as "a picture of"."""
 
-    def __init__(self, checkpoint: LoadedCheckpoint, *, batch_size: int = 8) -> None:
+    def __init__(
+        self, checkpoint: LoadedCheckpoint, *, batch_size: int = 8, default_prompt: str | None = None
+    ) -> None:
         if not isinstance(checkpoint.model, BlipForConditionalGeneration):
             raise TypeError("Captioner needs a BlipForConditionalGeneration checkpoint")
         self.checkpoint = checkpoint
         self.model: BlipForConditionalGeneration = checkpoint.model
         self.processor = checkpoint.processor
         self.batch_size = batch_size
+        self.default_prompt = default_prompt
+        """Used when a call passes no prompt: a captioner trained on "a picture of " + caption
+        (the demo model) writes junk without it."""
 
     @classmethod
     def load(cls, source: str, settings: Settings | None = None) -> Captioner:
         settings = settings or Settings()
         checkpoint = load_configured(BlipForConditionalGeneration, source, "caption", settings)
-        return cls(checkpoint, batch_size=settings.caption_batch_size)
+        return cls(checkpoint, batch_size=settings.caption_batch_size, default_prompt=settings.caption_prompt)
 
     @property
     def fingerprint(self) -> str:
@@ -93,7 +98,7 @@ class Captioner:
     ) -> list[list[int]]:
         """Raw generated token ids (prompt included), batch by batch; what `caption` decodes."""
         options = options or CaptionOptions()
-        prompt = _clean_prompt(prompt)
+        prompt = _clean_prompt(prompt if prompt is not None else self.default_prompt)
         kwargs = options.generate_kwargs()
         results: list[list[int]] = []
         for start in range(0, len(images), self.batch_size):
@@ -109,6 +114,7 @@ class Captioner:
         self, images: Sequence[Image.Image], prompt: str | None = None, options: CaptionOptions | None = None
     ) -> list[str]:
         """One caption per image; a prompt is stripped from the front, as BLIP does."""
+        prompt = prompt if prompt is not None else self.default_prompt
         ids = self.caption_ids(images, prompt, options)
         texts = self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
         prefix = _clean_prompt(prompt)
