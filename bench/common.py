@@ -13,18 +13,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from blipsearch.machine import cpu_name
+
 REPORTS = Path(__file__).resolve().parent / "reports"
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu,

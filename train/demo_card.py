@@ -6,11 +6,12 @@ Nothing in the card is typed by hand: re-running the recipe rewrites it with wha
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 from blipsearch.train.emoji import PACKAGES
+
+from blipsearch.machine import cpu_name
 
 TARGETS = {"holdout_t2i_r1": 50.0, "holdout_t2i_r5": 80.0, "catalog_t2i_r1": 95.0, "holdout_captions": 50.0}
 
@@ -24,17 +25,12 @@ def _size_mb(folder: Path) -> float:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import os
 
-    return f"{cpu}, {os.cpu_count()} cores, no GPU"
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {gpu}"
 
 
 def _recall_rows(entry: dict[str, Any]) -> list[str]:
