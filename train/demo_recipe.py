@@ -277,6 +277,17 @@ def class_batches(classes: int, batch: int, generator: torch.Generator) -> Any:
             yield order[start : start + batch]
 
 
+def pad_token_ids(chosen: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists right-padded to the longest: ids and attention mask."""
+    width = max(len(c) for c in chosen)
+    ids = torch.zeros(len(chosen), width, dtype=torch.long)
+    mask = torch.zeros(len(chosen), width, dtype=torch.long)
+    for row, tokens in enumerate(chosen):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1
+    return ids, mask
+
+
 class TextBank:
     """Every training caption, tokenised once, with its frozen MiniLM [CLS] state."""
 
@@ -303,14 +314,7 @@ class TextBank:
         return torch.cat(states)
 
     def pad(self, rows: Sequence[int] | range) -> tuple[torch.Tensor, torch.Tensor]:
-        chosen = [self.ids[r] for r in rows]
-        width = max(len(c) for c in chosen)
-        ids = torch.zeros(len(chosen), width, dtype=torch.long)
-        mask = torch.zeros(len(chosen), width, dtype=torch.long)
-        for row, tokens in enumerate(chosen):
-            ids[row, : len(tokens)] = torch.tensor(tokens)
-            mask[row, : len(tokens)] = 1
-        return ids, mask
+        return pad_token_ids([self.ids[r] for r in rows])
 
     def draw(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One caption row per class, uniformly among that class's captions."""
@@ -466,20 +470,30 @@ class DemoTrainer:
         self.seconds["itc"] = time.perf_counter() - started
 
     @torch.no_grad()
+    def canonical_text_features(self) -> torch.Tensor:
+        """Each class's first (canonical) caption in the ITC space: [classes, dim]."""
+        canonical = [self.bank.offsets[c][0] for c in range(len(self.classes.unified))]
+        return F.normalize(self.retrieval.text_proj(self.bank.cls[canonical]), dim=-1)
+
+    @torch.no_grad()
+    def clean_image_features(self, rgba: torch.Tensor) -> torch.Tensor:
+        """ITC features of un-augmented images on white (as indexed), in chunks of 256, eval mode."""
+        self.retrieval.vision_model.eval()
+        return torch.cat(
+            [
+                self.image_features(self.normalise(flatten_on_white(rgba[i : i + 256])))[1]
+                for i in range(0, len(rgba), 256)
+            ]
+        )
+
+    @torch.no_grad()
     def quick_recall(self) -> dict[str, float]:
         """Text-to-image ITC Recall@1 per style on clean images and canonical captions (no ITM)."""
-        self.retrieval.vision_model.eval()
-        canonical = [self.bank.offsets[c][0] for c in range(len(self.classes.unified))]
-        texts = F.normalize(self.retrieval.text_proj(self.bank.cls[canonical]), dim=-1)
+        texts = self.canonical_text_features()
         result: dict[str, float] = {}
         for style, rgba in self.classes.pixels.items():
             present = rgba[:, 3].flatten(1).amax(1) > 0
-            features = torch.cat(
-                [
-                    self.image_features(self.normalise(flatten_on_white(rgba[i : i + 256])))[1]
-                    for i in range(0, len(rgba), 256)
-                ]
-            )
+            features = self.clean_image_features(rgba)
             sims = texts[present] @ features[present].t()
             hits = sims.argmax(1) == torch.arange(int(present.sum()))
             result[f"t2i_r1_{style}"] = hits.float().mean().item()
@@ -522,16 +536,8 @@ class DemoTrainer:
     @torch.no_grad()
     def neighbour_table(self, count: int) -> torch.Tensor:
         """Per class, the `count` other classes whose caption its clean image is closest to by ITC."""
-        self.retrieval.vision_model.eval()
-        canonical = [self.bank.offsets[c][0] for c in range(len(self.classes.unified))]
-        texts = F.normalize(self.retrieval.text_proj(self.bank.cls[canonical]), dim=-1)
-        rgba = self.classes.pixels[self.recipe.train_styles[0]]
-        features = torch.cat(
-            [
-                self.image_features(self.normalise(flatten_on_white(rgba[i : i + 256])))[1]
-                for i in range(0, len(rgba), 256)
-            ]
-        )
+        texts = self.canonical_text_features()
+        features = self.clean_image_features(self.classes.pixels[self.recipe.train_styles[0]])
         sims = features @ texts.t()
         sims.fill_diagonal_(-torch.inf)
         return sims.topk(min(count, len(texts) - 1), dim=1).indices
@@ -632,13 +638,7 @@ class DemoTrainer:
             with torch.no_grad():
                 pixels = self.normalise(train_images(self.classes, recipe, rows, generator))
                 vision = captioner.vision_model(pixel_values=pixels).last_hidden_state
-            chosen = [encoded_targets[r] for r in rows.tolist()]
-            width = max(len(c) for c in chosen)
-            ids = torch.zeros(len(chosen), width, dtype=torch.long)
-            mask = torch.zeros(len(chosen), width, dtype=torch.long)
-            for row, tokens in enumerate(chosen):
-                ids[row, : len(tokens)] = torch.tensor(tokens)
-                mask[row, : len(tokens)] = 1
+            ids, mask = pad_token_ids([encoded_targets[r] for r in rows.tolist()])
             ids[:, 0] = bos
             labels = losses.lm_labels(ids, mask, prompt_length)
             loss = caption_loss(captioner, vision, ids, mask, labels, recipe.label_smoothing)
