@@ -18,6 +18,7 @@ import numpy as np
 
 from blipsearch.errors import IndexCorruptError, ModelMismatchError
 from blipsearch.storage.catalog import Catalog, text_vector_ids
+from blipsearch.storage.exact import SearchDevice, resolve_search_device
 from blipsearch.storage.snapshots import IndexManifest, IndexStore
 from blipsearch.storage.vectors import RequestedKind, VectorIndex, choose_index_spec
 
@@ -83,6 +84,7 @@ class IndexSet:
         dim: int,
         requested_kind: RequestedKind = "auto",
         memory_budget: int = 4 * 1024**3,
+        search_device: SearchDevice = "auto",
     ) -> None:
         self.directory = data_dir / "indexes"
         self.catalog = catalog
@@ -90,6 +92,8 @@ class IndexSet:
         self.dim = dim
         self.requested_kind: RequestedKind = requested_kind
         self.memory_budget = memory_budget
+        self.search_device = resolve_search_device(search_device)
+        """Where exact (flat) searches run; every index this set loads or builds is given it."""
         self.stores = {IMAGES: IndexStore(self.directory, IMAGES), TEXTS: IndexStore(self.directory, TEXTS)}
 
     def manifests(self) -> dict[str, IndexManifest | None]:
@@ -162,6 +166,7 @@ class IndexSet:
             )
         if index.dim != self.dim:
             return None, 0, 0, f"built for {index.dim}-d vectors, the model makes {self.dim}-d"
+        index.use_device(self.search_device)
         return index, manifest.last_change_id, manifest.generation, ""
 
     def _build(self, name: str) -> tuple[VectorIndex, int]:
@@ -182,6 +187,7 @@ class IndexSet:
         )
         started = time.perf_counter()
         index = VectorIndex.build(spec, ids, vectors)
+        index.use_device(self.search_device)
         log.info(
             "index built",
             extra={

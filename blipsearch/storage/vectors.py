@@ -17,6 +17,11 @@ The automatic kind rule (`choose_index_spec`), for n vectors of dimension d and 
 IVF kinds use nlist = 4 * sqrt(n) lists (at most n / 39 so k-means has enough points per list) and
 train on a sample of at most 256 points per list. An explicit kind is honoured at any size; a
 trained kind with fewer than `MIN_TRAINING_VECTORS` vectors is built as Flat until it has more.
+
+Exact search on an accelerator (`VectorIndex.use_device`): a Flat index given a CUDA device answers
+queries from a device copy of its vectors, FAISS's own GPU index where this faiss build has one,
+else a `TorchExactSearch` (float16 torch matrix); the copy is built on the first query and dropped
+by every add or remove. On CPU, and for the approximate kinds, searches stay in FAISS on the CPU.
 """
 
 from __future__ import annotations
@@ -24,15 +29,19 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import faiss as _faiss
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 faiss: Any = _faiss  # the stubs faiss ships lack most of its SWIG API
 
 IndexKind = Literal["flat", "hnsw", "ivf", "ivfpq"]
 RequestedKind = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
+SearchBackend = Literal["auto", "torch", "faiss"]
 INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 
 EXACT_LIMIT = 50_000
@@ -48,6 +57,8 @@ BRUTE_FORCE_LIMIT = 20_000
 """A filter admitting at most this many ids is answered exactly from the stored vectors."""
 DEFAULT_EF_SEARCH = 128
 DEFAULT_NPROBE_FRACTION = 0.05
+FAISS_GPU_MAX_K = 2048
+"""The largest k FAISS's GPU k-selection takes; a deeper query is answered on the CPU."""
 _SAMPLE_SEED = 1234
 
 
@@ -141,10 +152,47 @@ class VectorIndex:
         self.spec = spec
         self._index = index
         self._tombstones = int((self._stored_ids() < 0).sum()) if spec.kind == "hnsw" else 0
+        self._accelerator: Literal["torch", "faiss"] | None = None
+        self._search_device: torch.device | None = None
+        self._device_copy: Any = None
+        """The accelerator's copy of the vectors, built by the first search after a change."""
 
     @property
     def dim(self) -> int:
         return self.spec.dim
+
+    def use_device(self, device: torch.device | str | None, *, backend: SearchBackend = "auto") -> None:
+        """Answer this index's exact searches on `device` (None: FAISS on the CPU, the default).
+
+        Only the Flat kind is accelerated: the approximate kinds trade exactness for speed on the
+        CPU and stay in FAISS, as does every index given a CPU device. With `backend="auto"` a CUDA
+        device gets FAISS's own GPU index (`index_cpu_to_all_gpus`, or the numbered GPU) when this
+        faiss build has GPU support, else a `TorchExactSearch`; filtered queries, and ones deeper
+        than `FAISS_GPU_MAX_K`, go to the CPU paths under FAISS GPU. `backend="torch"` forces the
+        torch path on any device (tests run it on CPU); `backend="faiss"` requires FAISS GPU.
+        """
+        import torch
+
+        self._accelerator, self._search_device, self._device_copy = None, None, None
+        if device is None or self.spec.kind != "flat":
+            return
+        device = torch.device(device)
+        if backend == "auto":
+            if device.type != "cuda":
+                return
+            backend = "faiss" if faiss_has_gpu() else "torch"
+        if backend == "faiss" and (device.type != "cuda" or not faiss_has_gpu()):
+            raise ValueError(f"FAISS GPU search needs a CUDA device and faiss with GPU support, not {device}")
+        self._accelerator, self._search_device = backend, device
+
+    @property
+    def search_device(self) -> torch.device | None:
+        """Where exact searches run when not on the CPU through FAISS (see `use_device`)."""
+        return self._search_device
+
+    @property
+    def accelerator(self) -> Literal["torch", "faiss"] | None:
+        return self._accelerator
 
     @classmethod
     def build(cls, spec: IndexSpec, ids: np.ndarray, vectors: np.ndarray) -> VectorIndex:
@@ -182,13 +230,18 @@ class VectorIndex:
         if self.spec.kind == "hnsw":
             return self._tombstone(ids)
         if self.spec.kind == "flat":
-            return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
-        # The IVF hashtable direct map only removes through an id array.
-        return int(self._index.remove_ids(faiss.IDSelectorArray(np.unique(ids))))
+            removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+        else:
+            # The IVF hashtable direct map only removes through an id array.
+            removed = int(self._index.remove_ids(faiss.IDSelectorArray(np.unique(ids))))
+        if removed:
+            self._device_copy = None
+        return removed
 
     def _add_new(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
             self._index.add_with_ids(vectors, ids)
+            self._device_copy = None
 
     def _tombstone(self, ids: np.ndarray) -> int:
         id_map = faiss.vector_to_array(self._index.id_map)
@@ -213,6 +266,19 @@ class VectorIndex:
             if invlists.list_size(list_no)
         ]
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+    def live_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every live id and its stored vector (lossy for IVF-PQ), in storage order, read in bulk."""
+        stored = self._stored_ids()
+        if self.spec.kind in ("flat", "hnsw"):
+            # The id map's positions are the wrapped index's: one positional read of its storage.
+            vectors = faiss.downcast_index(self._index.index).reconstruct_n(0, len(stored))
+        elif len(stored):
+            vectors = self._index.reconstruct_batch(stored)
+        else:
+            vectors = np.zeros((0, self.dim), dtype=np.float32)
+        live = stored >= 0
+        return stored[live], np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)[live]
 
     def ids(self) -> np.ndarray:
         """Live ids, sorted."""
@@ -259,14 +325,11 @@ class VectorIndex:
         With `allowed_ids`, results come only from that set. A small set is answered exactly
         from the stored vectors; a larger one goes through a FAISS id selector, and if the
         approximate search then returns fewer than k hits while more are allowed, the query is
-        answered exactly instead, so a filter never silently shortens the result list.
+        answered exactly instead, so a filter never silently shortens the result list. A Flat index
+        given a device (`use_device`) answers from its device copy instead, with the same contract.
         """
-        queries = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim))
-        if k <= 0:
-            raise ValueError("k must be at least 1")
+        queries, scores, labels = empty_results(queries, self.dim, k)
         n = len(queries)
-        scores = np.full((n, k), -np.inf, dtype=np.float32)
-        labels = np.full((n, k), -1, dtype=np.int64)
         if self._index.ntotal == 0 or n == 0:
             return scores, labels
         allowed: np.ndarray | None = None
@@ -275,14 +338,19 @@ class VectorIndex:
             allowed = allowed[allowed >= 0]
             if not len(allowed):
                 return scores, labels
-            if len(allowed) <= BRUTE_FORCE_LIMIT or self.spec.kind == "flat":
-                return self._exact(queries, k, allowed)
+        if self._accelerator == "torch":
+            return self._device_index().search(queries, k, allowed)
+        if allowed is not None and (len(allowed) <= BRUTE_FORCE_LIMIT or self.spec.kind == "flat"):
+            return self._exact(queries, k, allowed)
         selector: Any = faiss.IDSelectorBatch(allowed) if allowed is not None else None
         if selector is None and self.spec.kind == "hnsw" and self.tombstone_count:
             selector = faiss.IDSelectorRange(0, np.iinfo(np.int64).max)
         params = self._search_parameters(selector, nprobe, ef_search)
         kk = min(k, int(self._index.ntotal))
-        found_scores, found_ids = self._index.search(queries, kk, params=params)
+        searched = self._index
+        if self._accelerator == "faiss" and params is None and kk <= FAISS_GPU_MAX_K:
+            searched = self._device_index()
+        found_scores, found_ids = searched.search(queries, kk, params=params)
         found_scores = np.where(found_ids >= 0, found_scores, -np.inf).astype(np.float32)
         scores[:, :kk], labels[:, :kk] = found_scores, found_ids
         if allowed is not None:
@@ -291,6 +359,23 @@ class VectorIndex:
                 exact_scores, exact_ids = self._exact(queries[short], k, allowed)
                 scores[short], labels[short] = exact_scores, exact_ids
         return scores, labels
+
+    def _device_index(self) -> Any:
+        """The accelerator's copy of the current vectors, built now if a change dropped it."""
+        if self._device_copy is None:
+            device = self._search_device
+            assert device is not None
+            if self._accelerator == "torch":
+                from blipsearch.storage.exact import TorchExactSearch
+
+                self._device_copy = TorchExactSearch.from_index(self, device)
+            elif device.index is None:
+                self._device_copy = faiss.index_cpu_to_all_gpus(self._index)
+            else:
+                resources = faiss.StandardGpuResources()
+                self._device_copy = faiss.index_cpu_to_gpu(resources, device.index, self._index)
+                self._device_copy.referenced_objects = [resources]  # keep it alive with the index
+        return self._device_copy
 
     def _search_parameters(self, selector: Any, nprobe: int | None, ef_search: int | None) -> Any:
         if self.spec.kind == "hnsw":
@@ -329,6 +414,16 @@ class VectorIndex:
         return cls(spec, index)
 
 
+def empty_results(queries: np.ndarray, dim: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Queries as contiguous float32 [n, dim], and (scores, ids) filled with -inf and -1: every
+    search backend's contract for the places it finds nothing."""
+    if k <= 0:
+        raise ValueError("k must be at least 1")
+    queries = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(-1, dim))
+    n = len(queries)
+    return queries, np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+
+
 def _empty(spec: IndexSpec) -> Any:
     metric = faiss.METRIC_INNER_PRODUCT
     if spec.kind == "flat":
@@ -345,6 +440,11 @@ def _empty(spec: IndexSpec) -> Any:
         ivf = faiss.IndexIVFPQ(quantizer, spec.dim, spec.nlist, spec.pq_m, spec.pq_bits, metric)
     ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
     return ivf
+
+
+def faiss_has_gpu() -> bool:
+    """Whether this faiss build can place indexes on a GPU (faiss-gpu) and sees one."""
+    return hasattr(faiss, "StandardGpuResources") and int(faiss.get_num_gpus()) > 0
 
 
 def _training_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:
