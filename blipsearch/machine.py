@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import platform
+from functools import lru_cache
 from pathlib import Path
+
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
 def cpu_name() -> str:
@@ -16,3 +19,16 @@ def cpu_name() -> str:
     except OSError:
         pass
     return name
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere torch
+    emulates bf16 and it is slower than fp32."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return bool(NATIVE_BF16_FLAGS & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False

@@ -90,7 +90,10 @@ class Settings(BaseSettings):
     device: Device = Field(default="auto", description="auto picks cuda, then mps, then cpu.")
     dtype: DType = Field(
         default="auto",
-        description="auto is float32 on CPU/MPS and bfloat16 (or float16) on CUDA.",
+        description=(
+            "auto: bfloat16 (or float16) on CUDA; on a CPU with native bf16 (AVX512-BF16, AMX) bfloat16 "
+            "for the retrieval model; float32 otherwise."
+        ),
     )
 
     image_batch_size: int | None = Field(
@@ -98,8 +101,20 @@ class Settings(BaseSettings):
         ge=1,
         le=4096,
         description=(
-            "Images per vision-encoder call; unset: 1 on CPU (fastest per image there, see "
-            "bench/reports/indexer_throughput.md), 32 on CUDA and MPS."
+            "Images per vision-encoder call; unset: on CPU 1 for BLIP-base-sized ViTs and 32 for "
+            "small ones (measured fastest per image, bench/results/), 32 on CUDA and MPS."
+        ),
+    )
+    attention: Literal["sdpa", "eager"] = Field(
+        default="sdpa",
+        description="Retrieval-model attention: fused scaled_dot_product_attention, or transformers' eager.",
+    )
+    quantize: Literal["auto", "none", "vision", "all"] = Field(
+        default="auto",
+        description=(
+            "Int8 dynamic quantisation of the retrieval model's linear layers (CPU, float32 only): "
+            "vision = the ViT, all = ViT and text side; auto: vision where the model runs in float32 "
+            "on a CPU (3x faster, top-10 agreement 0.96); all also makes queries 5x faster but agrees 0.72."
         ),
     )
     text_batch_size: int = Field(default=64, ge=1, le=4096)
@@ -126,6 +141,13 @@ class Settings(BaseSettings):
     index_kind: IndexKindSetting = Field(
         default="auto",
         description="FAISS index kind; auto picks by collection size and index_memory_budget.",
+    )
+    vector_search_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description=(
+            "Where exact (flat) vector search runs: cuda scans a float16 copy on the GPU (FAISS GPU if "
+            "installed), cpu keeps FAISS on the CPU; auto is cuda when torch sees a GPU."
+        ),
     )
     index_memory_budget: int = Field(
         default=4 * 1024**3, ge=1024**2, description="Bytes one vector index may use in memory (auto rule)."
@@ -165,14 +187,32 @@ class Settings(BaseSettings):
             "(cost per candidate: bench/reports/search_latency.md)."
         ),
     )
+    rerank_budget_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=600_000,
+        description=(
+            "Time a query may spend re-ranking: as many shortlist candidates as fit are scored by ITM; "
+            "unset: 400 ms on CPU, 100 ms on CUDA/MPS (bench/results/)."
+        ),
+    )
+    query_cache_entries: int = Field(
+        default=4096,
+        ge=0,
+        le=10_000_000,
+        description="Recent query embeddings and ITM scores kept in memory (LRU); 0 turns the cache off.",
+    )
     max_k: int = Field(default=100, ge=1, le=10_000, description="Most results one page may ask for.")
     max_offset: int = Field(default=10_000, ge=0, description="Deepest result a page may start at.")
     hybrid_candidates: int = Field(
         default=100, ge=1, le=10_000, description="Results taken from each side before hybrid fusion."
     )
     vision_tokens: Literal["files", "cache"] = Field(
-        default="files",
-        description="Where ITM's vision tokens come from: re-encoded from the image files, or a disk cache.",
+        default="cache",
+        description=(
+            "Where ITM's vision tokens come from: a bounded disk cache that the indexer fills while it "
+            "embeds (misses re-encode the file), or always re-encoded from the image files."
+        ),
     )
     vision_cache_bytes: int = Field(
         default=2 * 1024**3, ge=0, description="Size bound of the float16 vision-token cache (LRU)."

@@ -15,6 +15,8 @@ from PIL import Image
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("BLIPSEARCH_CONFIG_FILE", None)
 
+from transformers import BlipForImageTextRetrieval
+
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.models.tiny import TinyCheckpoints, make_tiny
@@ -53,6 +55,12 @@ def cpu_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def retrieval(tiny_checkpoints: TinyCheckpoints, cpu_settings: Settings) -> RetrievalModel:
     return RetrievalModel.load(str(tiny_checkpoints.retrieval), cpu_settings)
+
+
+@pytest.fixture(scope="session")
+def stock_retrieval_model(tiny_checkpoints: TinyCheckpoints) -> BlipForImageTextRetrieval:
+    """The tiny retrieval checkpoint exactly as transformers runs it: no fast paths swapped in."""
+    return BlipForImageTextRetrieval.from_pretrained(str(tiny_checkpoints.retrieval)).eval()
 
 
 @pytest.fixture(scope="session")

@@ -22,30 +22,34 @@ def _stock_inputs(
     )
 
 
-def test_itc_similarities_equal_stock_forward_without_itm_head(retrieval, images, texts) -> None:
+def test_itc_similarities_equal_stock_forward_without_itm_head(
+    retrieval, stock_retrieval_model, images, texts
+) -> None:
     stock = _stock_inputs(retrieval, images, texts)
     with torch.no_grad():
-        expected = retrieval.model(**stock, use_itm_head=False).itm_score.numpy()
+        expected = stock_retrieval_model(**stock, use_itm_head=False).itm_score.numpy()
     ours = retrieval.embed_images(images).vectors @ retrieval.embed_texts(texts).T
     assert expected.shape == ours.shape == (len(images), len(texts))
     np.testing.assert_allclose(ours, expected, atol=TOLERANCE)
     assert np.ptp(expected) > 0.1, "tiny model embeds everything alike: the comparison would be vacuous"
 
 
-def test_itm_pairwise_equals_stock_forward_with_itm_head(retrieval, images, texts) -> None:
+def test_itm_pairwise_equals_stock_forward_with_itm_head(
+    retrieval, stock_retrieval_model, images, texts
+) -> None:
     stock = _stock_inputs(retrieval, images, texts)
     with torch.no_grad():
-        expected = retrieval.model(**stock, use_itm_head=True).itm_score.softmax(dim=-1)[:, 1].numpy()
+        expected = stock_retrieval_model(**stock, use_itm_head=True).itm_score.softmax(dim=-1)[:, 1].numpy()
     ours = retrieval.itm_scores(texts, images)
     np.testing.assert_allclose(ours, expected, atol=TOLERANCE)
     assert np.ptp(expected) > 1e-3
 
 
-def test_itm_one_text_against_many_images(retrieval, images) -> None:
+def test_itm_one_text_against_many_images(retrieval, stock_retrieval_model, images) -> None:
     query = "a red apple on a table"
     stock = _stock_inputs(retrieval, images, [query] * len(images))
     with torch.no_grad():
-        expected = retrieval.model(**stock).itm_score.softmax(dim=-1)[:, 1].numpy()
+        expected = stock_retrieval_model(**stock).itm_score.softmax(dim=-1)[:, 1].numpy()
     np.testing.assert_allclose(retrieval.itm_scores(query, images), expected, atol=TOLERANCE)
 
 

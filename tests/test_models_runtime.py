@@ -25,6 +25,37 @@ def test_auto_dtype_per_device() -> None:
     assert resolve_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bf16_for_retrieval_only_where_the_cpu_has_it(native: bool, monkeypatch) -> None:
+    from blipsearch.models import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    expected = torch.bfloat16 if native else torch.float32
+    assert resolve_dtype("auto", torch.device("cpu"), role="retrieval") is expected
+    assert resolve_dtype("auto", torch.device("cpu"), role="caption") is torch.float32
+    assert resolve_dtype("float32", torch.device("cpu"), role="retrieval") is torch.float32
+
+
+def test_native_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path) -> None:
+    from blipsearch import machine
+
+    def flags(text: str) -> bool:
+        fake = tmp_path / "cpuinfo"
+        fake.write_text(f"processor\t: 0\nflags\t\t: {text}\n")
+        real_path = machine.Path
+        monkeypatch.setattr(machine, "Path", lambda p: fake if p == "/proc/cpuinfo" else real_path(p))
+        machine.cpu_has_native_bf16.cache_clear()
+        try:
+            return machine.cpu_has_native_bf16()
+        finally:
+            machine.cpu_has_native_bf16.cache_clear()
+            monkeypatch.setattr(machine, "Path", real_path)
+
+    assert flags("fpu avx2 avx512f avx512_bf16 avx512_vnni")
+    assert flags("fpu avx2 amx_bf16 amx_tile")
+    assert not flags("fpu avx2 fma")
+
+
 def test_float16_on_cpu_is_refused() -> None:
     with pytest.raises(ConfigError, match="float16"):
         resolve_dtype("float16", torch.device("cpu"))

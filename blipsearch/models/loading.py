@@ -110,7 +110,7 @@ def load_checkpoint(
     target = str(local) if local is not None else source
     _check_architecture(target, model_class, role)
     runtime_device = resolve_device(device)
-    runtime_dtype = resolve_dtype(dtype, runtime_device)
+    runtime_dtype = resolve_dtype(dtype, runtime_device, role=role)
 
     try:
         loaded: Any = model_class.from_pretrained(

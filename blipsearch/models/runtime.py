@@ -8,6 +8,7 @@ from typing import TypeVar
 import torch
 
 from blipsearch.errors import ConfigError
+from blipsearch.machine import cpu_has_native_bf16
 
 T = TypeVar("T")
 
@@ -39,12 +40,16 @@ def resolve_device(requested: str) -> torch.device:
     raise ConfigError(f"Unknown device '{requested}'; choose auto, cpu, cuda or mps.")
 
 
-def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """fp32 where reduced precision buys nothing or is unsafe (CPU, MPS); bf16/fp16 on CUDA."""
+def resolve_dtype(requested: str, device: torch.device, *, role: str | None = None) -> torch.dtype:
+    """bf16/fp16 on CUDA; on a CPU with native bf16 (AVX512-BF16, AMX) bf16 for the retrieval
+    model, where it was measured (bench/results/: 3x faster queries and ITM, top-10 agreement
+    0.98 with fp32); fp32 elsewhere, where reduced precision buys nothing or is unsafe."""
     name = requested.strip().lower()
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and role == "retrieval" and cpu_has_native_bf16():
+            return torch.bfloat16
         return torch.float32
     if name not in _DTYPES:
         raise ConfigError(f"Unknown dtype '{requested}'; choose auto, float32, bfloat16 or float16.")
