@@ -33,6 +33,7 @@ from blipsearch.storage.live import IndexSet, LiveIndexes
 from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import Item, ItemStatus, TextOrigin
 from blipsearch.storage.vectors import RequestedKind
+from blipsearch.storage.vision_cache import VisionTokenCache
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,18 @@ class _Run:
         self.indexes = indexer.index_set(options.index_kind)
         self.live: LiveIndexes | None = None
         self.since_checkpoint = 0
+        self.token_cache = (
+            VisionTokenCache.for_model(
+                self.settings.data_dir,
+                self.model.fingerprint,
+                self.settings.vision_cache_bytes,
+                self.model.device,
+                self.model.dtype,
+            )
+            if self.settings.vision_tokens == "cache" and self.settings.vision_cache_bytes > 0
+            else None
+        )
+        self.token_cache_room = self.token_cache.room_bytes() if self.token_cache is not None else 0
 
     def execute(self) -> IndexReport:
         started = time.perf_counter()
@@ -257,6 +270,7 @@ class _Run:
             self.model.fingerprint,
         )
         vectors: dict[str, np.ndarray] = {}
+        tokens: dict[str, torch.Tensor] = {}
         run_model = [
             i
             for i in to_embed
@@ -265,10 +279,12 @@ class _Run:
         if run_model:
             started = time.perf_counter()
             pixels = torch.cat([i.pixels for i in run_model if i.pixels is not None])
-            embedded = self.model.embed_images(pixels).vectors
+            embedded = self.model.embed_images(pixels, return_vision_tokens=self.token_cache is not None)
             self.report.embed_seconds += time.perf_counter() - started
-            for inspection, vector in zip(run_model, embedded, strict=True):
+            for row, (inspection, vector) in enumerate(zip(run_model, embedded.vectors, strict=True)):
                 vectors[inspection.record.source] = vector
+                if embedded.vision_tokens is not None:
+                    tokens[inspection.record.source] = embedded.vision_tokens[row]
             crash_point("index.embedded")
         captions = self._captions([i for i in run_model if i.needs_caption])
         writes: list[ItemWrite] = []
@@ -281,6 +297,7 @@ class _Run:
             return
         self._embed_texts(writes, {i.record.source: i.existing for i in inspections})
         ids = self.catalog.write(writes)
+        self._cache_vision_tokens(writes, ids, tokens)
         assert self.live is not None
         # Replaying the change log, not just `ids`, also applies what other writers (the API's
         # uploads and deletes) committed meanwhile, so a checkpoint never claims a change it lacks.
@@ -289,6 +306,21 @@ class _Run:
         if self.since_checkpoint >= self.settings.index_checkpoint_items:
             self.indexes.commit(self.live)
             self.since_checkpoint = 0
+
+    def _cache_vision_tokens(
+        self, writes: list[ItemWrite], ids: list[int], tokens: dict[str, torch.Tensor]
+    ) -> None:
+        """Keep the vision tokens the embedding pass computed anyway, for ITM at query time.
+
+        Only while the cache has room: past its bound, indexing would just churn the LRU.
+        """
+        if self.token_cache is None or not tokens:
+            return
+        for write, item_id in zip(writes, ids, strict=True):
+            hidden = tokens.get(write.source)
+            if hidden is None or write.file is None or self.token_cache_room <= 0:
+                continue
+            self.token_cache_room -= self.token_cache.write(item_id, write.file.content_hash, hidden)
 
     def _captions(self, inspections: list[Inspection]) -> dict[str, str]:
         if not inspections or self.captioner is None:

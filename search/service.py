@@ -33,6 +33,7 @@ import torch
 from blipsearch.search.filters import Condition, matching_item_ids
 from blipsearch.search.fusion import reciprocal_rank_fusion
 from blipsearch.search.keyword import KeywordSearch
+from blipsearch.search.query_cache import LruCache, RerankPace
 from blipsearch.search.vision import FileVisionTokens, vision_token_source
 from PIL import Image
 from sqlalchemy import select, tuple_
@@ -125,6 +126,8 @@ class SearchPage:
     next_offset: int | None
     reranked: bool
     timings: dict[str, float] = field(default_factory=dict)
+    reranked_count: int = 0
+    """Candidates ITM scored: the shortlist, or fewer when the re-rank time budget ran out."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +136,7 @@ class SearchPage:
             "offset": self.offset,
             "next_offset": self.next_offset,
             "reranked": self.reranked,
+            "reranked_count": self.reranked_count,
             "timings_ms": {key: round(value * 1000, 2) for key, value in self.timings.items()},
             "hits": [hit.as_dict() for hit in self.hits],
         }
@@ -154,6 +158,13 @@ def default_rerank_k(device: torch.device) -> int:
     keeps a CPU query within seconds. On an accelerator both passes are batched and far cheaper
     (not measured here: no GPU was lent to this project yet), so the shortlist is 32."""
     return 8 if device.type == "cpu" else 32
+
+
+def default_rerank_budget_ms(device: torch.device) -> float:
+    """Measured (bench/results/): on a 2-core CPU, BLIP-base's fast ITM path scores about eight
+    cached candidates in 0.2-0.3 s and a vision-encoder pass costs about 0.2 s per uncached one, so
+    400 ms keeps a query interactive; on an accelerator 100 ms covers a deep shortlist."""
+    return 400.0 if device.type == "cpu" else 100.0
 
 
 class SearchService:
@@ -181,11 +192,15 @@ class SearchService:
             dim=model.embedding_dim,
             requested_kind=settings.index_kind,
             memory_budget=settings.index_memory_budget,
+            search_device=settings.vector_search_device,
         )
         self.live: LiveIndexes
         self.live, _ = self.index_set.open(writer=False)
         self._lock = threading.RLock()
         self._generation_checked = time.monotonic()
+        self.query_vectors: LruCache[np.ndarray] = LruCache(settings.query_cache_entries)
+        self.itm_cache: LruCache[float] = LruCache(settings.query_cache_entries * 8)
+        self.rerank_pace = RerankPace()
 
     @classmethod
     def open(cls, settings: Settings) -> SearchService:
@@ -236,7 +251,7 @@ class SearchService:
         timings: dict[str, float] = {}
         # Model work needs no index state: it runs before the lock, not inside it.
         started = time.perf_counter()
-        vector = self.model.embed_texts([query])[0]
+        vector = self._text_vector(query)
         timings["encode"] = time.perf_counter() - started
         with self._lock:
             self._sync()
@@ -250,7 +265,18 @@ class SearchService:
             started = time.perf_counter()
             ranked.ids, itm = self._rerank_by_itm(query, ranked.ids, rerank_k)
             timings["rerank"] = time.perf_counter() - started
-        return self._image_page(mode, ranked, itm, options, reranked, timings)
+        page = self._image_page(mode, ranked, itm, options, reranked, timings)
+        page.reranked_count = len(itm)
+        return page
+
+    def _text_vector(self, query: str) -> np.ndarray:
+        cached = self.query_vectors.get(query)
+        if cached is not None:
+            return cached
+        vector = self.model.embed_texts([query])[0]
+        vector.setflags(write=False)
+        self.query_vectors.put(query, vector)
+        return vector
 
     def image_to_images(
         self,
@@ -415,20 +441,51 @@ class SearchService:
         return ranked
 
     def _rerank_by_itm(self, query: str, ids: list[int], rerank_k: int) -> tuple[list[int], dict[int, float]]:
-        """The shortlist ordered by ITM probability; items that cannot be re-scored follow it."""
+        """The shortlist ordered by ITM probability, as deep as the time budget allows.
+
+        Candidates are scored best-ITC first, in batches sized to the time left; scores already
+        known for this query and image (an earlier page, a repeated query) cost nothing. Whatever
+        is not scored, or cannot be (its file is gone), follows in first-stage order.
+        """
         shortlist = ids[:rerank_k]
-        items = self.catalog.items_by_ids(shortlist)
-        tokens = self.vision.tokens(items)
-        scored_ids = [item_id for item_id in shortlist if item_id in tokens]
-        if not scored_ids:
+        items = {item.id: item for item in self.catalog.items_by_ids(shortlist)}
+        itm: dict[int, float] = {}
+        pending: list[Item] = []
+        for item_id in shortlist:
+            item = items.get(item_id)
+            if item is None:
+                continue
+            known = self.itm_cache.get((query, item_id, item.content_hash))
+            if known is None:
+                pending.append(item)
+            else:
+                itm[item_id] = known
+        deadline = time.perf_counter() + self._rerank_budget_seconds()
+        while pending:
+            take = self.rerank_pace.affordable(deadline - time.perf_counter(), len(pending), scored=len(itm))
+            if take == 0:
+                break
+            batch, pending = pending[:take], pending[take:]
+            started = time.perf_counter()
+            tokens = self.vision.tokens(batch)
+            scorable = [item for item in batch if item.id in tokens]
+            if scorable:
+                stacked = torch.stack([tokens[item.id] for item in scorable])
+                probabilities = self.model.itm_scores(query, vision_tokens=stacked)
+                for item, probability in zip(scorable, probabilities, strict=True):
+                    itm[item.id] = float(probability)
+                    self.itm_cache.put((query, item.id, item.content_hash), float(probability))
+            self.rerank_pace.observe(len(batch), time.perf_counter() - started)
+        if not itm:
             return ids, {}
-        stacked = torch.stack([tokens[item_id] for item_id in scored_ids])
-        probabilities = self.model.itm_scores(query, vision_tokens=stacked)
-        itm = {item_id: float(p) for item_id, p in zip(scored_ids, probabilities, strict=True)}
         position = {item_id: index for index, item_id in enumerate(shortlist)}
-        ordered = sorted(scored_ids, key=lambda item_id: (-itm[item_id], position[item_id]))
+        ordered = sorted(itm, key=lambda item_id: (-itm[item_id], position[item_id]))
         unscored = [item_id for item_id in shortlist if item_id not in itm]
         return ordered + unscored + ids[rerank_k:], itm
+
+    def _rerank_budget_seconds(self) -> float:
+        budget = self.settings.rerank_budget_ms or default_rerank_budget_ms(self.model.device)
+        return budget / 1000.0
 
     def _rerank_texts(
         self,

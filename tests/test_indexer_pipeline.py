@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from blipsearch.indexer.maintenance import verify
 from blipsearch.indexer.pipeline import Indexer, IndexOptions
 from imagesets import write_broken_images, write_odd_valid_images, write_valid_images
@@ -343,3 +344,52 @@ def test_indexing_with_another_model_reembeds_and_replaces_the_index(
             sqlite_settings.data_dir, indexer.catalog, fingerprint=model.fingerprint, dim=model.embedding_dim
         ).open(writer=False)
     _assert_verified(indexer)
+
+
+def test_indexing_fills_the_vision_token_cache_for_reranking(
+    tmp_path: Path, indexer_settings, model: CountingModel
+) -> None:
+    from blipsearch.search.vision import CachedVisionTokens
+
+    settings = indexer_settings(**_PIPELINE, vision_tokens="cache")
+    paths = write_valid_images(tmp_path / "photos", 6, seed=4)
+    indexer = _indexer(settings, model)
+    indexer.run(tmp_path / "photos")
+    items = list(_items(indexer).values())
+    assert len(items) == 6 and model.images_embedded == 6
+    source = CachedVisionTokens(model, settings)
+    cached = source.tokens(items)
+    assert source.hits == 6 and source.misses == 0, "re-ranking needs no vision pass after indexing"
+    by_name = {path.name: path for path in paths}
+    for item in items:
+        with Image.open(by_name[Path(item.source).name]) as opened:
+            expected = model.vision_tokens([opened.convert("RGB")])[0]
+        torch.testing.assert_close(cached[item.id], expected, atol=2e-3, rtol=2e-3)
+    indexer.catalog.close()
+
+
+def test_files_mode_writes_no_vision_tokens(tmp_path: Path, indexer_settings, model) -> None:
+    settings = indexer_settings(**_PIPELINE, vision_tokens="files")
+    write_valid_images(tmp_path / "photos", 3, seed=5)
+    indexer = _indexer(settings, model)
+    indexer.run(tmp_path / "photos")
+    assert not (settings.data_dir / "vision-cache").exists()
+    indexer.catalog.close()
+
+
+def test_indexing_fills_the_vision_cache_only_up_to_its_bound(
+    tmp_path: Path, indexer_settings, model
+) -> None:
+    from blipsearch.storage.vision_cache import VisionTokenCache
+
+    one_item = 17 * 32 * 2 + 128  # the tiny model's tokens in float16 plus the .npy header
+    settings = indexer_settings(**_PIPELINE, vision_tokens="cache", vision_cache_bytes=3 * one_item)
+    write_valid_images(tmp_path / "photos", 6, seed=6)
+    indexer = _indexer(settings, model)
+    indexer.run(tmp_path / "photos")
+    cache = VisionTokenCache.for_model(
+        settings.data_dir, model.fingerprint, settings.vision_cache_bytes, model.device, model.dtype
+    )
+    files = list(cache.directory.glob("*.npy"))
+    assert 1 <= len(files) <= 3 and cache.size_bytes() <= settings.vision_cache_bytes + one_item
+    indexer.catalog.close()

@@ -333,3 +333,56 @@ def test_cached_vision_tokens_match_the_files_and_stay_bounded(
     broken = collection.catalog.items_by_ids(collection.ids[4:5])
     Path(broken[0].source).write_bytes(b"gone bad")
     assert cache.tokens(broken) == {}, "an unreadable file is left out, not fatal"
+
+
+def test_rerank_budget_scores_as_many_as_fit_and_always_one(
+    collection: Collection, retrieval: RetrievalModel, captioner
+) -> None:
+    tight = SearchService(
+        collection.settings.model_copy(update={"rerank_budget_ms": 0.001}),
+        retrieval,
+        collection.catalog,
+        captioner=captioner,
+    )
+    options = SearchOptions(k=8, rerank_k=6, mode="vector")
+    first = tight.text_to_images(QUERY, options)
+    assert first.reranked and first.reranked_count == 1
+    shortlist = _brute_force(collection, collection.query_vector, collection.ids, 6)
+    # The best ITC candidate was scored; the rest of the shortlist follows in ITC order.
+    assert first.hits[0].item_id == shortlist[0] and first.hits[0].itm_score is not None
+    assert [hit.item_id for hit in first.hits[1:6]] == shortlist[1:]
+    assert tight.rerank_pace.seconds_per_candidate is not None
+    # A repeat reuses the known score: it needs no new candidate to stay useful.
+    again = tight.text_to_images(QUERY, options)
+    assert again.reranked_count == 1 and tight.itm_cache.hits == 1
+
+    roomy = SearchService(
+        collection.settings.model_copy(update={"rerank_budget_ms": 60_000.0}),
+        retrieval,
+        collection.catalog,
+        captioner=captioner,
+    )
+    full = roomy.text_to_images(QUERY, options)
+    assert full.reranked_count == 6
+    scores = {hit.item_id: hit.itm_score for hit in full.hits[:6]}
+    assert again.hits[0].itm_score == pytest.approx(scores[again.hits[0].item_id], abs=1e-4)
+
+
+def test_repeated_queries_come_from_the_query_cache(service: SearchService) -> None:
+    options = SearchOptions(k=5, rerank_k=4, mode="vector")
+    first = service.text_to_images(QUERY, options)
+    hits_before = service.query_vectors.hits
+    second = service.text_to_images(QUERY, options)
+    assert service.query_vectors.hits == hits_before + 1
+    assert [h.item_id for h in second.hits] == [h.item_id for h in first.hits]
+    assert [h.itm_score for h in second.hits] == [h.itm_score for h in first.hits]
+    assert service.itm_cache.hits >= 4
+
+
+def test_query_cache_can_be_turned_off(collection: Collection, retrieval: RetrievalModel) -> None:
+    off = SearchService(
+        collection.settings.model_copy(update={"query_cache_entries": 0}), retrieval, collection.catalog
+    )
+    off.text_to_images(QUERY, SearchOptions(k=3, rerank=False, mode="vector"))
+    off.text_to_images(QUERY, SearchOptions(k=3, rerank=False, mode="vector"))
+    assert len(off.query_vectors) == 0 and off.query_vectors.hits == 0
