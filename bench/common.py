@@ -91,3 +91,20 @@ def write_report(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, 
     )
     md_path.write_text(header + markdown + "\n")
     return json_path, md_path
+
+
+def naive_row(path: Path, data: bytes, vector: np.ndarray, fingerprint: str) -> Any:
+    """The catalog row the naive indexing loop writes for one file, in its own transaction."""
+    import hashlib
+
+    from blipsearch.storage.catalog import FileFacts, ItemWrite
+    from blipsearch.storage.schema import ItemStatus
+
+    return ItemWrite(
+        source=str(path),
+        origin=None,
+        status=ItemStatus.INDEXED,
+        file=FileFacts(hashlib.sha256(data).hexdigest(), len(data), path.stat().st_mtime),
+        embedding=vector,
+        model_fingerprint=fingerprint,
+    )

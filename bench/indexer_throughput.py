@@ -20,17 +20,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blipsearch.indexer.pipeline import Indexer
-from common import base_size_retrieval, photo_like_jpegs, write_report
+from common import base_size_retrieval, naive_row, photo_like_jpegs, write_report
 
 from blipsearch.images import open_image
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, FileFacts, ItemWrite
-from blipsearch.storage.schema import ItemStatus
+from blipsearch.storage.catalog import Catalog
 
 
 def naive(paths: list[Path], model: RetrievalModel, settings: Settings) -> float:
-    import hashlib
 
     catalog = Catalog.open(settings)
     started = time.perf_counter()
@@ -38,18 +36,7 @@ def naive(paths: list[Path], model: RetrievalModel, settings: Settings) -> float
         data = path.read_bytes()
         image = open_image(path, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         vector = model.embed_images([image]).vectors[0]
-        catalog.write(
-            [
-                ItemWrite(
-                    source=str(path),
-                    origin=None,
-                    status=ItemStatus.INDEXED,
-                    file=FileFacts(hashlib.sha256(data).hexdigest(), len(data), path.stat().st_mtime),
-                    embedding=vector,
-                    model_fingerprint=model.fingerprint,
-                )
-            ]
-        )
+        catalog.write([naive_row(path, data, vector, model.fingerprint)])
     seconds = time.perf_counter() - started
     catalog.close()
     return seconds

@@ -1,0 +1,161 @@
+"""The speed suite: `python -m bench` (from the repository root).
+
+Measures, in one run and on one machine, for the real BLIP-base architecture (random weights: the
+hub is unreachable here, and cost depends on shapes) and for the shipped demo model:
+image embedding (tensors; files to index rows), text-query encoding, ITM re-ranking, vector
+search at 100k and 1M vectors, and end-to-end text search through the service and over HTTP.
+Every figure stands beside its baseline from the same run (stock transformers, the naive loop)
+as a ratio, and beside the machine's measured fp32 GEMM throughput as a percentage. Writes
+bench/results/<machine>-<date>.json and .md; `--update-readme` copies the summary into README.md.
+Runs on CUDA when present (bf16 variants, deeper ITM shortlists), else on the CPU.
+
+    python -m bench                  # ~20 minutes on 2 CPU cores
+    python -m bench --quick          # a smoke run: small counts, 100k vectors only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import model_bench, system_bench
+from bench.common import machine
+from bench.subjects import DEMO_MODEL, base_size_checkpoint, default_variant, demo_pairs, load_subject
+from bench.timing import gemm_gflops, int8_gemm_gflops
+
+RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+log = logging.getLogger("bench")
+
+
+def machine_slug(info: dict[str, Any]) -> str:
+    name = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*", "", info["cpu"].lower())
+    words = re.findall(r"[a-z0-9]+", name)[:3]
+    gpu = "-" + "-".join(re.findall(r"[a-z0-9]+", info["gpu"].lower())[1:3]) if info.get("gpu") else ""
+    return "-".join(words) + f"-{info['cores']}c" + gpu
+
+
+def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    torch.manual_seed(0)
+    info = machine()
+    report: dict[str, Any] = {"machine": info, "device": device.type, "quick": args.quick}
+    report["gemm_fp32_gflops"] = round(gemm_gflops(device), 1)
+    if device.type == "cpu":
+        report["gemm_int8_dynamic_gflops"] = round(int8_gemm_gflops(), 1)
+    else:
+        report["gemm_bf16_gflops"] = round(gemm_gflops(device, torch.bfloat16, 8192), 1)
+    gemm = report["gemm_fp32_gflops"]
+    log.info("fp32 GEMM %.1f GFLOP/s", gemm)
+    work = args.work
+    quick = args.quick
+    ks = [4, 8, 16, 32] + ([64, 128, 256] if device.type == "cuda" else [])
+
+    subjects = {
+        "blip-base": (
+            "BLIP-base architecture, random weights",
+            base_size_checkpoint(work / "blip-base-random-bert-vocab"),
+        ),
+        "demo": ("shipped demo model", DEMO_MODEL),
+    }
+    report["models"] = {}
+    for key in args.models:
+        title, directory = subjects[key]
+        subject = load_subject(title, directory, device)
+        big = key == "blip-base"
+        section: dict[str, Any] = {
+            "title": title,
+            "directory": str(directory),
+            "default_variant": default_variant(subject),
+        }
+        section["image_embedding"] = model_bench.image_embedding(
+            subject, (4 if quick else 8) if big and device.type == "cpu" else 256, gemm
+        )
+        section["text_encoding"] = model_bench.text_encoding(subject, 10 if quick else 40, gemm)
+        section["itm"] = model_bench.itm_reranking(subject, ks, 2 if big else 10, gemm)
+        files = 4 if quick else (8 if big and device.type == "cpu" else 256)
+        sets = {
+            f"jpeg {w}x{h}": system_bench.photo_files(work / f"photos-{w}x{h}-{files}", files, (w, h), seed=w)
+            for w, h in ((500, 375), (1920, 1080))
+        }
+        naive_count = files if big else 64
+        section["indexing"] = system_bench.indexing(subject, work / key, sets, naive_count)
+        search_dir = work / key / "search-data"
+        if key == "demo":
+            catalog = DEMO_MODEL.parent.parent / "catalog" / "catalog.csv"
+            model = subject.fast[default_variant(subject)]
+            settings = system_bench.settings_for(directory, device, data_dir=search_dir)
+            seconds, indexed = system_bench.pipeline_indexing(model, settings, catalog)
+            section["indexing"]["demo catalog (64 px PNG + metadata)"] = {
+                "files": indexed,
+                "indexed": indexed,
+                "pipeline_images_per_s": round(indexed / seconds, 2),
+            }
+            _, names = demo_pairs()
+            queries = names[:: max(1, len(names) // (20 if quick else 200))]
+            section["search"] = system_bench.search_end_to_end(subject, search_dir, queries, len(queries))
+            section["int8_quality"] = system_bench.int8_quality(subject, 200 if quick else None)
+        else:
+            model = subject.fast[default_variant(subject)]
+            settings = system_bench.settings_for(directory, device, data_dir=search_dir)
+            system_bench.pipeline_indexing(model, settings, next(iter(sets.values()))[0].parent)
+            queries = [model_bench.text_of_length(subject, 8) + f" {n}" for n in range(3 if quick else 8)]
+            section["search"] = system_bench.search_end_to_end(subject, search_dir, queries, len(queries))
+        report["models"][key] = section
+        save(report)
+        del subject
+    if not args.skip_vectors:
+        sizes = [100_000] if quick else [100_000, 1_000_000]
+        report["vector_search"] = system_bench.vector_search(sizes, device)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run, minutes)")
+    parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when CUDA is present")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["blip-base", "demo"],
+        choices=["blip-base", "demo"],
+        help="what to measure",
+    )
+    parser.add_argument("--skip-vectors", action="store_true", help="skip the 100k/1M vector-search section")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and markdown go")
+    parser.add_argument("--update-readme", action="store_true", help="copy the summary table into README.md")
+    args = parser.parse_args()
+    args.work = args.work or Path(tempfile.mkdtemp(prefix="blipsearch-bench-"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    started = time.time()
+    stem = f"{machine_slug(machine())}-{time.strftime('%Y-%m-%d')}" + ("-quick" if args.quick else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / f"{stem}.partial.json"
+    report = run(args, lambda so_far: partial.write_text(json.dumps(so_far, indent=2) + "\n"))
+    partial.unlink(missing_ok=True)
+    report["seconds"] = round(time.time() - started, 1)
+    report["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    from bench.report import markdown, summary
+
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(report))
+    print(f"wrote {args.out / stem}.json and .md")
+    if args.update_readme:
+        text = README.read_text()
+        start, end = text.index(README_START), text.index(README_END)
+        block = f"{README_START}\n{summary(report, f'bench/results/{stem}.md')}\n{README_END}"
+        README.write_text(text[:start] + block + text[end + len(README_END) :])
+        print("README.md updated")
