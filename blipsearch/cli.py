@@ -354,7 +354,7 @@ def model_caption(
     options = CaptionOptions(
         strategy=strategy,  # type: ignore[arg-type]
         max_new_tokens=max_new_tokens,
-        min_new_tokens=min(5, max_new_tokens),
+        min_new_tokens=min(settings.caption_min_tokens, max_new_tokens),
         seed=seed,
     )
     captions = captioner.caption(_open_images(images, settings), prompt=prompt, options=options)

@@ -75,6 +75,8 @@ def demo(
         overrides.update(retrieval_model=str(assets.retrieval), caption_model=str(assets.caption))
         if not os.environ.get("BLIPSEARCH_CAPTION_PROMPT"):
             overrides["caption_prompt"] = "a picture of"  # what the demo captioner was trained on
+        if not os.environ.get("BLIPSEARCH_CAPTION_MIN_TOKENS"):
+            overrides["caption_min_tokens"] = 1  # its captions are emoji names, often two words
         if not os.environ.get("BLIPSEARCH_IMAGE_BATCH_SIZE"):
             overrides["image_batch_size"] = 64  # 64 px images: unlike BLIP-base on a CPU, batching pays
         if not os.environ.get("BLIPSEARCH_RERANK"):

@@ -124,6 +124,12 @@ class Settings(BaseSettings):
         default=None,
         description='Prompt every caption continues (stripped from the result), e.g. "a picture of".',
     )
+    caption_min_tokens: int = Field(
+        default=5,
+        ge=0,
+        le=64,
+        description="Fewest new tokens in a caption: 5 as in BLIP's paper; 1 for captioners of short names.",
+    )
     max_text_tokens: int = Field(
         default=BLIP_MAX_TEXT_TOKENS,
         ge=4,

@@ -32,6 +32,7 @@ if [ -z "${BLIPSEARCH_RETRIEVAL_MODEL:-}" ]; then
   # the demo model's ITM head ranks below its ITC (demo/model/README.md), so it serves ITC order
   export BLIPSEARCH_RERANK=${BLIPSEARCH_RERANK:-false}
   export BLIPSEARCH_CAPTION_PROMPT=${BLIPSEARCH_CAPTION_PROMPT:-"a picture of"}   # as it was trained
+  export BLIPSEARCH_CAPTION_MIN_TOKENS=${BLIPSEARCH_CAPTION_MIN_TOKENS:-1}  # short names, not sentences
   export BLIPSEARCH_IMAGE_BATCH_SIZE=${BLIPSEARCH_IMAGE_BATCH_SIZE:-64}  # 64 px images: batching pays
 fi
 picture=demo/catalog/images/google/1f34e.png            # a red apple, Noto style

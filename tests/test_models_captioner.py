@@ -69,3 +69,15 @@ def test_configured_prompt_applies_when_a_call_gives_none(captioner, images, tin
     assert prompted.caption(images[:2]) == captioner.caption(images[:2], prompt="a picture of")
     assert prompted.caption(images[:2], prompt="") == captioner.caption(images[:2])
     assert Settings(caption_prompt="  ").caption_prompt is None
+
+
+def test_configured_minimum_length_applies_when_a_call_gives_no_options(captioner, images, tiny_checkpoints):
+    from blipsearch.models.captioner import Captioner
+    from blipsearch.settings import Settings
+
+    assert captioner.default_options == CaptionOptions(), "BLIP's paper defaults unless configured"
+    short = Captioner.load(str(tiny_checkpoints.caption), Settings(device="cpu", caption_min_tokens=1))
+    assert short.default_options.min_new_tokens == 1
+    expected = captioner.caption(images[:3], options=CaptionOptions(min_new_tokens=1))
+    assert short.caption(images[:3]) == expected
+    assert short.caption(images[:3], options=CaptionOptions()) == captioner.caption(images[:3])

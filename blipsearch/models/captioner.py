@@ -52,7 +52,12 @@ class Captioner:
     """Writes captions for images, optionally continuing a prompt such as "a picture of"."""
 
     def __init__(
-        self, checkpoint: LoadedCheckpoint, *, batch_size: int = 8, default_prompt: str | None = None
+        self,
+        checkpoint: LoadedCheckpoint,
+        *,
+        batch_size: int = 8,
+        default_prompt: str | None = None,
+        min_new_tokens: int = CaptionOptions.min_new_tokens,
     ) -> None:
         if not isinstance(checkpoint.model, BlipForConditionalGeneration):
             raise TypeError("Captioner needs a BlipForConditionalGeneration checkpoint")
@@ -63,12 +68,20 @@ class Captioner:
         self.default_prompt = default_prompt
         """Used when a call passes no prompt: a captioner trained on "a picture of " + caption
         (the demo model) writes junk without it."""
+        self.default_options = CaptionOptions(min_new_tokens=min_new_tokens)
+        """Used when a call passes no options. BLIP's 5-token minimum suits COCO-style sentences;
+        a captioner trained on short names ("red apple") is forced past its answer by it."""
 
     @classmethod
     def load(cls, source: str, settings: Settings | None = None) -> Captioner:
         settings = settings or Settings()
         checkpoint = load_configured(BlipForConditionalGeneration, source, "caption", settings)
-        return cls(checkpoint, batch_size=settings.caption_batch_size, default_prompt=settings.caption_prompt)
+        return cls(
+            checkpoint,
+            batch_size=settings.caption_batch_size,
+            default_prompt=settings.caption_prompt,
+            min_new_tokens=settings.caption_min_tokens,
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -97,7 +110,7 @@ class Captioner:
         self, images: Sequence[Image.Image], prompt: str | None = None, options: CaptionOptions | None = None
     ) -> list[list[int]]:
         """Raw generated token ids (prompt included), batch by batch; what `caption` decodes."""
-        options = options or CaptionOptions()
+        options = options or self.default_options
         prompt = _clean_prompt(prompt if prompt is not None else self.default_prompt)
         kwargs = options.generate_kwargs()
         results: list[list[int]] = []
