@@ -130,19 +130,6 @@ def summary(report: dict[str, Any], link: str) -> str:
     return "\n".join(lines)
 
 
-def _latency_table(rows: dict[str, Any], extra: tuple[str, ...] = ()) -> list[str]:
-    header = "| Variant | p50 ms | p99 ms | " + " | ".join(extra) + (" |" if extra else "")
-    lines = [header.replace("|  |", "|"), "|---" * (3 + len(extra)) + "|"]
-    for name, row in rows.items():
-        if not isinstance(row, dict):
-            continue
-        cells = [str(row.get(key, "")) for key in extra]
-        lines.append(
-            f"| {name} | {row['p50_ms']} | {row['p99_ms']} | " + " | ".join(cells) + (" |" if cells else "")
-        )
-    return [line.replace("|  |", "|") for line in lines]
-
-
 def markdown(report: dict[str, Any]) -> str:
     info = report["machine"]
     out = [

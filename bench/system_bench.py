@@ -146,7 +146,6 @@ def indexing(subject: Subject, work: Path, sets: dict[str, list[Path]], naive_co
     for name, paths in sets.items():
         folder = paths[0].parent
         settings = settings_for(subject.directory, subject.device, data_dir=work / f"index-{name}")
-        settings = settings.model_copy(update={"quantize": "auto"})
         pipeline_seconds, indexed = pipeline_indexing(model, settings, folder)
         naive_paths = paths[:naive_count]
         naive_seconds = naive_indexing(subject, naive_paths, work / f"naive-{name}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,7 +83,3 @@ def text_flops(config: Any, length: int, cross_tokens: int = 0) -> float:
         per_layer += 2 * length * 2 * width * width + 2 * 2 * cross_tokens * encoder * width
         per_layer += 4 * length * cross_tokens * width
     return float(t.num_hidden_layers * per_layer)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)

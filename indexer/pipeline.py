@@ -177,13 +177,7 @@ class _Run:
         self.live: LiveIndexes | None = None
         self.since_checkpoint = 0
         self.token_cache = (
-            VisionTokenCache.for_model(
-                self.settings.data_dir,
-                self.model.fingerprint,
-                self.settings.vision_cache_bytes,
-                self.model.device,
-                self.model.dtype,
-            )
+            VisionTokenCache.for_model(self.settings, self.model)
             if self.settings.vision_tokens == "cache" and self.settings.vision_cache_bytes > 0
             else None
         )

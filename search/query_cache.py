@@ -44,10 +44,6 @@ class LruCache(Generic[Value]):
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -2,11 +2,11 @@
 
 ITM cross-attends into the vision encoder's last hidden state of every candidate (577 x 768 for
 BLIP-base, 0.9 MB in float16), far too much to keep for a whole collection, and the reason the
-index stores only the 256-d ITC vector. By default the tokens are recomputed from the files at
-query time (no storage, one vision-encoder pass per candidate); the cache keeps them for hot items
-in float16 (blipsearch/storage/vision_cache.py), bounded by `vision_cache_bytes`; with
-`vision_tokens=cache` the indexer fills it as it embeds, so re-ranking freshly indexed items needs
-no vision-encoder pass at query time.
+index stores only the 256-d ITC vector. By default (`vision_tokens=cache`) they come from a
+float16 disk cache (blipsearch/storage/vision_cache.py) bounded by `vision_cache_bytes`, which the
+indexer fills as it embeds, so re-ranking indexed items needs no vision-encoder pass at query
+time; a miss, or `vision_tokens=files`, recomputes them from the image file (one vision-encoder
+pass per candidate, no storage).
 """
 
 from __future__ import annotations
@@ -62,10 +62,7 @@ class CachedVisionTokens(FileVisionTokens):
 
     def __init__(self, model: RetrievalModel, settings: Settings) -> None:
         super().__init__(model, settings)
-        self.cache = VisionTokenCache.for_model(
-            settings.data_dir, model.fingerprint, settings.vision_cache_bytes, model.device, model.dtype
-        )
-        self.directory = self.cache.directory
+        self.cache = VisionTokenCache.for_model(settings, model)
         self.hits = 0
         self.misses = 0
 

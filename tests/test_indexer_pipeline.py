@@ -387,9 +387,7 @@ def test_indexing_fills_the_vision_cache_only_up_to_its_bound(
     write_valid_images(tmp_path / "photos", 6, seed=6)
     indexer = _indexer(settings, model)
     indexer.run(tmp_path / "photos")
-    cache = VisionTokenCache.for_model(
-        settings.data_dir, model.fingerprint, settings.vision_cache_bytes, model.device, model.dtype
-    )
+    cache = VisionTokenCache.for_model(settings, model)
     files = list(cache.directory.glob("*.npy"))
     assert 1 <= len(files) <= 3 and cache.size_bytes() <= settings.vision_cache_bytes + one_item
     indexer.catalog.close()

@@ -16,7 +16,6 @@ equal to the stock modules in tests/test_models_fast.py (bench/ measures what th
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from typing import Any, Literal
@@ -29,9 +28,6 @@ from transformers.models.blip.modeling_blip_text import BlipTextSelfAttention
 
 from blipsearch.errors import ConfigError
 
-log = logging.getLogger(__name__)
-
-AttentionKind = Literal["eager", "sdpa"]
 CrossAttentionOrder = Literal["auto", "factorized", "projected"]
 CROSS_ATTENTION_ORDER: CrossAttentionOrder = "auto"
 """Tests pin one order to prove each equal to the stock module; `auto` picks the cheaper one."""
@@ -208,8 +204,8 @@ def resolve_quantize(
                 f"{str(dtype).removeprefix('torch.')} (set dtype=float32, or quantize=none)."
             )
         return "vision" if setting == "vision" else "all"
-    hidden = int(getattr(getattr(model, "config", None), "vision_config", None).hidden_size)  # type: ignore[union-attr]
-    wide = hidden >= INT8_MIN_HIDDEN
+    config: Any = model.config
+    wide = int(config.vision_config.hidden_size) >= INT8_MIN_HIDDEN
     return "vision" if device.type == "cpu" and dtype == torch.float32 and wide else None
 
 

@@ -12,9 +12,15 @@ import contextlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from blipsearch.settings import Settings
+
+if TYPE_CHECKING:
+    from blipsearch.models.retrieval import RetrievalModel
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +33,10 @@ class VisionTokenCache:
         self.dtype = dtype
 
     @classmethod
-    def for_model(
-        cls, data_dir: Path, fingerprint: str, max_bytes: int, device: torch.device, dtype: torch.dtype
-    ) -> VisionTokenCache:
-        return cls(data_dir / "vision-cache" / fingerprint, max_bytes, device, dtype)
+    def for_model(cls, settings: Settings, model: RetrievalModel) -> VisionTokenCache:
+        """This model's cache under the configured data directory, returning its device and dtype."""
+        directory = settings.data_dir / "vision-cache" / model.fingerprint
+        return cls(directory, settings.vision_cache_bytes, model.device, model.dtype)
 
     def path(self, item_id: int, content_hash: str | None) -> Path:
         return self.directory / f"{item_id}-{(content_hash or 'nohash')[:16]}.npy"
