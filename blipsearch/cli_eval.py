@@ -85,7 +85,8 @@ def eval_command(
 
     Image->text: each image queries all captions; its rank is that of its best own caption.
     Text->image: each caption queries all images. ITC scores every pair; with --rerank-k, each
-    query's ITC top-k is re-ordered by ITM probability, the same rule `blipsearch search` applies.
+    query's ITC top-k is re-ordered by ITM probability (with BLIPSEARCH_RERANK_ITC_WEIGHT, by ITM
+    log-odds plus that weight x the cosine), the same rule `blipsearch search` applies.
     """
     from blipsearch.models.retrieval import RetrievalModel
     from blipsearch.search.evaluation import evaluate, load_caption_set
@@ -105,6 +106,7 @@ def eval_command(
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
             progress=progress,
+            itc_weight=settings.rerank_itc_weight,
         )
     if as_json:
         import json

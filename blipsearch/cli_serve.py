@@ -64,7 +64,13 @@ def demo(
     """
     import os
 
-    from blipsearch.demo import demo_assets, limited_manifest, write_broken_files
+    from blipsearch.demo import (
+        DEMO_RERANKS,
+        demo_assets,
+        demo_rerank_itc_weight,
+        limited_manifest,
+        write_broken_files,
+    )
     from blipsearch.indexer.pipeline import Indexer, IndexOptions
     from blipsearch.indexer.progress import Progress
 
@@ -79,8 +85,10 @@ def demo(
             overrides["caption_min_tokens"] = 1  # its captions are emoji names, often two words
         if not os.environ.get("BLIPSEARCH_IMAGE_BATCH_SIZE"):
             overrides["image_batch_size"] = 64  # 64 px images: unlike BLIP-base on a CPU, batching pays
-        if not os.environ.get("BLIPSEARCH_RERANK"):
-            # measured in demo/model/README.md: this small model's ITM head ranks below its ITC
+        if not os.environ.get("BLIPSEARCH_RERANK_ITC_WEIGHT"):
+            # its ITM head alone ranks below its ITC; both together are what its card measures
+            overrides["rerank_itc_weight"] = demo_rerank_itc_weight(assets)
+        if not os.environ.get("BLIPSEARCH_RERANK") and not DEMO_RERANKS:
             overrides["rerank"] = False
             console.print("(demo model: ITM re-ranking off by default, see demo/model/README.md)")
     if not os.environ.get("BLIPSEARCH_API_KEY"):

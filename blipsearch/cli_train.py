@@ -15,6 +15,10 @@ from rich.console import Console
 console = Console()
 err_console = Console(stderr=True)
 
+DEMO_TRAIN_STYLES = ("google",)
+"""The shipped model's. `emojione` and `emojione-bw` (EmojiOne 2.2.7, CC-BY-4.0) add two drawing
+styles; at equal compute they did not transfer better to Twemoji (demo/model/README.md)."""
+
 train_app = typer.Typer(
     help="Fine-tune BLIP checkpoints on image-text pairs (CPU-sized; runs on GPU too).",
     no_args_is_help=True,
@@ -248,11 +252,26 @@ def train_demo(
         ),
     ] = None,
     train_style: Annotated[
-        list[str] | None, typer.Option("--train-style", help="Emoji style(s) to train on (default google).")
+        list[str] | None,
+        typer.Option(
+            "--train-style",
+            help="Emoji style(s) to train on, repeatable; the first names the classes (an emoji-datasource "
+            "set: google or twitter); emojione and emojione-bw add drawings only (default google).",
+        ),
     ] = None,
     holdout: Annotated[str, typer.Option("--holdout", help="Style never trained on, measured.")] = "twitter",
+    style_weight: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--style-weight",
+            min=0.0,
+            help="How often each --train-style is drawn, in the same order, among the styles that "
+            "have the emoji (default: equally).",
+        ),
+    ] = None,
     itc_steps: Annotated[int, typer.Option("--itc-steps", min=1, help="Phase 1: ViT + ITC steps.")] = 5000,
-    itm_steps: Annotated[int, typer.Option("--itm-steps", min=0, help="Phase 2: ITM steps.")] = 700,
+    itc_batch: Annotated[int, typer.Option("--itc-batch", min=2, help="Phase 1: images per step.")] = 256,
+    itm_steps: Annotated[int, typer.Option("--itm-steps", min=0, help="Phase 2: ITM steps.")] = 600,
     caption_steps: Annotated[int, typer.Option("--caption-steps", min=0, help="Phase 3: LM steps.")] = 800,
     corrupt: Annotated[
         float,
@@ -272,6 +291,23 @@ def train_demo(
         int, typer.Option("--itm-neighbours", min=0, help="ITM batches mix in ITC-confused classes (0: off).")
     ] = 4,
     itm_lr: Annotated[float, typer.Option("--itm-lr", help="Phase 2 peak learning rate.")] = 5e-4,
+    itm_text_lr: Annotated[
+        float,
+        typer.Option("--itm-text-lr", min=0.0, help="Phase 2 rate of the text layers' weights (0: frozen)."),
+    ] = 2e-5,
+    itm_keep_text: Annotated[
+        float,
+        typer.Option("--itm-keep-text", min=0.0, help="Phase 2 penalty on moving captions' ITC vectors."),
+    ] = 200.0,
+    itm_curriculum: Annotated[
+        float,
+        typer.Option(
+            "--itm-curriculum",
+            min=0.0,
+            max=1.0,
+            help="Share of ITM steps over which negatives go from random to ITC-mined (0: mined throughout).",
+        ),
+    ] = 0.3,
     itc_from: Annotated[
         Path | None,
         typer.Option("--itc-from", help="Reuse phase 1 (ViT, projections) from an earlier run's OUT."),
@@ -292,14 +328,24 @@ def train_demo(
     from blipsearch.train.demo_recipe import DemoRecipe, DemoTrainer
 
     log = logging.getLogger("blipsearch.train.demo")
+    styles = tuple(train_style or DEMO_TRAIN_STYLES)
+    weights = tuple(style_weight) if style_weight else None
+    if weights is not None and len(weights) != len(styles):
+        err_console.print(f"error: {len(weights)} --style-weight for {len(styles)} training styles.")
+        raise typer.Exit(2)
+    if holdout in styles:
+        err_console.print(f"error: the held-out style {holdout!r} is also a training style.")
+        raise typer.Exit(2)
     recipe = DemoRecipe(
         out=out,
         cache=cache if cache is not None else _default_cache(),
-        train_styles=tuple(train_style or ("google",)),
+        train_styles=styles,
+        style_weights=weights,
         holdout_style=holdout,
         arch=DemoArchitecture(),
         seed=seed,
         itc_steps=itc_steps,
+        itc_batch=itc_batch,
         itm_steps=itm_steps,
         caption_steps=caption_steps,
         corrupt_fraction=corrupt,
@@ -307,6 +353,9 @@ def train_demo(
         train_captioner=captioner,
         threads=threads,
         itm_neighbours=itm_neighbours,
+        itm_curriculum=itm_curriculum,
+        itm_text_lr=itm_text_lr,
+        itm_keep_text=itm_keep_text,
         itm_lr=itm_lr,
         itc_from=itc_from,
     )
@@ -334,8 +383,9 @@ def train_demo(
         from blipsearch.train.demo_card import write_model_card
         from blipsearch.train.demo_eval import evaluate_demo_model
 
-        styles = list(dict.fromkeys([*recipe.train_styles, recipe.holdout_style]))
-        evaluate_demo_model(out, trainer.classes, styles, recipe.prompt, captions=recipe.train_captioner)
+        named = [*recipe.train_styles, recipe.holdout_style]
+        measured = [s for s in dict.fromkeys(named) if s in trainer.classes.records]
+        evaluate_demo_model(out, trainer.classes, measured, recipe.prompt, captions=recipe.train_captioner)
         card = write_model_card(out)
         console.print(f"measured; model card: {card}", highlight=False)
 

@@ -15,6 +15,10 @@ from pathlib import Path
 
 from blipsearch.errors import BlipsearchError
 
+DEMO_RERANKS = False
+"""Whether `blipsearch demo` and the quickstart re-rank with ITM by default: only where the demo
+model's card measures ITM with ITC above ITC alone on its own catalog."""
+
 
 @dataclass(frozen=True)
 class DemoAssets:
@@ -38,6 +42,21 @@ def demo_assets(demo_dir: Path) -> DemoAssets:
                 "or set BLIPSEARCH_DEMO_DIR to a copy of it."
             )
     return assets
+
+
+def demo_rerank_itc_weight(assets: DemoAssets) -> float:
+    """1 / the ITC temperature the demo model learned (its `training_state.json`): the weight that
+    adds ITM and ITC log-scores when re-ranking (`rerank_itc_weight`), as its card measures it."""
+    import json
+
+    state = assets.retrieval.parent / "training_state.json"
+    try:
+        temperature = float(json.loads(state.read_text())["temperature"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BlipsearchError(f"{state} does not hold the demo model's ITC temperature ({exc}).") from None
+    if not 0 < temperature < 1:
+        raise BlipsearchError(f"{state}: temperature {temperature} is outside (0, 1).")
+    return round(1.0 / temperature, 2)
 
 
 def limited_manifest(manifest: Path, limit: int, out: Path) -> Path:
@@ -73,8 +92,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("directory", type=Path, help="where to write the broken files (created if missing)")
+    parser.add_argument(
+        "directory", type=Path, nargs="?", help="where to write the broken files (created if missing)"
+    )
+    parser.add_argument(
+        "--rerank-settings",
+        action="store_true",
+        help="print how the demo model re-ranks (rerank true/false, then rerank_itc_weight) and exit",
+    )
     args = parser.parse_args()
+    if args.rerank_settings:
+        weight = demo_rerank_itc_weight(demo_assets(Settings().demo_dir))
+        print(f"{str(DEMO_RERANKS).lower()} {weight}")
+        return
+    if args.directory is None:
+        parser.error("the directory for the broken files is required")
     assets = demo_assets(Settings().demo_dir)
     sample = next((assets.manifest.parent / "images").rglob("*.png"))
     print(f"demo catalog: {assets.manifest}; broken files: {write_broken_files(args.directory, sample)}")

@@ -202,6 +202,16 @@ class Settings(BaseSettings):
             "unset: 400 ms on CPU, 100 ms on CUDA/MPS (bench/results/)."
         ),
     )
+    rerank_itc_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=10_000,
+        description=(
+            "0: the re-ranked shortlist is ordered by ITM probability alone. Above 0: by ITM log-odds plus "
+            "this weight x the ITC cosine, so a weak ITM head refines the contrastive order instead of "
+            "overriding it; 1 / the ITC temperature weighs both heads by their own confidence."
+        ),
+    )
     query_cache_entries: int = Field(
         default=4096,
         ge=0,

@@ -29,8 +29,10 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 if [ -z "${BLIPSEARCH_RETRIEVAL_MODEL:-}" ]; then
   export BLIPSEARCH_RETRIEVAL_MODEL=demo/model/retrieval
   export BLIPSEARCH_CAPTION_MODEL=demo/model/caption
-  # the demo model's ITM head ranks below its ITC (demo/model/README.md), so it serves ITC order
-  export BLIPSEARCH_RERANK=${BLIPSEARCH_RERANK:-false}
+  # how the demo model re-ranks: ITM with ITC, weighted by its ITC temperature (demo/model/README.md)
+  read -r demo_rerank demo_weight < <(.venv/bin/python -m blipsearch.demo --rerank-settings)
+  export BLIPSEARCH_RERANK=${BLIPSEARCH_RERANK:-$demo_rerank}
+  export BLIPSEARCH_RERANK_ITC_WEIGHT=${BLIPSEARCH_RERANK_ITC_WEIGHT:-$demo_weight}
   export BLIPSEARCH_CAPTION_PROMPT=${BLIPSEARCH_CAPTION_PROMPT:-"a picture of"}   # as it was trained
   export BLIPSEARCH_CAPTION_MIN_TOKENS=${BLIPSEARCH_CAPTION_MIN_TOKENS:-1}  # short names, not sentences
   export BLIPSEARCH_IMAGE_BATCH_SIZE=${BLIPSEARCH_IMAGE_BATCH_SIZE:-64}  # 64 px images: batching pays

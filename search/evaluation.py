@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from blipsearch.search.fusion import rerank_scores
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.images import open_image
@@ -363,24 +364,28 @@ def shortlist(rows: np.ndarray, k: int) -> np.ndarray:
     return order
 
 
-def rerank_matrix(itc_rows: np.ndarray, candidates: np.ndarray, itm: np.ndarray) -> np.ndarray:
-    """Scores after ITM re-ranking of each row's shortlist: ordered by ITM, above everything else.
+def rerank_matrix(
+    itc_rows: np.ndarray, candidates: np.ndarray, itm: np.ndarray, itc_weight: float = 0.0
+) -> np.ndarray:
+    """Scores after ITM re-ranking of each row's shortlist: ordered by `rerank_scores`, above everything else.
 
     `candidates[r]` are row r's shortlisted columns (its ITC top-k, best first) and `itm[r]` their
     ITM match probabilities. This is the rule the search service applies to a query, so that the
-    evaluation measures what users get: the shortlist is ordered by ITM probability alone (equal
-    probabilities keep their ITC order) and placed above every pair outside it, which keeps its
-    ITC score and order. BLIP's own evaluation instead adds the ITM logit to the cosine
-    (`score + topk_sim`) and sets non-candidates to -100. Here ranks up to k come from ITM, ranks
-    beyond k are exactly the ITC ranks, and Recall@K for K >= k equals ITC's.
+    evaluation measures what users get: the shortlist is ordered by ITM probability alone (with
+    `itc_weight` > 0, by ITM log-odds plus `itc_weight` x the cosine; equal keys keep their ITC
+    order) and placed above every pair outside it, which keeps its ITC score and order. BLIP's own
+    evaluation adds the ITM logit to the cosine (`score + topk_sim`) and sets non-candidates to
+    -100. Here ranks up to k come from the re-ranking, ranks beyond k are exactly the ITC ranks, and
+    Recall@K for K >= k equals ITC's.
     """
     scores = itc_rows.astype(np.float32, copy=True)
     if candidates.size == 0:
         return scores
     k = candidates.shape[1]
     rows = np.arange(itc_rows.shape[0])[:, None]
-    # Position within the shortlist: by ITM descending, then by the shortlist's own (ITC) order.
-    order = np.lexsort((np.broadcast_to(np.arange(k), candidates.shape), -itm.astype(np.float64)), axis=1)
+    key = rerank_scores(itm, np.take_along_axis(itc_rows, candidates, axis=1), itc_weight)
+    # Position within the shortlist: by the key descending, then by the shortlist's own (ITC) order.
+    order = np.lexsort((np.broadcast_to(np.arange(k), candidates.shape), -key), axis=1)
     top = np.float32(float(itc_rows.max()) + 1.0)
     ranked = np.empty_like(candidates)
     ranked[:] = np.take_along_axis(candidates, order, axis=1)
@@ -401,10 +406,14 @@ class ModeResult:
     text_to_image: DirectionMetrics
     image_to_text_ranks: np.ndarray = field(repr=False)
     text_to_image_ranks: np.ndarray = field(repr=False)
+    itc_weight: float | None = None
+    """How much the ITC cosine counted in the re-ranked order (`rerank_scores`); None for ITC."""
 
     @property
     def mode(self) -> str:
-        return "ITC" if self.rerank_k is None else f"ITM@{self.rerank_k}"
+        if self.rerank_k is None:
+            return "ITC"
+        return f"ITM+ITC@{self.rerank_k}" if self.itc_weight else f"ITM@{self.rerank_k}"
 
     @property
     def recall_mean(self) -> float:
@@ -415,6 +424,7 @@ class ModeResult:
         return {
             "mode": self.mode,
             "rerank_k": self.rerank_k,
+            "itc_weight": self.itc_weight,
             "image_to_text": self.image_to_text.as_dict(),
             "text_to_image": self.text_to_image.as_dict(),
             "recall_mean": round(self.recall_mean, 4),
@@ -449,12 +459,16 @@ class EvaluationResult:
 
 
 def _mode_result(
-    rerank_k: int | None, sims_i2t: np.ndarray, sims_t2i: np.ndarray, owner: np.ndarray
+    rerank_k: int | None,
+    sims_i2t: np.ndarray,
+    sims_t2i: np.ndarray,
+    owner: np.ndarray,
+    itc_weight: float | None = None,
 ) -> ModeResult:
     """`sims_t2i` is indexed like `sims_i2t` ([n_images, n_texts]) but scored for text queries."""
     i2t = image_to_text_ranks(sims_i2t, owner)
     t2i = text_to_image_ranks(sims_t2i, owner)
-    return ModeResult(rerank_k, summarize_ranks(i2t), summarize_ranks(t2i), i2t, t2i)
+    return ModeResult(rerank_k, summarize_ranks(i2t), summarize_ranks(t2i), i2t, t2i, itc_weight)
 
 
 def evaluate(
@@ -466,8 +480,12 @@ def evaluate(
     max_image_bytes: int = Settings.model_fields["max_image_bytes"].default,
     max_image_pixels: int = Settings.model_fields["max_image_pixels"].default,
     progress: ProgressCallback | None = None,
+    itc_weight: float | Sequence[float] = Settings.model_fields["rerank_itc_weight"].default,
 ) -> EvaluationResult:
     """ITC Recall@K of `model` on `dataset`, and ITM-re-ranked Recall@K for each `rerank_k`.
+
+    With several `itc_weight`s (0 and one other at most), each depth is reported under both rules
+    from the same ITM scores: `ITM@k` orders by ITM alone, `ITM+ITC@k` by `rerank_scores`.
 
     Texts are embedded once and images once (in batches of `image_batch` decoded files), and the
     ITC matrix is their product. Re-ranking needs every text's image shortlist, known only once
@@ -480,6 +498,9 @@ def evaluate(
     """
     started = time.perf_counter()
     depths = _rerank_depths(rerank_k)
+    weights = [float(itc_weight)] if isinstance(itc_weight, int | float) else [float(w) for w in itc_weight]
+    if not weights or len({w for w in weights if w != 0}) > 1 or any(w < 0 for w in weights):
+        raise InvalidInputError("Give one ITC weight, or 0 and one other; none may be negative.")
     if image_batch < 1:
         raise InvalidInputError("The image batch must be at least 1.")
     _require_image_files(dataset)
@@ -501,9 +522,10 @@ def evaluate(
             model, dataset, load, image_batch, i2t_short, t2i_short, report
         )
         for k in depths:
-            by_image = rerank_matrix(sims, i2t_short[:, :k], i2t_itm[:, :k])
-            by_text = rerank_matrix(sims.T, t2i_short[:, :k], t2i_itm[:, :k]).T
-            reranked.append(_mode_result(k, by_image, by_text, owner))
+            for weight in dict.fromkeys(weights):
+                by_image = rerank_matrix(sims, i2t_short[:, :k], i2t_itm[:, :k], weight)
+                by_text = rerank_matrix(sims.T, t2i_short[:, :k], t2i_itm[:, :k], weight).T
+                reranked.append(_mode_result(k, by_image, by_text, owner, weight))
     return EvaluationResult(
         source=dataset.source,
         images=len(dataset.images),

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from blipsearch.search.filters import Condition, matching_item_ids
-from blipsearch.search.fusion import reciprocal_rank_fusion
+from blipsearch.search.fusion import reciprocal_rank_fusion, rerank_scores
 from blipsearch.search.keyword import KeywordSearch
 from blipsearch.search.query_cache import LruCache, RerankPace
 from blipsearch.search.vision import FileVisionTokens, vision_token_source
@@ -263,7 +263,7 @@ class SearchService:
         itm: dict[int, float] = {}
         if reranked:
             started = time.perf_counter()
-            ranked.ids, itm = self._rerank_by_itm(query, ranked.ids, rerank_k)
+            ranked.ids, itm = self._rerank_by_itm(query, ranked.ids, rerank_k, ranked.itc)
             timings["rerank"] = time.perf_counter() - started
         page = self._image_page(mode, ranked, itm, options, reranked, timings)
         page.reranked_count = len(itm)
@@ -335,7 +335,7 @@ class SearchService:
         reranked = bool(rerank_k) and options.offset < rerank_k and bool(order)
         if reranked:
             started = time.perf_counter()
-            order, itm = self._rerank_texts(decoded, item_id, order, rows, rerank_k)
+            order, itm = self._rerank_texts(decoded, item_id, order, rows, rerank_k, itc)
             timings["rerank"] = time.perf_counter() - started
         page_ids = order[options.offset : options.offset + options.k]
         items = {
@@ -440,8 +440,11 @@ class SearchService:
                     continue
         return ranked
 
-    def _rerank_by_itm(self, query: str, ids: list[int], rerank_k: int) -> tuple[list[int], dict[int, float]]:
-        """The shortlist ordered by ITM probability, as deep as the time budget allows.
+    def _rerank_by_itm(
+        self, query: str, ids: list[int], rerank_k: int, itc: dict[int, float]
+    ) -> tuple[list[int], dict[int, float]]:
+        """The shortlist ordered by ITM (with `rerank_itc_weight`, ITM and ITC: `rerank_scores`), as
+        deep as the time budget allows.
 
         Candidates are scored best-ITC first, in batches sized to the time left; scores already
         known for this query and image (an earlier page, a repeated query) cost nothing. Whatever
@@ -478,10 +481,22 @@ class SearchService:
             self.rerank_pace.observe(len(batch), time.perf_counter() - started)
         if not itm:
             return ids, {}
-        position = {item_id: index for index, item_id in enumerate(shortlist)}
-        ordered = sorted(itm, key=lambda item_id: (-itm[item_id], position[item_id]))
+        ordered = self._by_rerank_key(list(itm), itm, itc, shortlist)
         unscored = [item_id for item_id in shortlist if item_id not in itm]
         return ordered + unscored + ids[rerank_k:], itm
+
+    def _by_rerank_key(
+        self, scored: list[int], itm: dict[int, float], itc: dict[int, float], shortlist: list[int]
+    ) -> list[int]:
+        """`scored` best first by `rerank_scores`; equal keys keep their first-stage order."""
+        position = {item_id: index for index, item_id in enumerate(shortlist)}
+        keys = rerank_scores(
+            np.array([itm[i] for i in scored]),
+            np.array([itc.get(i, 0.0) for i in scored]),
+            self.settings.rerank_itc_weight,
+        )
+        key = dict(zip(scored, keys.tolist(), strict=True))
+        return sorted(scored, key=lambda item_id: (-key[item_id], position[item_id]))
 
     def _rerank_budget_seconds(self) -> float:
         budget = self.settings.rerank_budget_ms or default_rerank_budget_ms(self.model.device)
@@ -494,6 +509,7 @@ class SearchService:
         order: list[int],
         rows: dict[int, ItemText],
         rerank_k: int,
+        itc: dict[int, float],
     ) -> tuple[list[int], dict[int, float]]:
         shortlist = order[:rerank_k]
         if image is not None:
@@ -506,9 +522,7 @@ class SearchService:
         expanded = tokens.expand(len(shortlist), *tokens.shape[1:])
         probabilities = self.model.itm_scores([rows[i].text for i in shortlist], vision_tokens=expanded)
         itm = {vector_id: float(p) for vector_id, p in zip(shortlist, probabilities, strict=True)}
-        position = {vector_id: index for index, vector_id in enumerate(shortlist)}
-        ordered = sorted(shortlist, key=lambda vector_id: (-itm[vector_id], position[vector_id]))
-        return ordered + order[rerank_k:], itm
+        return self._by_rerank_key(shortlist, itm, itc, shortlist) + order[rerank_k:], itm
 
     def _decode_query(self, image: Image.Image | bytes) -> Image.Image:
         if isinstance(image, Image.Image):

@@ -101,3 +101,21 @@ def fake_package(cache: Path, style: str = "google") -> em.EmojiPackage:
         for number, file_name in enumerate(WITH_IMAGES):
             add(archive, f"package/img/{style}/64/{file_name}", png(PALETTE[number % len(PALETTE)]))
     return replace(package, integrity=em.sri_sha512(tarball))
+
+
+CODEPOINT_FILES = {"1f34e.png": 1, "1F600-FE0F.png": 2}
+"""An EmojiOne-like set: the apple, and the grinning face under a FE0F-qualified upper-case name;
+no waving hand, so a class can lack this style."""
+
+
+def fake_codepoint_package(cache: Path, style: str = "emojione") -> em.EmojiPackage:
+    """A tarball of code-point-named PNGs (EmojiOne's layout), with no emoji.json of the datasource shape."""
+    package = replace(em.PACKAGES[style], integrity="sha512-placeholder")
+    cache.mkdir(parents=True, exist_ok=True)
+    tarball = cache / package.tarball_name
+    with tarfile.open(tarball, "w:gz") as archive:
+        add(archive, "package/package.json", b'{"name": "emojione"}')
+        for file_name, colour in CODEPOINT_FILES.items():
+            add(archive, f"{package.images_at}{file_name}", png(PALETTE[colour]))
+        add(archive, f"{package.images_at}nested/1f44b.png", png(PALETTE[0]))
+    return replace(package, integrity=em.sri_sha512(tarball))

@@ -94,3 +94,23 @@ def test_itm_and_captions_agree_with_the_picture(shipped, products) -> None:
     assert scores[0] > scores[1]
     caption = captioner.caption([grinning], prompt="a picture of")[0]
     assert "face" in caption
+
+
+def test_rerank_weight_is_the_inverse_of_the_learned_temperature_and_bad_state_is_refused(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from blipsearch.demo import demo_rerank_itc_weight
+    from blipsearch.errors import BlipsearchError
+
+    assets = demo_assets(DEMO)
+    temperature = json.loads((DEMO / "model" / "training_state.json").read_text())["temperature"]
+    assert demo_rerank_itc_weight(assets) == pytest.approx(1 / temperature, abs=0.01)
+    moved = replace(assets, retrieval=tmp_path / "model" / "retrieval")
+    (tmp_path / "model").mkdir()
+    with pytest.raises(BlipsearchError, match="temperature"):
+        demo_rerank_itc_weight(moved)
+    (tmp_path / "model" / "training_state.json").write_text('{"temperature": 0}')
+    with pytest.raises(BlipsearchError, match="outside"):
+        demo_rerank_itc_weight(moved)

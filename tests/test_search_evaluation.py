@@ -104,6 +104,33 @@ def test_rerank_puts_the_shortlist_first_ordered_by_itm() -> None:
     assert scores[0, 3] == pytest.approx(0.2) and scores[0, 0] == pytest.approx(0.1)
 
 
+def test_rerank_with_an_itc_weight_adds_the_weighted_cosine_to_the_itm_log_odds() -> None:
+    itc = np.array([[0.1, 0.5, 0.3, 0.2, 0.45]], dtype=np.float32)
+    candidates = shortlist(itc, 3)  # 1 (0.5), 4 (0.45), 2 (0.3)
+    itm = np.array([[0.5, 0.6, 0.55]])
+    # log-odds 0, 0.405, 0.201; plus 10 x cosine: 5.0, 4.905, 3.201 -> 1 stays first
+    by_sum = rerank_matrix(itc, candidates, itm, itc_weight=10.0)
+    assert np.argsort(-by_sum[0], kind="stable").tolist() == [1, 4, 2, 3, 0]
+    # with a small weight ITM decides: 4.905 - 4.5 = 0.405 + 0.45 beats 0 + 0.5
+    by_itm = rerank_matrix(itc, candidates, itm, itc_weight=1.0)
+    assert np.argsort(-by_itm[0], kind="stable").tolist() == [4, 2, 1, 3, 0]
+    assert np.array_equal(rerank_matrix(itc, candidates, itm, 0.0), rerank_matrix(itc, candidates, itm))
+
+
+def test_rerank_scores_are_the_probability_or_finite_log_odds_plus_cosine() -> None:
+    from blipsearch.search.fusion import rerank_scores
+
+    probability = np.array([0.0, 0.25, 1.0], dtype=np.float32)
+    cosine = np.array([0.9, 0.1, -0.2])
+    assert rerank_scores(probability, cosine, 0.0).tolist() == [0.0, 0.25, 1.0]
+    fused = rerank_scores(probability, cosine, 2.0)
+    assert np.all(np.isfinite(fused))
+    assert fused[1] == pytest.approx(np.log(0.25 / 0.75) + 0.2)
+    assert fused[0] < fused[1] < fused[2]  # a saturated head still orders, never NaN or inf
+    with pytest.raises(ValueError, match="not negative"):
+        rerank_scores(probability, cosine, -1.0)
+
+
 @pytest.mark.parametrize(
     ("sims", "owner", "message"),
     [
@@ -266,9 +293,10 @@ def test_itc_evaluation_equals_ranking_the_model_vectors(
 
 
 def _reference_rerank_ranks(
-    retrieval: RetrievalModel, caption_set: CaptionSet, k: int
+    retrieval: RetrievalModel, caption_set: CaptionSet, k: int, itc_weight: float = 0.0
 ) -> tuple[list[int], list[int]]:
-    """The documented rule, pair by pair: top-k by ITC re-ordered by ITM, the rest by ITC."""
+    """The documented rule, pair by pair: top-k by ITC re-ordered by ITM (or by ITM log-odds plus
+    `itc_weight` x cosine), the rest by ITC."""
     pictures = [open_image(p, max_bytes=10**7, max_pixels=10**7) for p in caption_set.images]
     itc = retrieval.embed_images(pictures).vectors @ retrieval.embed_texts(caption_set.texts).T
     itm = np.stack([retrieval.itm_scores(text, pictures) for text in caption_set.texts], axis=1)
@@ -276,7 +304,14 @@ def _reference_rerank_ranks(
 
     def order(scores: np.ndarray, matches: np.ndarray) -> list[int]:
         by_itc = sorted(range(len(scores)), key=lambda j: (-scores[j], j))
-        top = sorted(by_itc[:k], key=lambda j: -matches[j])  # stable: ITM ties keep ITC order
+
+        def key(j: int) -> float:
+            if not itc_weight:
+                return float(matches[j])
+            p = min(max(float(matches[j]), 1e-7), 1 - 1e-7)
+            return float(np.log(p / (1 - p)) + itc_weight * float(scores[j]))
+
+        top = sorted(by_itc[:k], key=lambda j: -key(j))  # stable: ties keep ITC order
         return top + by_itc[k:]
 
     i2t = []
@@ -312,6 +347,20 @@ def test_rerank_matches_the_pairwise_reference_and_keeps_ranks_beyond_k(
     alone = evaluate(retrieval, caption_set, rerank_k=3, image_batch=5).reranked[0]
     assert np.array_equal(alone.image_to_text_ranks, top3.image_to_text_ranks)
     assert np.array_equal(alone.text_to_image_ranks, top3.text_to_image_ranks)
+
+
+def test_both_rerank_rules_from_one_itm_pass_match_the_pairwise_reference(
+    retrieval: RetrievalModel, caption_set: CaptionSet
+) -> None:
+    result = evaluate(retrieval, caption_set, rerank_k=3, image_batch=4, itc_weight=(0.0, 20.0))
+    assert [mode.mode for mode in result.modes] == ["ITC", "ITM@3", "ITM+ITC@3"]
+    assert [mode.as_dict()["itc_weight"] for mode in result.modes] == [None, 0.0, 20.0]
+    for weight, mode in ((0.0, result.modes[1]), (20.0, result.modes[2])):
+        i2t, t2i = _reference_rerank_ranks(retrieval, caption_set, 3, weight)
+        assert mode.image_to_text_ranks.tolist() == i2t
+        assert mode.text_to_image_ranks.tolist() == t2i
+    with pytest.raises(InvalidInputError, match="ITC weight"):
+        evaluate(retrieval, caption_set, rerank_k=3, itc_weight=(1.0, 2.0))
 
 
 def test_missing_image_fails_before_any_model_work(retrieval: RetrievalModel, tmp_path: Path) -> None:

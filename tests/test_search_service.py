@@ -57,6 +57,9 @@ def _settings(tmp_path: Path, database_url: str, tiny_checkpoints, **changes: ob
         "dtype": "float32",
         "offline": True,
         "max_image_pixels": TEST_MAX_PIXELS,
+        # exact-order tests need every shortlisted candidate scored, however loaded the machine;
+        # the budget's own behaviour is tested with explicit budgets below
+        "rerank_budget_ms": 600_000.0,
     }
     fields.update(changes)
     return Settings(**fields)  # type: ignore[arg-type]
@@ -159,6 +162,24 @@ def test_reranking_orders_the_shortlist_exactly_by_itm(
     # After the shortlist, ITC order resumes, unscored.
     rest = _brute_force(collection, collection.query_vector, collection.ids, 8)[6:]
     assert [hit.item_id for hit in page.hits[6:]] == rest and all(h.itm_score is None for h in page.hits[6:])
+
+
+def test_reranking_with_an_itc_weight_orders_by_itm_log_odds_plus_weighted_cosine(
+    collection: Collection, retrieval: RetrievalModel
+) -> None:
+    weight = 30.0
+    settings = collection.settings.model_copy(update={"rerank_itc_weight": weight})
+    service = SearchService(settings, retrieval, collection.catalog)
+    page = service.text_to_images(QUERY, SearchOptions(k=8, rerank_k=6, mode="vector"))
+    shortlist = _brute_force(collection, collection.query_vector, collection.ids, 6)
+    by_id = {item_id: collection.paths[collection.ids.index(item_id)] for item_id in shortlist}
+    images = [Image.open(by_id[item_id]).convert("RGB") for item_id in shortlist]
+    probability = retrieval.itm_scores(QUERY, images).astype(np.float64)
+    cosine = np.array([float(collection.embeddings[i] @ collection.query_vector) for i in shortlist])
+    key = np.log(probability) - np.log1p(-probability) + weight * cosine
+    expected = [shortlist[i] for i in np.argsort(-key, kind="stable")]
+    assert _ids(page)[:6] == expected
+    assert all(hit.itm_score is not None and 0 <= hit.itm_score <= 1 for hit in page.hits[:6])
 
 
 def test_filters_return_the_true_filtered_top_k(service: SearchService, collection: Collection) -> None:

@@ -25,8 +25,12 @@ from blipsearch.train.demo_recipe import (
     caption_loss,
     corrupt_captions,
     flatten_on_white,
+    hard_negative_share,
+    load_classes,
+    negative_weights,
+    train_images,
 )
-from emojifake import fake_package
+from emojifake import fake_codepoint_package, fake_package
 from PIL import Image
 from transformers import BertModel, BertTokenizerFast
 
@@ -116,6 +120,47 @@ def test_corrupt_captions_replaces_the_share_with_other_emojis_captions() -> Non
     assert corrupt_captions(captions, codes, 0.0, seed=0) == (captions, set())
 
 
+def test_codepoint_style_joins_the_classes_and_is_drawn_only_where_it_has_the_emoji(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    packages = {
+        "google": fake_package(cache, "google"),
+        "twitter": fake_package(cache, "twitter"),
+        "emojione": fake_codepoint_package(cache),
+    }
+    recipe = _recipe(tmp_path, train_styles=("google", "emojione"), style_weights=(0.0, 1.0))
+    classes = load_classes(recipe, packages)
+    assert "emojione" not in classes.records  # no names of its own: the classes are Noto's
+    present = classes.pixels["emojione"][:, 3].flatten(1).amax(1) > 0
+    by_code = dict(zip(classes.unified, present.tolist(), strict=True))
+    assert by_code == {"1F600": True, "1F34E": True, "1F44B": False}
+    # EmojiOne's own colours (PALETTE[1], [2]) differ from Noto's, so which style was drawn is visible
+    assert not torch.equal(classes.pixels["emojione"][0], classes.pixels["google"][0])
+    rows = torch.arange(3).repeat(20)
+    generator = torch.Generator().manual_seed(0)
+    drawn = train_images(classes, replace(recipe, clean_fraction=1.0), rows, generator)
+    for row, image in zip(rows.tolist(), drawn, strict=True):
+        # weight 0 for Noto: EmojiOne wherever it has the emoji, Noto only where it has not
+        source = "emojione" if present[row] else "google"
+        torch.testing.assert_close(image, flatten_on_white(classes.pixels[source][row : row + 1])[0])
+    with pytest.raises(InvalidInputError, match="first training style"):
+        load_classes(replace(recipe, train_styles=("emojione", "google")), packages)
+
+
+def test_itm_negatives_move_from_random_to_mined_and_never_hit_the_positive() -> None:
+    assert [hard_negative_share(s, 100, 0.3) for s in (0, 15, 30, 90)] == [0.0, 0.5, 1.0, 1.0]
+    assert hard_negative_share(1, 100, 0.0) == 1.0
+    classes = torch.tensor([0, 1, 2, 2])
+    same = classes.view(-1, 1) == classes.view(1, -1)
+    logits = torch.randn(4, 4, generator=torch.Generator().manual_seed(0)) * 5
+    for hard in (0.0, 0.4, 1.0):
+        weights = negative_weights(logits.masked_fill(same, -torch.inf), same, hard)
+        assert torch.all(weights[same] == 0) and torch.allclose(weights.sum(1), torch.ones(4))
+    uniform = negative_weights(logits.masked_fill(same, -torch.inf), same, 0.0)
+    assert torch.allclose(uniform[0], torch.tensor([0.0, 1 / 3, 1 / 3, 1 / 3]))
+    mined = negative_weights(logits.masked_fill(same, -torch.inf), same, 1.0)
+    assert torch.allclose(mined, F.softmax(logits.masked_fill(same, -torch.inf), dim=1))
+
+
 def test_caption_loss_on_scored_positions_equals_the_full_lm_loss(small_models: tuple) -> None:
     _, captioner, processor = small_models
     captioner.eval()
@@ -151,20 +196,26 @@ def test_recipe_trains_saves_and_measures(tmp_path: Path, fake_packages: dict) -
             live = trainer.retrieval.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
             torch.testing.assert_close(live[0], bank.cls[row], atol=1e-5, rtol=1e-5)
     text_before = trainer.retrieval.text_encoder.embeddings.word_embeddings.weight.clone()
+    layer_before = trainer.retrieval.text_encoder.encoder.layer[0].intermediate.dense.weight.clone()
     trainer.run()
     history = [json.loads(line) for line in (recipe.out / "history.jsonl").read_text().splitlines()]
     itc = [h["loss"] for h in history if h["phase"] == "itc"]
     assert all(torch.isfinite(torch.tensor(itc))) and itc[-1] < itc[0]
     assert [h["step"] for h in history if h["phase"] == "itc-validation"] == [20, 40]
     assert {h["phase"] for h in history} >= {"itm", "lm"}
-    # the ITM phase must leave the unimodal text path (the ITC space) untouched
+    # ITM trains the text layers too, but never the word embeddings, and keeps ITC's text space
     assert torch.equal(trainer.retrieval.text_encoder.embeddings.word_embeddings.weight, text_before)
+    assert not torch.equal(
+        trainer.retrieval.text_encoder.encoder.layer[0].intermediate.dense.weight, layer_before
+    )
+    drift = [h["text_drift"] for h in history if h["phase"] == "itm"]
+    assert drift and all(0.0 <= d < 0.05 for d in drift)
     settings = Settings(device="cpu")
     model = RetrievalModel.load(str(recipe.out / "retrieval"), settings)
     saved = model.embed_texts(["a red apple"])
     row = trainer.bank.texts.index("a red apple")
     expected = F.normalize(trainer.retrieval.text_proj(trainer.bank.cls[row : row + 1]).detach(), dim=-1)
-    assert float(torch.tensor(saved) @ expected[0]) > 0.999  # float16 storage, same direction
+    assert float(torch.tensor(saved) @ expected[0]) > 0.99  # float16 storage, ITM's small drift
     image = _pil(flatten_on_white(trainer.classes.pixels["google"][:1])[0])
     assert Captioner.load(str(recipe.out / "caption"), settings).caption([image])[0].strip()
     metrics = evaluate_demo_model(recipe.out, trainer.classes, ["google", "twitter"], recipe.prompt)
@@ -227,3 +278,22 @@ def test_later_phases_rerun_from_an_earlier_runs_phase_one(tmp_path: Path, fake_
     assert json.loads((again.out / "timing.json").read_text())["itc"] > 0
     with pytest.raises(InvalidInputError):
         DemoTrainer(replace(again, itc_from=again.out), packages=fake_packages).run()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--train-style", "google", "--train-style", "twitter"], "also a training style"),
+        (["--train-style", "google", "--style-weight", "1", "--style-weight", "2"], "2 --style-weight for 1"),
+    ],
+)
+def test_train_demo_refuses_a_held_out_style_in_training_and_unmatched_weights(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from blipsearch.cli import app
+
+    result = CliRunner().invoke(app, ["train", "demo", str(tmp_path / "run"), *extra])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "run").exists()  # refused before any download or training

@@ -15,7 +15,7 @@ import pytest
 from blipsearch.indexer.sources import ManifestSource, open_source
 from blipsearch.search.evaluation import load_caption_set
 from blipsearch.train import emoji as em
-from emojifake import ENTRIES, WITH_IMAGES, fake_package, png
+from emojifake import ENTRIES, WITH_IMAGES, fake_codepoint_package, fake_package, png
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -150,6 +150,34 @@ def test_missing_tarball_without_npm_says_how_to_fix(tmp_path: Path) -> None:
 def test_unknown_style_is_refused(tmp_path: Path, packages: dict[str, em.EmojiPackage]) -> None:
     with pytest.raises(InvalidInputError, match="apple"):
         em.build_emoji_data(tmp_path / "out", cache=tmp_path / "cache", styles=["apple"], packages=packages)
+
+
+def test_codepoint_key_ignores_case_separator_and_fe0f() -> None:
+    assert em.codepoint_key("1f600-fe0f") == em.codepoint_key("1F600") == "1F600"
+    assert em.codepoint_key("1f44b_1f3fb") == "1F44B-1F3FB"
+    assert em.codepoint_key("2764-FE0F-200D-1F525") == "2764-200D-1F525"
+
+
+def test_codepoint_archive_reads_only_its_folder(tmp_path: Path) -> None:
+    package = fake_codepoint_package(tmp_path / "cache")
+    archive = em.EmojiArchive.read_codepoints(
+        em.fetch_package(package, tmp_path / "cache"), package.images_at
+    )
+    assert archive.entries == [] and set(archive.images) == {"1F34E", "1F600"}
+    with pytest.raises(InvalidInputError, match="no PNGs"):
+        em.EmojiArchive.read_codepoints(tmp_path / "cache" / package.tarball_name, "package/elsewhere/")
+
+
+def test_codepoint_sets_only_train_and_are_refused_as_demo_data(tmp_path: Path) -> None:
+    """EmojiOne has no names in the datasource shape: building caption sets from it must say so."""
+    packages = {
+        "google": fake_package(tmp_path / "cache"),
+        "emojione": fake_codepoint_package(tmp_path / "cache"),
+    }
+    with pytest.raises(InvalidInputError, match="only train"):
+        em.build_emoji_data(
+            tmp_path / "out", cache=tmp_path / "cache", styles=["emojione"], packages=packages
+        )
 
 
 def test_cli_data_emoji(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,13 @@ RERANK_DEPTHS = (8,)
 CAPTION_OPTIONS = CaptionOptions(strategy="beam", num_beams=3, min_new_tokens=1, max_new_tokens=20)
 
 
+def served_itc_weight(model_dir: Path) -> float:
+    """1 / the ITC temperature phase 1 learned: ITM and ITC then count by their own confidence
+    (`rerank_scores`). Fixed by the training, not tuned on any evaluation set."""
+    temperature = float(json.loads((model_dir / "training_state.json").read_text())["temperature"])
+    return round(1.0 / temperature, 2)
+
+
 def write_style_set(classes: EmojiClasses, style: str, folder: Path) -> Path:
     """Each emoji of `style` as a PNG on white, and a TSV of its canonical caption."""
     images = folder / style
@@ -89,14 +96,17 @@ def evaluate_demo_model(
     """Recall@K per style (ITC and ITM re-ranked) and caption accuracy, written to metrics.json."""
     folder = model_dir / "eval-images"
     settings = Settings(device="cpu")
+    itc_weight = served_itc_weight(model_dir)
     retrieval = RetrievalModel.load(str(model_dir / "retrieval"), settings)
-    result: dict[str, Any] = {"styles": {}}
+    result: dict[str, Any] = {"rerank_itc_weight": itc_weight, "styles": {}}
     captioner = Captioner.load(str(model_dir / "caption"), settings) if captions else None
     for style in styles:
         tsv = write_style_set(classes, style, folder)
         dataset = load_caption_set(tsv, images_root=folder)
         depths = sorted({min(k, len(dataset.images)) for k in RERANK_DEPTHS})
-        measured = evaluate(retrieval, dataset, rerank_k=depths, image_batch=256)
+        measured = evaluate(
+            retrieval, dataset, rerank_k=depths, image_batch=256, itc_weight=(0.0, itc_weight)
+        )
         entry: dict[str, Any] = {"images": measured.images, "texts": measured.texts}
         for mode in measured.modes:
             entry[mode.mode] = mode.as_dict()

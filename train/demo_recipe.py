@@ -10,10 +10,11 @@ Three phases, each a fixed number of steps so that a seed reproduces the run:
    learned, clamped temperature. Augmentation (scale, position, rotation, background, light
    colour jitter, blur, posterisation) is done on tensors, since PIL per image would dominate.
    No hue change and no flips: colour and direction are part of emoji names.
-2. **ITM.** Vision frozen; the text encoder's cross-attention layers and the ITM head learn with
-   hard negatives drawn from the ITC similarities over all classes (each image gets a likely
-   wrong text, each text a likely wrong image from the batch). Every weight the unimodal text path
-   uses stays frozen, so the ITC space of phase 1 is untouched.
+2. **ITM.** Vision frozen; the text encoder's new cross-attention layers and the ITM head learn,
+   and its own layers at a lower rate, with negatives drawn from the in-batch ITC similarities
+   (each image gets a likely wrong text, each text a likely wrong image), random at first and
+   fully mined after a ramp. A penalty keeps the captions' ITC embeddings where phase 1 left
+   them; the word embeddings stay frozen.
 3. **LM.** The captioner's ViT is the phase-1 ViT, frozen; its decoder (MiniLM's first layers plus
    new cross-attention) learns "a picture of " + the emoji's name with label smoothing.
 
@@ -45,6 +46,7 @@ from blipsearch.train.emoji import (
     EmojiPackage,
     EmojiRecord,
     captions_for,
+    codepoint_key,
     fetch_package,
     parse_records,
 )
@@ -67,6 +69,8 @@ class DemoRecipe:
     cache: Path
     train_styles: tuple[str, ...] = ("google",)
     holdout_style: str = "twitter"
+    style_weights: tuple[float, ...] | None = None
+    """How often each training style is drawn, among those that have the emoji (None: equally)."""
     arch: DemoArchitecture = field(default_factory=DemoArchitecture)
     seed: int = 0
     itc_steps: int = 5000
@@ -91,6 +95,14 @@ class DemoRecipe:
     """CapFilt experiment: a JSON list of [unified, caption] pairs the filter marked noisy."""
     train_captioner: bool = True
     itm_neighbours: int = 4
+    itm_text_lr: float = 2e-5
+    """Phase 2 learning rate of the text layers' own weights (0: frozen, only cross-attention learns)."""
+    itm_keep_text: float = 200.0
+    """Weight of the penalty on moving the captions' ITC embeddings in phase 2 (see `_text_drift`)."""
+    itm_curriculum: float = 0.3
+    """Share of ITM steps over which negatives go from uniformly random to fully ITC-mined. Hard
+    negatives alone give a head that starts from scratch nothing it can tell apart: it sat at the
+    label prior for hundreds of steps."""
     """ITM batches pair random anchors with one of their `itm_neighbours` ITC-nearest classes (0: random)."""
     itc_from: Path | None = None
     """Skip phase 1 and take its weights (ViT, projections, temperature) from this earlier run's output."""
@@ -122,6 +134,10 @@ class EmojiClasses:
     """style -> [classes, 4, size, size] float in 0..1 (RGBA); a missing image is all zero."""
     corrupted: set[tuple[str, str]] = field(default_factory=set)
 
+    def images_per_style(self) -> dict[str, int]:
+        """How many classes each style has an image for (a missing image is all zero)."""
+        return {style: int((p[:, 3].flatten(1).amax(1) > 0).sum()) for style, p in self.pixels.items()}
+
 
 def _rgba(png: bytes, size: int) -> torch.Tensor:
     with Image.open(io.BytesIO(png)) as opened:
@@ -140,22 +156,40 @@ def load_classes(recipe: DemoRecipe, packages: dict[str, EmojiPackage] | None = 
     for style in dict.fromkeys(styles):
         if style not in known:
             raise InvalidInputError(f"Unknown emoji style {style!r}; use one of {', '.join(known)}.")
-        archive = EmojiArchive.read(fetch_package(known[style], recipe.cache), style)
+        package = known[style]
+        if package.images_at:
+            archives[style] = EmojiArchive.read_codepoints(
+                fetch_package(package, recipe.cache), package.images_at
+            )
+            continue
+        archive = EmojiArchive.read(fetch_package(package, recipe.cache), style)
         archives[style] = archive
         records[style] = parse_records(archive.entries, style, archive.images)
+    if recipe.train_styles[0] not in records:
+        raise InvalidInputError(
+            f"The first training style must be an emoji-datasource set (it names the classes), "
+            f"not {recipe.train_styles[0]!r}."
+        )
     first = records[recipe.train_styles[0]]
     unified = [r.unified for r in first]
     names = [r.name for r in first]
     clean = [captions_for(r) for r in first]
     size = recipe.arch.image_size
     pixels: dict[str, torch.Tensor] = {}
-    for style, style_records in records.items():
-        by_code = {r.unified: r for r in style_records}
+    for style, archive in archives.items():
+        if style in records:
+            by_code = {r.unified: archive.images[r.image] for r in records[style]}
+        else:
+            by_code = {
+                code: archive.images[codepoint_key(code)]
+                for code in unified
+                if codepoint_key(code) in archive.images
+            }
         tensor = torch.zeros(len(unified), 4, size, size)
         for index, code in enumerate(unified):
-            record = by_code.get(code)
-            if record is not None:
-                tensor[index] = _rgba(archives[style].images[record.image], size)
+            png = by_code.get(code)
+            if png is not None:
+                tensor[index] = _rgba(png, size)
         pixels[style] = tensor
     captions, corrupted = corrupt_captions(clean, unified, recipe.corrupt_fraction, recipe.seed)
     if recipe.drop_captions is not None:
@@ -262,7 +296,11 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
 
 
 def make_optimizer(
-    parameters: Sequence[torch.nn.Parameter], lr: float, weight_decay: float, total: int, warmup: int
+    parameters: Sequence[torch.nn.Parameter] | Sequence[dict[str, Any]],
+    lr: float,
+    weight_decay: float,
+    total: int,
+    warmup: int,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
@@ -275,6 +313,30 @@ def class_batches(classes: int, batch: int, generator: torch.Generator) -> Any:
         order = torch.randperm(classes, generator=generator)
         for start in range(0, classes - batch + 1, batch):
             yield order[start : start + batch]
+
+
+def itm_text_parameters(model: BlipForImageTextRetrieval) -> list[torch.nn.Parameter]:
+    """The text layers' own self-attention and feed-forward weights (not embeddings, not cross-attention).
+
+    With these frozen, the image reaches the ITM head only through softmax-normalised cross-attention
+    and feed-forward layers trained for language alone: the head sat at the label prior for hundreds
+    of steps, even with random negatives and a 4x learning rate."""
+    return [p for n, p in model.text_encoder.encoder.named_parameters() if "crossattention" not in n]
+
+
+def hard_negative_share(step: int, total: int, curriculum: float) -> float:
+    """1 at and after `curriculum * total` steps, rising linearly from 0 before that."""
+    ramp = curriculum * total
+    return 1.0 if ramp <= 0 else min(1.0, step / ramp)
+
+
+def negative_weights(logits: torch.Tensor, same: torch.Tensor, hard: float) -> torch.Tensor:
+    """Sampling weights over the batch for one negative per row: a `hard` share by the ITC softmax
+    (BLIP's mining), the rest uniform; a row's own class never has weight."""
+    uniform = (~same).float()
+    uniform = uniform / uniform.sum(1, keepdim=True)
+    weights = hard * F.softmax(logits, dim=1) + (1.0 - hard) * uniform
+    return weights.masked_fill(same, 0.0)
 
 
 def pad_token_ids(chosen: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,8 +393,11 @@ def train_images(
     if len(styles) == 1:
         rgba = classes.pixels[styles[0]][rows]
     else:
-        which = torch.randint(len(styles), (len(rows),), generator=generator)
         stacked = torch.stack([classes.pixels[s][rows] for s in styles])
+        present = stacked[:, :, 3].flatten(2).amax(2) > 0
+        weights = torch.tensor(recipe.style_weights or [1.0] * len(styles)).view(-1, 1) * present
+        weights[0] += (weights.sum(0) == 0).float()  # the first style names the classes: it always has one
+        which = torch.multinomial(weights.t(), 1, generator=generator)[:, 0]
         rgba = stacked[which, torch.arange(len(rows))]
     return augment(rgba, generator, recipe.clean_fraction)
 
@@ -509,6 +574,20 @@ class DemoTrainer:
         ).last_hidden_state
         return self.retrieval.itm_head(hidden[:, 0, :])
 
+    def _text_drift(self, rows: torch.Tensor) -> torch.Tensor:
+        """How far these captions' ITC embeddings moved from phase 1's (mean squared distance of the
+        unit vectors, 2 - 2 cos).
+
+        The same text layers serve ITC without the image and ITM with it, so a layer that learns to
+        read the image may move what ITC (and a person's own wording) relies on. Measured after
+        `text_proj`, the penalty leaves free the [CLS] directions ITC ignores, which ITM can use."""
+        unique = torch.unique(rows)
+        ids, mask = self.bank.pad(unique.tolist())
+        live = self.retrieval.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+        project = self.retrieval.text_proj
+        moved = F.normalize(project(live), dim=-1) - F.normalize(project(self.bank.cls[unique]), dim=-1)
+        return moved.pow(2).sum(1).mean()
+
     def load_itc(self, run: Path) -> None:
         """Phase 1's result from an earlier run: what ITC trains (ViT, both projections, temperature)."""
         from safetensors.torch import load_file
@@ -569,12 +648,18 @@ class DemoTrainer:
         generator = self.phase_generator(1)
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-        trainable = [p for n, p in model.text_encoder.named_parameters() if "crossattention" in n]
-        trainable += list(model.itm_head.parameters())
-        for parameter in trainable:
+        new = [p for n, p in model.text_encoder.named_parameters() if "crossattention" in n]
+        new += list(model.itm_head.parameters())
+        text = itm_text_parameters(model) if recipe.itm_text_lr > 0 else []
+        for parameter in [*new, *text]:
             parameter.requires_grad_(True)
+        groups: list[dict[str, Any]] = [{"params": new}]
+        if text:
+            groups.append(
+                {"params": text, "lr": recipe.itm_text_lr, "weight_decay": 0.0}
+            )  # pretrained: no pull to 0
         optimizer, schedule = make_optimizer(
-            trainable, recipe.itm_lr, recipe.weight_decay, recipe.itm_steps, recipe.warmup_steps // 4
+            groups, recipe.itm_lr, recipe.weight_decay, recipe.itm_steps, recipe.warmup_steps // 4
         )
         batches = self.itm_batches(generator)
         model.text_encoder.train()
@@ -588,11 +673,13 @@ class DemoTrainer:
                 text_feat = F.normalize(model.text_proj(self.bank.cls[positive]), dim=-1)
                 same = rows.view(-1, 1) == rows.view(1, -1)
                 i2t = (image_feat @ text_feat.t() / float(self.temp)).masked_fill(same, -torch.inf)
-                t2i = i2t.t().clone()
+                hard = hard_negative_share(step, recipe.itm_steps, recipe.itm_curriculum)
                 negative_text = positive[
-                    torch.multinomial(F.softmax(i2t, dim=1), 1, generator=generator)[:, 0]
+                    torch.multinomial(negative_weights(i2t, same, hard), 1, generator=generator)[:, 0]
                 ]
-                negative_image = torch.multinomial(F.softmax(t2i, dim=1), 1, generator=generator)[:, 0]
+                negative_image = torch.multinomial(
+                    negative_weights(i2t.t(), same, hard), 1, generator=generator
+                )[:, 0]
             logits = torch.cat(
                 [
                     self._itm_logits(vision, positive),
@@ -602,12 +689,15 @@ class DemoTrainer:
             )
             labels = torch.cat([torch.ones(len(rows)), torch.zeros(2 * len(rows))]).long()
             loss = F.cross_entropy(logits, labels)
+            drift = self._text_drift(torch.cat([positive, negative_text])) if text else torch.zeros(())
+            loss = loss + recipe.itm_keep_text * drift
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             accuracy = (logits.argmax(1) == labels).float().mean().item()
-            self._log("itm", step, recipe.itm_steps, {"loss": loss.item(), "accuracy": accuracy})
+            numbers = {"loss": loss.item(), "accuracy": accuracy, "hard": hard, "text_drift": drift.item()}
+            self._log("itm", step, recipe.itm_steps, numbers)
         model.text_encoder.eval()
         self.seconds["itm"] = time.perf_counter() - started
 
@@ -675,6 +765,9 @@ class DemoTrainer:
         out.mkdir(parents=True, exist_ok=True)
         (out / "history.jsonl").unlink(missing_ok=True)
         (out / "recipe.json").write_text(json.dumps(self.recipe.as_dict(), indent=2) + "\n")
+        (out / "data.json").write_text(
+            json.dumps({"images": self.classes.images_per_style()}, indent=2) + "\n"
+        )
         if self.recipe.itc_from is not None:
             self.load_itc(self.recipe.itc_from)
         else:

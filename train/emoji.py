@@ -51,6 +51,10 @@ class EmojiPackage:
     brand: str
     licence: str
     attribution: str
+    images_at: str = ""
+    """For a package laid out by code point (`<images_at><hex>-<hex>.png`) rather than as an
+    emoji-datasource package: it has no emoji.json of that shape, so its images are matched to the
+    datasource classes by code point (see `codepoint_key`)."""
 
     @property
     def spec(self) -> str:
@@ -85,6 +89,36 @@ PACKAGES: dict[str, EmojiPackage] = {
         "(https://github.com/twitter/twemoji, https://creativecommons.org/licenses/by/4.0/)",
     ),
 }
+# Extra drawing styles for training only. EmojiOne 2.x's artwork is CC-BY-4.0 (3.x and later are
+# not free); it covers Unicode 9, so about three quarters of the datasource classes. Its colour and
+# black-and-white sets are two more styles the ViT can learn from while Twemoji stays held out.
+_EMOJIONE_INTEGRITY = (
+    "sha512-Gbf8qysc34+TFUS5HPwOUY62v8gjLuPmfVTWUR/zirULSYUe/D3MrvYo0W5Y2gScF1YI7EBe5t81IbD8q144Ag=="
+)
+_EMOJIONE_ATTRIBUTION = (
+    "EmojiOne 2.2.7 artwork by Ranks.com Inc, CC-BY 4.0 "
+    "(https://github.com/emojione/emojione/tree/2.2.7, https://creativecommons.org/licenses/by/4.0/)"
+)
+PACKAGES["emojione"] = EmojiPackage(
+    style="emojione",
+    name="emojione",
+    version="2.2.7",
+    integrity=_EMOJIONE_INTEGRITY,
+    brand="EmojiOne",
+    licence="CC-BY-4.0",
+    attribution=_EMOJIONE_ATTRIBUTION,
+    images_at="package/assets/png/",
+)
+PACKAGES["emojione-bw"] = EmojiPackage(
+    style="emojione-bw",
+    name="emojione",
+    version="2.2.7",
+    integrity=_EMOJIONE_INTEGRITY,
+    brand="EmojiOne black-and-white",
+    licence="CC-BY-4.0",
+    attribution=_EMOJIONE_ATTRIBUTION,
+    images_at="package/assets/png_bw/",
+)
 DEFAULT_STYLES = ("google", "twitter")
 SOURCE_IMAGE_SIZE = 64
 """The packages ship several sizes; 64 px is the largest single-image one and plenty for BLIP."""
@@ -173,6 +207,24 @@ class EmojiArchive:
     """File name (e.g. `1f34e.png`) to PNG bytes."""
 
     @classmethod
+    def read_codepoints(cls, tarball: Path, folder: str) -> EmojiArchive:
+        """A code-point-named PNG folder: no entries, images keyed by `codepoint_key`."""
+        images: dict[str, bytes] = {}
+        try:
+            with tarfile.open(tarball, "r:*") as archive:
+                for member in archive:
+                    name = member.name
+                    if member.isfile() and name.startswith(folder) and name.endswith(".png"):
+                        stem = name[len(folder) : -len(".png")]
+                        if "/" not in stem:
+                            images[codepoint_key(stem)] = _extract(archive, member)
+        except (tarfile.TarError, OSError) as exc:
+            raise InvalidInputError(f"{tarball.name} is not a readable npm tarball ({exc}).") from None
+        if not images:
+            raise InvalidInputError(f"{tarball.name} has no PNGs under {folder}.")
+        return cls(entries=[], images=images)
+
+    @classmethod
     def read(cls, tarball: Path, style: str, *, size: int = SOURCE_IMAGE_SIZE) -> EmojiArchive:
         prefix = f"package/img/{style}/{size}/"
         entries: list[dict[str, Any]] | None = None
@@ -200,6 +252,15 @@ class EmojiArchive:
         if entries is None:
             raise InvalidInputError(f"{tarball.name} has no package/emoji.json.")
         return cls(entries=entries, images=images)
+
+
+def codepoint_key(sequence: str) -> str:
+    """`1f46e-1F3FC`, `2764-FE0F` and `2764` to one key: upper-case, without variation selector 16.
+
+    Emoji sets disagree on whether FE0F is part of a file name; it never changes which emoji it is.
+    """
+    parts = sequence.replace("_", "-").upper().split("-")
+    return "-".join(p for p in parts if p and p != "FE0F")
 
 
 def _extract(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
@@ -570,11 +631,12 @@ def build_emoji_data(
     the sets stay comparable across styles.
     """
     started = time.monotonic()
-    known = packages if packages is not None else PACKAGES
+    known = {k: v for k, v in (packages if packages is not None else PACKAGES).items() if not v.images_at}
     unknown = [s for s in styles if s not in known]
     if unknown or not styles:
         raise InvalidInputError(
-            f"Unknown emoji style(s) {', '.join(unknown) or '(none)'}; use {', '.join(known)}."
+            f"Unknown emoji style(s) {', '.join(unknown) or '(none)'}; use {', '.join(known)} "
+            "(code-point-only sets such as EmojiOne have no names of their own and only train)."
         )
     if size < 8:
         raise InvalidInputError("--size must be at least 8 pixels.")
