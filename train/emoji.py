@@ -30,7 +30,7 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +109,10 @@ PACKAGES["emojione"] = EmojiPackage(
     attribution=_EMOJIONE_ATTRIBUTION,
     images_at="package/assets/png/",
 )
-PACKAGES["emojione-bw"] = EmojiPackage(
+PACKAGES["emojione-bw"] = replace(
+    PACKAGES["emojione"],
     style="emojione-bw",
-    name="emojione",
-    version="2.2.7",
-    integrity=_EMOJIONE_INTEGRITY,
     brand="EmojiOne black-and-white",
-    licence="CC-BY-4.0",
-    attribution=_EMOJIONE_ATTRIBUTION,
     images_at="package/assets/png_bw/",
 )
 DEFAULT_STYLES = ("google", "twitter")
