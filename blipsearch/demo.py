@@ -45,11 +45,17 @@ def demo_assets(demo_dir: Path) -> DemoAssets:
 
 
 def demo_rerank_itc_weight(assets: DemoAssets) -> float:
-    """1 / the ITC temperature the demo model learned (its `training_state.json`): the weight that
-    adds ITM and ITC log-scores when re-ranking (`rerank_itc_weight`), as its card measures it."""
+    """The shipped demo model's `rerank_itc_weight` (see `rerank_itc_weight_of`)."""
+    return rerank_itc_weight_of(assets.retrieval.parent)
+
+
+def rerank_itc_weight_of(model_dir: Path) -> float:
+    """1 / the ITC temperature a demo-recipe run learned (its `training_state.json`): the weight that
+    adds ITM and ITC log-scores when re-ranking (`rerank_itc_weight`). Fixed by training, not tuned
+    on any evaluation set."""
     import json
 
-    state = assets.retrieval.parent / "training_state.json"
+    state = model_dir / "training_state.json"
     try:
         temperature = float(json.loads(state.read_text())["temperature"])
     except (OSError, ValueError, KeyError, TypeError) as exc:

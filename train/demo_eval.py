@@ -19,19 +19,13 @@ from blipsearch.search.evaluation import evaluate, load_caption_set
 from blipsearch.train.demo_recipe import EmojiClasses, flatten_on_white
 from PIL import Image
 
+from blipsearch.demo import rerank_itc_weight_of
 from blipsearch.models.captioner import Captioner, CaptionOptions
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 
 RERANK_DEPTHS = (8,)
 CAPTION_OPTIONS = CaptionOptions(strategy="beam", num_beams=3, min_new_tokens=1, max_new_tokens=20)
-
-
-def served_itc_weight(model_dir: Path) -> float:
-    """1 / the ITC temperature phase 1 learned: ITM and ITC then count by their own confidence
-    (`rerank_scores`). Fixed by the training, not tuned on any evaluation set."""
-    temperature = float(json.loads((model_dir / "training_state.json").read_text())["temperature"])
-    return round(1.0 / temperature, 2)
 
 
 def write_style_set(classes: EmojiClasses, style: str, folder: Path) -> Path:
@@ -96,7 +90,7 @@ def evaluate_demo_model(
     """Recall@K per style (ITC and ITM re-ranked) and caption accuracy, written to metrics.json."""
     folder = model_dir / "eval-images"
     settings = Settings(device="cpu")
-    itc_weight = served_itc_weight(model_dir)
+    itc_weight = rerank_itc_weight_of(model_dir)
     retrieval = RetrievalModel.load(str(model_dir / "retrieval"), settings)
     result: dict[str, Any] = {"rerank_itc_weight": itc_weight, "styles": {}}
     captioner = Captioner.load(str(model_dir / "caption"), settings) if captions else None

@@ -135,8 +135,13 @@ class EmojiClasses:
     corrupted: set[tuple[str, str]] = field(default_factory=set)
 
     def images_per_style(self) -> dict[str, int]:
-        """How many classes each style has an image for (a missing image is all zero)."""
-        return {style: int((p[:, 3].flatten(1).amax(1) > 0).sum()) for style, p in self.pixels.items()}
+        """How many classes each style has an image for."""
+        return {style: int(has_image(p).sum()) for style, p in self.pixels.items()}
+
+
+def has_image(rgba: torch.Tensor) -> torch.Tensor:
+    """Per class (leading dimensions kept), whether this style drew it: a missing image is all zero."""
+    return rgba[..., 3, :, :].flatten(-2).amax(-1) > 0
 
 
 def _rgba(png: bytes, size: int) -> torch.Tensor:
@@ -394,7 +399,7 @@ def train_images(
         rgba = classes.pixels[styles[0]][rows]
     else:
         stacked = torch.stack([classes.pixels[s][rows] for s in styles])
-        present = stacked[:, :, 3].flatten(2).amax(2) > 0
+        present = has_image(stacked)
         weights = torch.tensor(recipe.style_weights or [1.0] * len(styles)).view(-1, 1) * present
         weights[0] += (weights.sum(0) == 0).float()  # the first style names the classes: it always has one
         which = torch.multinomial(weights.t(), 1, generator=generator)[:, 0]
@@ -557,7 +562,7 @@ class DemoTrainer:
         texts = self.canonical_text_features()
         result: dict[str, float] = {}
         for style, rgba in self.classes.pixels.items():
-            present = rgba[:, 3].flatten(1).amax(1) > 0
+            present = has_image(rgba)
             features = self.clean_image_features(rgba)
             sims = texts[present] @ features[present].t()
             hits = sims.argmax(1) == torch.arange(int(present.sum()))
