@@ -16,8 +16,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEMO_TRAIN_STYLES = ("google",)
-"""The shipped model's. `emojione` and `emojione-bw` (EmojiOne 2.2.7, CC-BY-4.0) add two drawing
-styles; at equal compute they did not transfer better to Twemoji (demo/model/README.md)."""
+DEMO_STYLE_WEIGHTS: tuple[float, ...] | None = None
+"""The shipped model's. More drawing styles (`emojione`, `emojione-bw`, `fluent-3d`, `fluent-flat`)
+are options: four of them lifted held-out Twemoji recall by about ten points but weakened some
+paraphrase queries, so they are not the default yet (demo/model/README.md)."""
 
 train_app = typer.Typer(
     help="Fine-tune BLIP checkpoints on image-text pairs (CPU-sized; runs on GPU too).",
@@ -256,7 +258,8 @@ def train_demo(
         typer.Option(
             "--train-style",
             help="Emoji style(s) to train on, repeatable; the first names the classes (an emoji-datasource "
-            "set: google or twitter); emojione and emojione-bw add drawings only (default google).",
+            "set: google or twitter); emojione, emojione-bw, fluent-3d and fluent-flat add drawings only "
+            "(default google).",
         ),
     ] = None,
     holdout: Annotated[str, typer.Option("--holdout", help="Style never trained on, measured.")] = "twitter",
@@ -318,7 +321,7 @@ def train_demo(
     """Train the small demo BLIP (ViT from scratch, MiniLM text side) on emoji, then measure it.
 
     Three fixed-length phases (ITC, ITM, LM), so a seed reproduces the run; the defaults take
-    about an hour on a 2-core CPU. See models/demo/README.md for the figures of the shipped run.
+    70 to 100 minutes on a 2-core CPU. demo/model/README.md has the shipped run's command and figures.
     """
     import logging
     import time
@@ -329,7 +332,7 @@ def train_demo(
 
     log = logging.getLogger("blipsearch.train.demo")
     styles = tuple(train_style or DEMO_TRAIN_STYLES)
-    weights = tuple(style_weight) if style_weight else None
+    weights = tuple(style_weight) if style_weight else (None if train_style else DEMO_STYLE_WEIGHTS)
     if weights is not None and len(weights) != len(styles):
         err_console.print(f"error: {len(weights)} --style-weight for {len(styles)} training styles.")
         raise typer.Exit(2)

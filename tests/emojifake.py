@@ -74,14 +74,31 @@ PALETTE = [(220, 30, 30), (30, 160, 60), (40, 80, 200), (230, 210, 40)]
 WITH_IMAGES = ["1f34e.png", "1f600.png", "1f44b.png", "1f44b-1f3fb.png"]
 
 
-def png(colour: tuple[int, int, int]) -> bytes:
-    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-    for x in range(16, 48):
-        for y in range(16, 48):
-            image.putpixel((x, y), (*colour, 255))
+def png(colour: tuple[int, int, int], image_format: str = "PNG", size: int = 64) -> bytes:
+    """A square of `colour` in the middle half of a transparent image."""
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    image.paste((*colour, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format=image_format, **({"lossless": True} if image_format == "WEBP" else {}))
     return buffer.getvalue()
+
+
+def svg(colour: tuple[int, int, int]) -> bytes:
+    """The same square as `png`, drawn in a 32-unit SVG viewBox (as Fluent's flat set is drawn)."""
+    r, g, b = colour
+    return (
+        '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32" '
+        f'viewBox="0 0 32 32"><rect x="8" y="8" width="16" height="16" fill="rgb({r},{g},{b})"/></svg>'
+    ).encode()
+
+
+def image_bytes(colour: tuple[int, int, int], suffix: str) -> bytes:
+    """A fake emoji in a package's own file format: 256-px WebP like Fluent 3D, SVG, or PNG."""
+    if suffix == ".svg":
+        return svg(colour)
+    if suffix == ".webp":
+        return png(colour, "WEBP", size=256)
+    return png(colour)
 
 
 def add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -109,13 +126,16 @@ no waving hand, so a class can lack this style."""
 
 
 def fake_codepoint_package(cache: Path, style: str = "emojione") -> em.EmojiPackage:
-    """A tarball of code-point-named PNGs (EmojiOne's layout), with no emoji.json of the datasource shape."""
+    """A tarball of code-point-named images in the style's format (EmojiOne's or Fluent's layout),
+    with no emoji.json of the datasource shape."""
     package = replace(em.PACKAGES[style], integrity="sha512-placeholder")
+    suffix = package.image_suffix
     cache.mkdir(parents=True, exist_ok=True)
     tarball = cache / package.tarball_name
     with tarfile.open(tarball, "w:gz") as archive:
-        add(archive, "package/package.json", b'{"name": "emojione"}')
+        add(archive, "package/package.json", json.dumps({"name": package.name}).encode())
         for file_name, colour in CODEPOINT_FILES.items():
-            add(archive, f"{package.images_at}{file_name}", png(PALETTE[colour]))
-        add(archive, f"{package.images_at}nested/1f44b.png", png(PALETTE[0]))
+            stem = file_name.removesuffix(".png")
+            add(archive, f"{package.images_at}{stem}{suffix}", image_bytes(PALETTE[colour], suffix))
+        add(archive, f"{package.images_at}nested/1f44b{suffix}", image_bytes(PALETTE[0], suffix))
     return replace(package, integrity=em.sri_sha512(tarball))

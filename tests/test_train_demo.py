@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from blipsearch.train import losses
 from blipsearch.train.demo_capfilt import precision_recall, run_capfilt_experiment
-from blipsearch.train.demo_card import write_model_card
+from blipsearch.train.demo_card import training_command, write_model_card
 from blipsearch.train.demo_eval import evaluate_demo_model, names_emoji
 from blipsearch.train.demo_model import DemoArchitecture, build_demo_models, minilm_directory
 from blipsearch.train.demo_recipe import (
@@ -30,7 +30,7 @@ from blipsearch.train.demo_recipe import (
     negative_weights,
     train_images,
 )
-from emojifake import fake_codepoint_package, fake_package
+from emojifake import PALETTE, fake_codepoint_package, fake_package
 from PIL import Image
 from transformers import BertModel, BertTokenizerFast
 
@@ -146,6 +146,29 @@ def test_codepoint_style_joins_the_classes_and_is_drawn_only_where_it_has_the_em
         load_classes(replace(recipe, train_styles=("emojione", "google")), packages)
 
 
+def test_fluent_styles_load_from_webp_and_svg_at_the_model_size(tmp_path: Path) -> None:
+    """Fluent 3D ships 256-px WebP and Fluent flat SVG: both become the same RGBA tensor layout."""
+    cache = tmp_path / "cache"
+    packages = {
+        "google": fake_package(cache, "google"),
+        "twitter": fake_package(cache, "twitter"),
+        "fluent-3d": fake_codepoint_package(cache, "fluent-3d"),
+        "fluent-flat": fake_codepoint_package(cache, "fluent-flat"),
+    }
+    recipe = _recipe(tmp_path, train_styles=("google", "fluent-3d", "fluent-flat"))
+    classes = load_classes(recipe, packages)
+    size = recipe.arch.image_size
+    apple = classes.unified.index("1F34E")
+    for style in ("fluent-3d", "fluent-flat"):
+        pixels = classes.pixels[style]
+        assert pixels.shape == (len(classes.unified), 4, size, size)
+        centre = pixels[apple, :, size // 2, size // 2]
+        expected = torch.tensor([*(c / 255 for c in PALETTE[1]), 1.0])
+        torch.testing.assert_close(centre, expected, atol=0.02, rtol=0)
+        assert pixels[apple, 3, 0, 0] == 0  # transparent outside the drawing
+        assert pixels[classes.unified.index("1F44B"), 3].amax() == 0  # not in the set
+
+
 def test_itm_negatives_move_from_random_to_mined_and_never_hit_the_positive() -> None:
     assert [hard_negative_share(s, 100, 0.3) for s in (0, 15, 30, 90)] == [0.0, 0.5, 1.0, 1.0]
     assert hard_negative_share(1, 100, 0.0) == 1.0
@@ -227,6 +250,36 @@ def test_recipe_trains_saves_and_measures(tmp_path: Path, fake_packages: dict) -
     assert "| ITC |" in card and "t2i R@1" in card and "Noto" in card and "Twemoji" in card
 
 
+def test_card_command_and_labels_follow_the_runs_styles(tmp_path: Path) -> None:
+    """The card's command must reproduce the run: a multi-style run's styles and weights are in it,
+    and only the first style is called the demo catalog."""
+    recipe = {
+        "train_styles": ["google", "fluent-3d"],
+        "style_weights": [2.0, 1.0],
+        "holdout_style": "twitter",
+        "itc_steps": 10,
+        "itm_steps": 2,
+        "caption_steps": 3,
+        "seed": 4,
+    }
+    command = training_command(recipe)
+    assert command == (
+        "blipsearch train demo OUT --train-style google --train-style fluent-3d --style-weight 2 "
+        "--style-weight 1 --itc-steps 10 --itm-steps 2 --caption-steps 3 --seed 4"
+    )
+    assert "--train-style" not in training_command(
+        {**recipe, "train_styles": ["google"], "style_weights": None}
+    )
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    (tmp_path / "history.jsonl").write_text(
+        json.dumps({"phase": "itc-validation", "step": 10, "t2i_r1_google": 0.5, "t2i_r1_fluent-3d": 0.25})
+    )
+    card = write_model_card(tmp_path).read_text()
+    assert command in card
+    assert "| step | Noto | Fluent 3D |" in card and "| 10 | 50.0% | 25.0% |" in card
+    assert "Fluent Emoji by Microsoft Corporation, MIT License" in card
+
+
 def _pil(rgb: torch.Tensor) -> Image.Image:
     return Image.fromarray((rgb.permute(1, 2, 0) * 255).round().byte().numpy(), "RGB")
 
@@ -285,6 +338,8 @@ def test_later_phases_rerun_from_an_earlier_runs_phase_one(tmp_path: Path, fake_
     [
         (["--train-style", "google", "--train-style", "twitter"], "also a training style"),
         (["--train-style", "google", "--style-weight", "1", "--style-weight", "2"], "2 --style-weight for 1"),
+        (["--style-weight", "1", "--style-weight", "1"], "2 --style-weight for 1"),  # default: Noto alone
+        (["--train-style", "fluent-3d", "--holdout", "fluent-3d"], "also a training style"),
     ],
 )
 def test_train_demo_refuses_a_held_out_style_in_training_and_unmatched_weights(

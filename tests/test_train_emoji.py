@@ -164,8 +164,25 @@ def test_codepoint_archive_reads_only_its_folder(tmp_path: Path) -> None:
         em.fetch_package(package, tmp_path / "cache"), package.images_at
     )
     assert archive.entries == [] and set(archive.images) == {"1F34E", "1F600"}
-    with pytest.raises(InvalidInputError, match="no PNGs"):
+    with pytest.raises(InvalidInputError, match=r"no \.png images"):
         em.EmojiArchive.read_codepoints(tmp_path / "cache" / package.tarball_name, "package/elsewhere/")
+
+
+def test_scoped_package_tarball_is_named_as_npm_pack_writes_it() -> None:
+    assert em.PACKAGES["fluent-3d"].tarball_name == "lobehub-fluent-emoji-3d-1.1.0.tgz"
+    assert em.PACKAGES["fluent-3d"].spec == "@lobehub/fluent-emoji-3d@1.1.0"
+    assert em.PACKAGES["emojione"].tarball_name == "emojione-2.2.7.tgz"
+
+
+@pytest.mark.parametrize("style", ["fluent-3d", "fluent-flat"])
+def test_codepoint_archive_reads_the_styles_own_format(tmp_path: Path, style: str) -> None:
+    package = fake_codepoint_package(tmp_path / "cache", style)
+    archive = em.EmojiArchive.read_codepoints(
+        em.fetch_package(package, tmp_path / "cache"), package.images_at, package.image_suffix
+    )
+    assert set(archive.images) == {"1F34E", "1F600"}
+    with pytest.raises(InvalidInputError, match=r"no \.png images"):
+        em.EmojiArchive.read_codepoints(tmp_path / "cache" / package.tarball_name, package.images_at)
 
 
 def test_codepoint_sets_only_train_and_are_refused_as_demo_data(tmp_path: Path) -> None:

@@ -214,6 +214,24 @@ def data_lines(recipe: dict[str, Any], metrics: dict[str, Any], data: dict[str, 
     return lines
 
 
+def training_command(recipe: dict[str, Any]) -> str:
+    """The `blipsearch train demo` line that reproduces the run, styles and their weights included."""
+    words = ["blipsearch train demo OUT"]
+    styles = list(recipe.get("train_styles") or ["google"])
+    if styles != ["google"]:
+        words += [f"--train-style {s}" for s in styles]
+    words += [f"--style-weight {w:g}" for w in recipe.get("style_weights") or []]
+    if recipe.get("holdout_style", "twitter") != "twitter":
+        words.append(f"--holdout {recipe['holdout_style']}")
+    words += [
+        f"--itc-steps {recipe.get('itc_steps')}",
+        f"--itm-steps {recipe.get('itm_steps')}",
+        f"--caption-steps {recipe.get('caption_steps')}",
+        f"--seed {recipe.get('seed')}",
+    ]
+    return " ".join(words)
+
+
 def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
     recipe = _read(model_dir / "recipe.json") or {}
     metrics = _read(model_dir / "metrics.json") or {"styles": {}}
@@ -225,9 +243,10 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         ]
     train_style = (recipe.get("train_styles") or ["google"])[0]
     holdout = recipe.get("holdout_style", "twitter")
-    roles = {holdout: "held out"}
+    roles = {holdout: "held out", **{s: "trained on" for s in recipe.get("train_styles") or []}}
+    roles[train_style] = "trained on; the demo catalog"
     labels = {
-        style: f"{package.brand} ({style}, {roles.get(style, 'trained on; the demo catalog')})"
+        style: f"{package.brand} ({style}, {roles.get(style, 'not used')})"
         for style, package in PACKAGES.items()
     }
     arch = recipe.get("arch", {})
@@ -266,9 +285,7 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         "## Training",
         "",
         "```",
-        f"blipsearch train demo OUT --itc-steps {recipe.get('itc_steps')} --itm-steps "
-        f"{recipe.get('itm_steps')} "
-        f"--caption-steps {recipe.get('caption_steps')} --seed {recipe.get('seed')}",
+        training_command(recipe),
         "```",
         "",
         f"Phase 1, ITC: {recipe.get('itc_steps')} steps of {recipe.get('itc_batch')} images against "

@@ -144,7 +144,24 @@ def has_image(rgba: torch.Tensor) -> torch.Tensor:
     return rgba[..., 3, :, :].flatten(-2).amax(-1) > 0
 
 
-def _rgba(png: bytes, size: int) -> torch.Tensor:
+def rasterise_svg(svg: bytes, size: int) -> bytes:
+    """A PNG of an SVG emoji at `size` px; cairosvg is imported only for styles drawn as SVG."""
+    try:
+        import cairosvg
+    except ImportError:
+        raise InvalidInputError(
+            "This emoji style is drawn as SVG; install cairosvg (`pip install blipsearch[demo-train]`)."
+        ) from None
+    try:
+        png: bytes = cairosvg.svg2png(bytestring=svg, output_width=size, output_height=size)
+    except Exception as exc:  # cairosvg raises parser-specific errors for a broken file
+        raise InvalidInputError(f"An SVG emoji cannot be rendered ({exc}).") from None
+    return png
+
+
+def _rgba(image_bytes: bytes, size: int) -> torch.Tensor:
+    head = image_bytes[:256].lstrip()
+    png = rasterise_svg(image_bytes, size) if head.startswith((b"<svg", b"<?xml")) else image_bytes
     with Image.open(io.BytesIO(png)) as opened:
         image = opened.convert("RGBA")
     if image.size != (size, size):
@@ -164,7 +181,7 @@ def load_classes(recipe: DemoRecipe, packages: dict[str, EmojiPackage] | None = 
         package = known[style]
         if package.images_at:
             archives[style] = EmojiArchive.read_codepoints(
-                fetch_package(package, recipe.cache), package.images_at
+                fetch_package(package, recipe.cache), package.images_at, package.image_suffix
             )
             continue
         archive = EmojiArchive.read(fetch_package(package, recipe.cache), style)

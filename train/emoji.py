@@ -55,6 +55,8 @@ class EmojiPackage:
     """For a package laid out by code point (`<images_at><hex>-<hex>.png`) rather than as an
     emoji-datasource package: it has no emoji.json of that shape, so its images are matched to the
     datasource classes by code point (see `codepoint_key`)."""
+    image_suffix: str = ".png"
+    """`.png`, `.webp`, or `.svg` (rasterised with cairosvg when the classes are loaded)."""
 
     @property
     def spec(self) -> str:
@@ -62,8 +64,8 @@ class EmojiPackage:
 
     @property
     def tarball_name(self) -> str:
-        """The file name `npm pack` writes for an unscoped package."""
-        return f"{self.name}-{self.version}.tgz"
+        """The file name `npm pack` writes: `@scope/name` becomes `scope-name`."""
+        return f"{self.name.lstrip('@').replace('/', '-')}-{self.version}.tgz"
 
 
 # Recorded from `npm view <name>@16.0.0 dist.integrity`; a cache hit must match these exactly.
@@ -114,6 +116,34 @@ PACKAGES["emojione-bw"] = replace(
     style="emojione-bw",
     brand="EmojiOne black-and-white",
     images_at="package/assets/png_bw/",
+)
+# Microsoft's Fluent Emoji (MIT), as LobeHub packs them by code point: a 3D rendering (256 px WebP)
+# and the flat 2D drawing of the same designs (SVG). They cover about 97% and 95% of the classes.
+_FLUENT_ATTRIBUTION = (
+    "Fluent Emoji by Microsoft Corporation, MIT License (https://github.com/microsoft/fluentui-emoji), "
+    "packed by code point by LobeHub (https://github.com/lobehub/fluent-emoji, MIT License)"
+)
+PACKAGES["fluent-3d"] = EmojiPackage(
+    style="fluent-3d",
+    name="@lobehub/fluent-emoji-3d",
+    version="1.1.0",
+    integrity="sha512-Wlq2lVStTnr8BDpIJ0pEnTKO4LuDxxqTEhTvRtD1DLRF0me7ogeRQjKoehDHXuVJ2Qaecgl5wRBv60lUAG3h7g==",
+    brand="Fluent 3D",
+    licence="MIT",
+    attribution=_FLUENT_ATTRIBUTION,
+    images_at="package/assets/",
+    image_suffix=".webp",
+)
+PACKAGES["fluent-flat"] = EmojiPackage(
+    style="fluent-flat",
+    name="@lobehub/fluent-emoji-flat",
+    version="1.1.0",
+    integrity="sha512-lPYCg8+N56MIj+iOgeBeH6AF0tneXxJCvgi41rOTjAWpA5rU2WUcmU1fiIXouEe8GrSTarWCYLY2ML+rdLRHsg==",
+    brand="Fluent flat",
+    licence="MIT",
+    attribution=_FLUENT_ATTRIBUTION,
+    images_at="package/assets/",
+    image_suffix=".svg",
 )
 DEFAULT_STYLES = ("google", "twitter")
 SOURCE_IMAGE_SIZE = 64
@@ -203,21 +233,21 @@ class EmojiArchive:
     """File name (e.g. `1f34e.png`) to PNG bytes."""
 
     @classmethod
-    def read_codepoints(cls, tarball: Path, folder: str) -> EmojiArchive:
-        """A code-point-named PNG folder: no entries, images keyed by `codepoint_key`."""
+    def read_codepoints(cls, tarball: Path, folder: str, suffix: str = ".png") -> EmojiArchive:
+        """A code-point-named image folder: no entries, image bytes keyed by `codepoint_key`."""
         images: dict[str, bytes] = {}
         try:
             with tarfile.open(tarball, "r:*") as archive:
                 for member in archive:
                     name = member.name
-                    if member.isfile() and name.startswith(folder) and name.endswith(".png"):
-                        stem = name[len(folder) : -len(".png")]
+                    if member.isfile() and name.startswith(folder) and name.endswith(suffix):
+                        stem = name[len(folder) : -len(suffix)]
                         if "/" not in stem:
                             images[codepoint_key(stem)] = _extract(archive, member)
         except (tarfile.TarError, OSError) as exc:
             raise InvalidInputError(f"{tarball.name} is not a readable npm tarball ({exc}).") from None
         if not images:
-            raise InvalidInputError(f"{tarball.name} has no PNGs under {folder}.")
+            raise InvalidInputError(f"{tarball.name} has no {suffix} images under {folder}.")
         return cls(entries=[], images=images)
 
     @classmethod
