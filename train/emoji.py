@@ -134,15 +134,12 @@ PACKAGES["fluent-3d"] = EmojiPackage(
     images_at="package/assets/",
     image_suffix=".webp",
 )
-PACKAGES["fluent-flat"] = EmojiPackage(
+PACKAGES["fluent-flat"] = replace(
+    PACKAGES["fluent-3d"],
     style="fluent-flat",
     name="@lobehub/fluent-emoji-flat",
-    version="1.1.0",
     integrity="sha512-lPYCg8+N56MIj+iOgeBeH6AF0tneXxJCvgi41rOTjAWpA5rU2WUcmU1fiIXouEe8GrSTarWCYLY2ML+rdLRHsg==",
     brand="Fluent flat",
-    licence="MIT",
-    attribution=_FLUENT_ATTRIBUTION,
-    images_at="package/assets/",
     image_suffix=".svg",
 )
 DEFAULT_STYLES = ("google", "twitter")
