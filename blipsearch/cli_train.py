@@ -16,7 +16,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEMO_TRAIN_STYLES = ("google",)
-DEMO_STYLE_WEIGHTS: tuple[float, ...] | None = None
 """The shipped model's. More drawing styles (`emojione`, `emojione-bw`, `fluent-3d`, `fluent-flat`)
 are options: four of them lifted held-out Twemoji recall by about ten points but weakened some
 paraphrase queries, so they are not the default yet (demo/model/README.md)."""
@@ -332,7 +331,7 @@ def train_demo(
 
     log = logging.getLogger("blipsearch.train.demo")
     styles = tuple(train_style or DEMO_TRAIN_STYLES)
-    weights = tuple(style_weight) if style_weight else (None if train_style else DEMO_STYLE_WEIGHTS)
+    weights = tuple(style_weight) if style_weight else None
     if weights is not None and len(weights) != len(styles):
         err_console.print(f"error: {len(weights)} --style-weight for {len(styles)} training styles.")
         raise typer.Exit(2)

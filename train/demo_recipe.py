@@ -159,9 +159,9 @@ def rasterise_svg(svg: bytes, size: int) -> bytes:
     return png
 
 
-def _rgba(image_bytes: bytes, size: int) -> torch.Tensor:
-    head = image_bytes[:256].lstrip()
-    png = rasterise_svg(image_bytes, size) if head.startswith((b"<svg", b"<?xml")) else image_bytes
+def _rgba(image_bytes: bytes, size: int, suffix: str = ".png") -> torch.Tensor:
+    """RGBA in 0..1 at `size` px; `suffix` is the package's image format (SVG needs rendering)."""
+    png = rasterise_svg(image_bytes, size) if suffix == ".svg" else image_bytes
     with Image.open(io.BytesIO(png)) as opened:
         image = opened.convert("RGBA")
     if image.size != (size, size):
@@ -207,11 +207,12 @@ def load_classes(recipe: DemoRecipe, packages: dict[str, EmojiPackage] | None = 
                 for code in unified
                 if codepoint_key(code) in archive.images
             }
+        suffix = known[style].image_suffix
         tensor = torch.zeros(len(unified), 4, size, size)
         for index, code in enumerate(unified):
-            png = by_code.get(code)
-            if png is not None:
-                tensor[index] = _rgba(png, size)
+            data = by_code.get(code)
+            if data is not None:
+                tensor[index] = _rgba(data, size, suffix)
         pixels[style] = tensor
     captions, corrupted = corrupt_captions(clean, unified, recipe.corrupt_fraction, recipe.seed)
     if recipe.drop_captions is not None:
