@@ -273,6 +273,16 @@ def train_demo(
     ] = None,
     itc_steps: Annotated[int, typer.Option("--itc-steps", min=1, help="Phase 1: ViT + ITC steps.")] = 5000,
     itc_batch: Annotated[int, typer.Option("--itc-batch", min=2, help="Phase 1: images per step.")] = 256,
+    itc_semantic_share: Annotated[
+        float,
+        typer.Option(
+            "--itc-semantic-share",
+            min=0.0,
+            max=0.9,
+            help="Phase 1: share of each target spread over the emoji with the most alike names, so "
+            "images stay near related wording (0: one-hot).",
+        ),
+    ] = 0.1,
     itm_steps: Annotated[int, typer.Option("--itm-steps", min=0, help="Phase 2: ITM steps.")] = 600,
     caption_steps: Annotated[int, typer.Option("--caption-steps", min=0, help="Phase 3: LM steps.")] = 800,
     corrupt: Annotated[
@@ -348,6 +358,7 @@ def train_demo(
         seed=seed,
         itc_steps=itc_steps,
         itc_batch=itc_batch,
+        itc_semantic_share=itc_semantic_share,
         itm_steps=itm_steps,
         caption_steps=caption_steps,
         corrupt_fraction=corrupt,

@@ -21,6 +21,7 @@ from blipsearch.train.demo_model import DemoArchitecture, build_demo_models, min
 from blipsearch.train.demo_recipe import (
     DemoRecipe,
     DemoTrainer,
+    TextBank,
     augment,
     caption_loss,
     corrupt_captions,
@@ -28,6 +29,7 @@ from blipsearch.train.demo_recipe import (
     hard_negative_share,
     load_classes,
     negative_weights,
+    semantic_itc_targets,
     train_images,
 )
 from emojifake import PALETTE, fake_codepoint_package, fake_package
@@ -184,6 +186,24 @@ def test_itm_negatives_move_from_random_to_mined_and_never_hit_the_positive() ->
     assert torch.allclose(mined, F.softmax(logits.masked_fill(same, -torch.inf), dim=1))
 
 
+def test_semantic_targets_spread_a_share_over_the_most_alike_names(small_models: tuple) -> None:
+    retrieval, _, processor = small_models
+    bank = TextBank(retrieval, processor, [["a red apple", "apple fruit"], ["a green apple"], ["a bicycle"]])
+    semantic = bank.semantic_targets(0.05)
+    assert torch.equal(semantic.diagonal(), torch.zeros(3))
+    torch.testing.assert_close(semantic.sum(1), torch.ones(3))
+    assert semantic[0, 1] > semantic[0, 2]  # the green apple, not the bicycle, is the red one's neighbour
+    rows = torch.tensor([2, 0])
+    i2t, t2i = semantic_itc_targets(semantic, rows, 0.1)
+    assert i2t.shape == (2, 3) and t2i.shape == (2, 2)
+    torch.testing.assert_close(i2t.sum(1), torch.ones(2))
+    torch.testing.assert_close(t2i.sum(1), torch.ones(2))
+    assert i2t[0, 2] == pytest.approx(0.9) and i2t[1, 0] == pytest.approx(0.9)
+    assert t2i.diagonal().tolist() == pytest.approx([0.9, 0.9])
+    one_hot, identity = semantic_itc_targets(semantic, rows, 0.0)
+    assert torch.equal(one_hot, F.one_hot(rows, 3).float()) and torch.equal(identity, torch.eye(2))
+
+
 def test_caption_loss_on_scored_positions_equals_the_full_lm_loss(small_models: tuple) -> None:
     _, captioner, processor = small_models
     captioner.eval()
@@ -224,7 +244,9 @@ def test_recipe_trains_saves_and_measures(tmp_path: Path, fake_packages: dict) -
     history = [json.loads(line) for line in (recipe.out / "history.jsonl").read_text().splitlines()]
     itc = [h["loss"] for h in history if h["phase"] == "itc"]
     assert all(torch.isfinite(torch.tensor(itc))) and itc[-1] < itc[0]
-    assert [h["step"] for h in history if h["phase"] == "itc-validation"] == [20, 40]
+    validations = [h for h in history if h["phase"] == "itc-validation"]
+    assert [h["step"] for h in validations] == [20, 40]
+    assert all(0.0 <= h["paraphrase_top5"] <= 1.0 for h in validations)
     assert {h["phase"] for h in history} >= {"itm", "lm"}
     # ITM trains the text layers too, but never the word embeddings, and keeps ITC's text space
     assert torch.equal(trainer.retrieval.text_encoder.embeddings.word_embeddings.weight, text_before)
@@ -265,18 +287,32 @@ def test_card_command_and_labels_follow_the_runs_styles(tmp_path: Path) -> None:
     command = training_command(recipe)
     assert command == (
         "blipsearch train demo OUT --train-style google --train-style fluent-3d --style-weight 2 "
-        "--style-weight 1 --itc-steps 10 --itm-steps 2 --caption-steps 3 --seed 4"
-    )
+        "--style-weight 1 --itc-steps 10 --itc-semantic-share 0 --itm-steps 2 --caption-steps 3 --seed 4"
+    )  # a recipe from before the semantic share trained with one-hot targets: the command must say so
     assert "--train-style" not in training_command(
         {**recipe, "train_styles": ["google"], "style_weights": None}
     )
+    assert "--itc-semantic-share 0.1 " in training_command({**recipe, "itc_semantic_share": 0.1})
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     (tmp_path / "history.jsonl").write_text(
-        json.dumps({"phase": "itc-validation", "step": 10, "t2i_r1_google": 0.5, "t2i_r1_fluent-3d": 0.25})
+        json.dumps(
+            {
+                "phase": "itc-validation",
+                "step": 10,
+                "t2i_r1_google": 0.5,
+                "paraphrase_top5": 0.375,
+                "t2i_r1_fluent-3d": 0.25,
+            }
+        )
     )
+    recall = {"r1": 50.0, "r5": 75.0, "r10": 100.0}
+    itc = {"text_to_image": recall, "image_to_text": recall}
+    google = {"images": 4, "texts": 4, "ITC": itc, "paraphrase_top5": 0.625}
+    (tmp_path / "metrics.json").write_text(json.dumps({"styles": {"google": google}}))
     card = write_model_card(tmp_path).read_text()
     assert command in card
-    assert "| step | Noto | Fluent 3D |" in card and "| 10 | 50.0% | 25.0% |" in card
+    assert "| step | Noto | paraphrases | Fluent 3D |" in card and "| 10 | 50.0% | 37.5% | 25.0% |" in card
+    assert "own words" in card and "trained on; the demo catalog): 62.5%" in card
     assert "Fluent Emoji by Microsoft Corporation, MIT License" in card
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from blipsearch.train.emoji import PACKAGES
+from blipsearch.train.paraphrases import PARAPHRASE_QUERIES
 
 from blipsearch.machine import cpu_name
 
@@ -214,6 +215,23 @@ def data_lines(recipe: dict[str, Any], metrics: dict[str, Any], data: dict[str, 
     return lines
 
 
+def paraphrase_lines(metrics: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    rates = {s: e["paraphrase_top5"] for s, e in metrics["styles"].items() if "paraphrase_top5" in e}
+    if not rates:
+        return []
+    return [
+        "### Queries in a person's own words",
+        "",
+        f'{len(PARAPHRASE_QUERIES)} queries that avoid the emoji\'s own names ("a puppy", "shades", '
+        '"a cop car"; `train/paraphrases.py`): the share with an emoji a person would accept in the ITC '
+        "top 5 among all of a style's images. No training caption has their wording; only the pretrained "
+        "text side can answer them.",
+        "",
+        *(f"- {labels.get(style, style)}: {100 * rate:.1f}%" for style, rate in rates.items()),
+        "",
+    ]
+
+
 def training_command(recipe: dict[str, Any]) -> str:
     """The `blipsearch train demo` line that reproduces the run, styles and their weights included."""
     words = ["blipsearch train demo OUT"]
@@ -225,6 +243,7 @@ def training_command(recipe: dict[str, Any]) -> str:
         words.append(f"--holdout {recipe['holdout_style']}")
     words += [
         f"--itc-steps {recipe.get('itc_steps')}",
+        f"--itc-semantic-share {recipe.get('itc_semantic_share', 0.0):g}",
         f"--itm-steps {recipe.get('itm_steps')}",
         f"--caption-steps {recipe.get('caption_steps')}",
         f"--seed {recipe.get('seed')}",
@@ -314,13 +333,18 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         lines += [notes.read_text(encoding="utf-8").strip(), ""]
     curve = [h for h in history if h.get("phase") == "itc-validation"]
     if curve:
-        keys = [k for k in curve[0] if k.startswith("t2i_r1_")]
+        keys = [k for k in curve[0] if k.startswith("t2i_r1_") or k == "paraphrase_top5"]
         lines += [
             "ITC text-to-image Recall@1 during phase 1 (clean images, canonical captions; logged only, never "
-            "used to pick weights):",
+            "used to pick weights), and the paraphrase queries' top-5 hit rate on the catalog style:",
             "",
             "| step | "
-            + " | ".join(labels.get(k.removeprefix("t2i_r1_"), k).split(" (")[0] for k in keys)
+            + " | ".join(
+                "paraphrases"
+                if k == "paraphrase_top5"
+                else labels.get(k.removeprefix("t2i_r1_"), k).split(" (")[0]
+                for k in keys
+            )
             + " |",
             "|---|" + "---|" * len(keys),
             *(f"| {h['step']} | " + " | ".join(f"{100 * h[k]:.1f}%" for k in keys) + " |" for h in curve),
@@ -339,6 +363,7 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         "Percentages.",
         "",
         *recall_table(metrics, labels),
+        *paraphrase_lines(metrics, labels),
         "### Captions",
         "",
     ]

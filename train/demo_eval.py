@@ -4,7 +4,8 @@ Retrieval figures come from `blipsearch.search.evaluation.evaluate` (ITC-only an
 shortlists, the service's rule) on each style's emoji with one canonical caption each
 ("a red apple"), so chance is 1 in ~1,900. Captions come from `Captioner.caption`; a caption
 "names the right emoji" when the emoji's name, or one of its short names, appears in it as whole
-words.
+words. The paraphrase hit rate (`PARAPHRASE_QUERIES`, top 5 by ITC) measures queries in a person's
+own words, which no training caption has.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from blipsearch.search.evaluation import evaluate, load_caption_set
 from blipsearch.train.demo_recipe import EmojiClasses, flatten_on_white
+from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 from PIL import Image
 
 from blipsearch.demo import rerank_itc_weight_of
@@ -58,6 +60,27 @@ def names_emoji(caption: str, names: Sequence[str]) -> bool:
     return False
 
 
+def style_images(
+    classes: EmojiClasses, style: str, folder: Path, limit: int | None = None
+) -> tuple[list[int], list[Image.Image]]:
+    """The class indices `style` has an image for, and those images as `write_style_set` wrote them."""
+    drawn = {r.unified for r in classes.records[style]}
+    chosen = [i for i, code in enumerate(classes.unified) if code in drawn][:limit]
+    images = []
+    for index in chosen:
+        with Image.open(folder / style / f"{classes.unified[index].lower()}.png") as opened:
+            images.append(opened.convert("RGB"))
+    return chosen, images
+
+
+def paraphrase_rate(retrieval: RetrievalModel, classes: EmojiClasses, style: str, folder: Path) -> float:
+    """Share of the paraphrase queries with an accepted emoji in their ITC top 5 among `style`'s images."""
+    chosen, images = style_images(classes, style, folder)
+    vectors = retrieval.embed_images(images).vectors
+    queries = retrieval.embed_texts([query for query, _ in PARAPHRASE_QUERIES])
+    return paraphrase_hit_rate(queries, vectors, [classes.names[i].lower() for i in chosen])
+
+
 def caption_accuracy(
     captioner: Captioner,
     classes: EmojiClasses,
@@ -67,11 +90,7 @@ def caption_accuracy(
     limit: int | None = None,
 ) -> dict[str, Any]:
     by_code = {r.unified: r for r in classes.records[style]}
-    chosen = [i for i, code in enumerate(classes.unified) if code in by_code][:limit]
-    images = []
-    for index in chosen:
-        with Image.open(folder / style / f"{classes.unified[index].lower()}.png") as opened:
-            images.append(opened.convert("RGB"))
+    chosen, images = style_images(classes, style, folder, limit)
     captions = captioner.caption(images, prompt=prompt.strip(), options=CAPTION_OPTIONS)
     right = 0
     examples: list[dict[str, Any]] = []
@@ -102,6 +121,7 @@ def evaluate_demo_model(
             retrieval, dataset, rerank_k=depths, image_batch=256, itc_weight=(0.0, itc_weight)
         )
         entry: dict[str, Any] = {"images": measured.images, "texts": measured.texts}
+        entry["paraphrase_top5"] = paraphrase_rate(retrieval, classes, style, folder)
         for mode in measured.modes:
             entry[mode.mode] = mode.as_dict()
         if captioner is not None:

@@ -50,6 +50,7 @@ from blipsearch.train.emoji import (
     fetch_package,
     parse_records,
 )
+from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipForImageTextRetrieval, BlipProcessor
 
@@ -79,6 +80,13 @@ class DemoRecipe:
     warmup_steps: int = 200
     weight_decay: float = 0.05
     temp_init: float = 0.07
+    itc_semantic_share: float = 0.1
+    """Share of each ITC target spread over the other emoji whose canonical captions the pretrained
+    text side finds most alike (0: one-hot). One-hot targets push a dog's image as far from "a wolf"
+    as from "a bus", so the image drifts off the region where a person's own wording ("a puppy")
+    lands; the share keeps it near its semantic neighbourhood, as BLIP's soft targets do."""
+    itc_semantic_temp: float = 0.05
+    """Sharpness of that spread over the cosine similarities of MiniLM's mean-pooled sentence embeddings."""
     itm_steps: int = 700
     itm_batch: int = 48
     itm_lr: float = 5e-4
@@ -387,19 +395,19 @@ class TextBank:
             self.offsets.append((start, len(texts)))
         tokenizer: Any = processor.tokenizer
         self.ids: list[list[int]] = tokenizer(self.texts, truncation=True, max_length=35)["input_ids"]
-        self.cls = self._cls_states(model)
-
-    @torch.no_grad()
-    def _cls_states(self, model: BlipForImageTextRetrieval) -> torch.Tensor:
-        states = []
-        for start in range(0, len(self.texts), 512):
-            ids, mask = self.pad(range(start, min(start + 512, len(self.texts))))
-            hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-            states.append(hidden[:, 0, :])
-        return torch.cat(states)
+        self.cls, self.sentence = encode_frozen(model, self.ids)
 
     def pad(self, rows: Sequence[int] | range) -> tuple[torch.Tensor, torch.Tensor]:
         return pad_token_ids([self.ids[r] for r in rows])
+
+    def semantic_targets(self, temperature: float) -> torch.Tensor:
+        """[classes, classes]: per class, a distribution over the other classes by how alike the
+        pretrained text side finds their canonical captions (mean-pooled, the space MiniLM was
+        trained in; its [CLS] state was not)."""
+        canonical = self.sentence[[start for start, _ in self.offsets]]
+        sims = canonical @ canonical.t()
+        sims.fill_diagonal_(-math.inf)
+        return torch.softmax(sims / temperature, dim=1)
 
     def draw(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One caption row per class, uniformly among that class's captions."""
@@ -407,6 +415,34 @@ class TextBank:
         counts = torch.tensor([self.offsets[c][1] for c in classes.tolist()])
         pick = (torch.rand(len(classes), generator=generator) * counts).long()
         return starts + pick
+
+
+@torch.no_grad()
+def encode_frozen(
+    model: BlipForImageTextRetrieval, token_ids: list[list[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text encoder's [CLS] states and unit mean-pooled states, without the image, in chunks."""
+    cls, sentence = [], []
+    for start in range(0, len(token_ids), 512):
+        ids, mask = pad_token_ids(token_ids[start : start + 512])
+        hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        cls.append(hidden[:, 0, :])
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        sentence.append(F.normalize(pooled, dim=-1))
+    return torch.cat(cls), torch.cat(sentence)
+
+
+def semantic_itc_targets(
+    semantic: torch.Tensor, rows: torch.Tensor, share: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft ITC targets for a batch of distinct classes `rows`: image to every class [batch, classes]
+    and batch text to batch image [batch, batch], each (1 - share) on the positive and `share` over
+    the semantic neighbours (among the batch, renormalised, for text to image)."""
+    eye = torch.eye(len(rows))
+    i2t = (1 - share) * F.one_hot(rows, semantic.shape[0]).float() + share * semantic[rows]
+    among = semantic[rows][:, rows]
+    among = among / among.sum(1, keepdim=True).clamp_min(1e-12)
+    return i2t, (1 - share) * eye + share * among
 
 
 def train_images(
@@ -418,7 +454,9 @@ def train_images(
     else:
         stacked = torch.stack([classes.pixels[s][rows] for s in styles])
         present = has_image(stacked)
-        weights = torch.tensor(recipe.style_weights or [1.0] * len(styles)).view(-1, 1) * present
+        weights = (
+            torch.tensor(recipe.style_weights or [1.0] * len(styles), dtype=torch.float).view(-1, 1) * present
+        )
         weights[0] += (weights.sum(0) == 0).float()  # the first style names the classes: it always has one
         which = torch.multinomial(weights.t(), 1, generator=generator)[:, 0]
         rgba = stacked[which, torch.arange(len(rows))]
@@ -528,6 +566,7 @@ class DemoTrainer:
             [*trainable, self.temp], recipe.itc_lr, recipe.weight_decay, recipe.itc_steps, recipe.warmup_steps
         )
         batches = class_batches(len(self.classes.unified), recipe.itc_batch, self.generator)
+        semantic = self.bank.semantic_targets(recipe.itc_semantic_temp)
         started = time.perf_counter()
         for step in range(1, recipe.itc_steps + 1):
             rows = next(batches)
@@ -538,8 +577,9 @@ class DemoTrainer:
                 model.text_proj(self.bank.cls[self.bank.draw(rows, self.generator)]), dim=-1
             )
             tau = self.temp.clamp(losses.TEMP_MIN, losses.TEMP_MAX)
-            i2t = F.cross_entropy(image_feat @ text_all.t() / tau, rows)
-            t2i = F.cross_entropy(batch_text @ image_feat.t() / tau, torch.arange(len(rows)))
+            i2t_target, t2i_target = semantic_itc_targets(semantic, rows, recipe.itc_semantic_share)
+            i2t = F.cross_entropy(image_feat @ text_all.t() / tau, i2t_target)
+            t2i = F.cross_entropy(batch_text @ image_feat.t() / tau, t2i_target)
             loss = (i2t + t2i) / 2
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -576,7 +616,8 @@ class DemoTrainer:
 
     @torch.no_grad()
     def quick_recall(self) -> dict[str, float]:
-        """Text-to-image ITC Recall@1 per style on clean images and canonical captions (no ITM)."""
+        """Text-to-image ITC Recall@1 per style on clean images and canonical captions (no ITM), and
+        the paraphrase hit rate (top 5) on the catalog style."""
         texts = self.canonical_text_features()
         result: dict[str, float] = {}
         for style, rgba in self.classes.pixels.items():
@@ -585,7 +626,20 @@ class DemoTrainer:
             sims = texts[present] @ features[present].t()
             hits = sims.argmax(1) == torch.arange(int(present.sum()))
             result[f"t2i_r1_{style}"] = hits.float().mean().item()
+            if style == self.recipe.train_styles[0]:
+                names = [name.lower() for name in self.classes.names]
+                result["paraphrase_top5"] = paraphrase_hit_rate(
+                    self.paraphrase_text_features().numpy(), features.numpy(), names
+                )
         return result
+
+    @torch.no_grad()
+    def paraphrase_text_features(self) -> torch.Tensor:
+        """`PARAPHRASE_QUERIES` in the ITC space (the text encoder is frozen while this is used)."""
+        tokenizer: Any = self.processor.tokenizer
+        ids = tokenizer([query for query, _ in PARAPHRASE_QUERIES], truncation=True, max_length=35)
+        cls, _ = encode_frozen(self.retrieval, ids["input_ids"])
+        return F.normalize(self.retrieval.text_proj(cls), dim=-1)
 
     def _itm_logits(self, vision: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         ids, mask = self.bank.pad(rows.tolist())
