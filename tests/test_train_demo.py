@@ -21,7 +21,6 @@ from blipsearch.train.demo_model import DemoArchitecture, build_demo_models, min
 from blipsearch.train.demo_recipe import (
     DemoRecipe,
     DemoTrainer,
-    TextBank,
     augment,
     caption_loss,
     corrupt_captions,
@@ -29,7 +28,6 @@ from blipsearch.train.demo_recipe import (
     hard_negative_share,
     load_classes,
     negative_weights,
-    semantic_itc_targets,
     train_images,
 )
 from emojifake import PALETTE, fake_codepoint_package, fake_package
@@ -186,24 +184,6 @@ def test_itm_negatives_move_from_random_to_mined_and_never_hit_the_positive() ->
     assert torch.allclose(mined, F.softmax(logits.masked_fill(same, -torch.inf), dim=1))
 
 
-def test_semantic_targets_spread_a_share_over_the_most_alike_names(small_models: tuple) -> None:
-    retrieval, _, processor = small_models
-    bank = TextBank(retrieval, processor, [["a red apple", "apple fruit"], ["a green apple"], ["a bicycle"]])
-    semantic = bank.semantic_targets(0.05)
-    assert torch.equal(semantic.diagonal(), torch.zeros(3))
-    torch.testing.assert_close(semantic.sum(1), torch.ones(3))
-    assert semantic[0, 1] > semantic[0, 2]  # the green apple, not the bicycle, is the red one's neighbour
-    rows = torch.tensor([2, 0])
-    i2t, t2i = semantic_itc_targets(semantic, rows, 0.1)
-    assert i2t.shape == (2, 3) and t2i.shape == (2, 2)
-    torch.testing.assert_close(i2t.sum(1), torch.ones(2))
-    torch.testing.assert_close(t2i.sum(1), torch.ones(2))
-    assert i2t[0, 2] == pytest.approx(0.9) and i2t[1, 0] == pytest.approx(0.9)
-    assert t2i.diagonal().tolist() == pytest.approx([0.9, 0.9])
-    one_hot, identity = semantic_itc_targets(semantic, rows, 0.0)
-    assert torch.equal(one_hot, F.one_hot(rows, 3).float()) and torch.equal(identity, torch.eye(2))
-
-
 def test_caption_loss_on_scored_positions_equals_the_full_lm_loss(small_models: tuple) -> None:
     _, captioner, processor = small_models
     captioner.eval()
@@ -287,12 +267,11 @@ def test_card_command_and_labels_follow_the_runs_styles(tmp_path: Path) -> None:
     command = training_command(recipe)
     assert command == (
         "blipsearch train demo OUT --train-style google --train-style fluent-3d --style-weight 2 "
-        "--style-weight 1 --itc-steps 10 --itc-semantic-share 0 --itm-steps 2 --caption-steps 3 --seed 4"
-    )  # a recipe from before the semantic share trained with one-hot targets: the command must say so
+        "--style-weight 1 --itc-steps 10 --itm-steps 2 --caption-steps 3 --seed 4"
+    )
     assert "--train-style" not in training_command(
         {**recipe, "train_styles": ["google"], "style_weights": None}
     )
-    assert "--itc-semantic-share 0.1 " in training_command({**recipe, "itc_semantic_share": 0.1})
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     (tmp_path / "history.jsonl").write_text(
         json.dumps(

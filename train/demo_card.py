@@ -243,7 +243,6 @@ def training_command(recipe: dict[str, Any]) -> str:
         words.append(f"--holdout {recipe['holdout_style']}")
     words += [
         f"--itc-steps {recipe.get('itc_steps')}",
-        f"--itc-semantic-share {recipe.get('itc_semantic_share', 0.0):g}",
         f"--itm-steps {recipe.get('itm_steps')}",
         f"--caption-steps {recipe.get('caption_steps')}",
         f"--seed {recipe.get('seed')}",

@@ -80,13 +80,6 @@ class DemoRecipe:
     warmup_steps: int = 200
     weight_decay: float = 0.05
     temp_init: float = 0.07
-    itc_semantic_share: float = 0.1
-    """Share of each ITC target spread over the other emoji whose canonical captions the pretrained
-    text side finds most alike (0: one-hot). One-hot targets push a dog's image as far from "a wolf"
-    as from "a bus", so the image drifts off the region where a person's own wording ("a puppy")
-    lands; the share keeps it near its semantic neighbourhood, as BLIP's soft targets do."""
-    itc_semantic_temp: float = 0.05
-    """Sharpness of that spread over the cosine similarities of MiniLM's mean-pooled sentence embeddings."""
     itm_steps: int = 700
     itm_batch: int = 48
     itm_lr: float = 5e-4
@@ -395,19 +388,10 @@ class TextBank:
             self.offsets.append((start, len(texts)))
         tokenizer: Any = processor.tokenizer
         self.ids: list[list[int]] = tokenizer(self.texts, truncation=True, max_length=35)["input_ids"]
-        self.cls, self.sentence = encode_frozen(model, self.ids)
+        self.cls = encode_frozen(model, self.ids)
 
     def pad(self, rows: Sequence[int] | range) -> tuple[torch.Tensor, torch.Tensor]:
         return pad_token_ids([self.ids[r] for r in rows])
-
-    def semantic_targets(self, temperature: float) -> torch.Tensor:
-        """[classes, classes]: per class, a distribution over the other classes by how alike the
-        pretrained text side finds their canonical captions (mean-pooled, the space MiniLM was
-        trained in; its [CLS] state was not)."""
-        canonical = self.sentence[[start for start, _ in self.offsets]]
-        sims = canonical @ canonical.t()
-        sims.fill_diagonal_(-math.inf)
-        return torch.softmax(sims / temperature, dim=1)
 
     def draw(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One caption row per class, uniformly among that class's captions."""
@@ -418,31 +402,13 @@ class TextBank:
 
 
 @torch.no_grad()
-def encode_frozen(
-    model: BlipForImageTextRetrieval, token_ids: list[list[int]]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The text encoder's [CLS] states and unit mean-pooled states, without the image, in chunks."""
-    cls, sentence = [], []
+def encode_frozen(model: BlipForImageTextRetrieval, token_ids: list[list[int]]) -> torch.Tensor:
+    """The text encoder's [CLS] states without the image, in chunks."""
+    states = []
     for start in range(0, len(token_ids), 512):
         ids, mask = pad_token_ids(token_ids[start : start + 512])
-        hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        cls.append(hidden[:, 0, :])
-        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        sentence.append(F.normalize(pooled, dim=-1))
-    return torch.cat(cls), torch.cat(sentence)
-
-
-def semantic_itc_targets(
-    semantic: torch.Tensor, rows: torch.Tensor, share: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft ITC targets for a batch of distinct classes `rows`: image to every class [batch, classes]
-    and batch text to batch image [batch, batch], each (1 - share) on the positive and `share` over
-    the semantic neighbours (among the batch, renormalised, for text to image)."""
-    eye = torch.eye(len(rows))
-    i2t = (1 - share) * F.one_hot(rows, semantic.shape[0]).float() + share * semantic[rows]
-    among = semantic[rows][:, rows]
-    among = among / among.sum(1, keepdim=True).clamp_min(1e-12)
-    return i2t, (1 - share) * eye + share * among
+        states.append(model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0, :])
+    return torch.cat(states)
 
 
 def train_images(
@@ -566,7 +532,6 @@ class DemoTrainer:
             [*trainable, self.temp], recipe.itc_lr, recipe.weight_decay, recipe.itc_steps, recipe.warmup_steps
         )
         batches = class_batches(len(self.classes.unified), recipe.itc_batch, self.generator)
-        semantic = self.bank.semantic_targets(recipe.itc_semantic_temp)
         started = time.perf_counter()
         for step in range(1, recipe.itc_steps + 1):
             rows = next(batches)
@@ -577,9 +542,8 @@ class DemoTrainer:
                 model.text_proj(self.bank.cls[self.bank.draw(rows, self.generator)]), dim=-1
             )
             tau = self.temp.clamp(losses.TEMP_MIN, losses.TEMP_MAX)
-            i2t_target, t2i_target = semantic_itc_targets(semantic, rows, recipe.itc_semantic_share)
-            i2t = F.cross_entropy(image_feat @ text_all.t() / tau, i2t_target)
-            t2i = F.cross_entropy(batch_text @ image_feat.t() / tau, t2i_target)
+            i2t = F.cross_entropy(image_feat @ text_all.t() / tau, rows)
+            t2i = F.cross_entropy(batch_text @ image_feat.t() / tau, torch.arange(len(rows)))
             loss = (i2t + t2i) / 2
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -638,7 +602,7 @@ class DemoTrainer:
         """`PARAPHRASE_QUERIES` in the ITC space (the text encoder is frozen while this is used)."""
         tokenizer: Any = self.processor.tokenizer
         ids = tokenizer([query for query, _ in PARAPHRASE_QUERIES], truncation=True, max_length=35)
-        cls, _ = encode_frozen(self.retrieval, ids["input_ids"])
+        cls = encode_frozen(self.retrieval, ids["input_ids"])
         return F.normalize(self.retrieval.text_proj(cls), dim=-1)
 
     def _itm_logits(self, vision: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
