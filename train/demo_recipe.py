@@ -374,6 +374,13 @@ def pad_token_ids(chosen: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.
     return ids, mask
 
 
+def token_ids(processor: BlipProcessor, texts: Sequence[str]) -> list[list[int]]:
+    """Unpadded token ids, truncated at BLIP's 35 text positions, as every phase reads its texts."""
+    tokenizer: Any = processor.tokenizer
+    ids: list[list[int]] = tokenizer(list(texts), truncation=True, max_length=35)["input_ids"]
+    return ids
+
+
 class TextBank:
     """Every training caption, tokenised once, with its frozen MiniLM [CLS] state."""
 
@@ -386,8 +393,7 @@ class TextBank:
             self.texts.extend(texts)
             self.owner.extend([index] * len(texts))
             self.offsets.append((start, len(texts)))
-        tokenizer: Any = processor.tokenizer
-        self.ids: list[list[int]] = tokenizer(self.texts, truncation=True, max_length=35)["input_ids"]
+        self.ids = token_ids(processor, self.texts)
         self.cls = encode_frozen(model, self.ids)
 
     def pad(self, rows: Sequence[int] | range) -> tuple[torch.Tensor, torch.Tensor]:
@@ -600,9 +606,8 @@ class DemoTrainer:
     @torch.no_grad()
     def paraphrase_text_features(self) -> torch.Tensor:
         """`PARAPHRASE_QUERIES` in the ITC space (the text encoder is frozen while this is used)."""
-        tokenizer: Any = self.processor.tokenizer
-        ids = tokenizer([query for query, _ in PARAPHRASE_QUERIES], truncation=True, max_length=35)
-        cls = encode_frozen(self.retrieval, ids["input_ids"])
+        queries = [query for query, _ in PARAPHRASE_QUERIES]
+        cls = encode_frozen(self.retrieval, token_ids(self.processor, queries))
         return F.normalize(self.retrieval.text_proj(cls), dim=-1)
 
     def _itm_logits(self, vision: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -760,7 +765,7 @@ class DemoTrainer:
         prompt_length = len(tokenizer(recipe.prompt, add_special_tokens=False)["input_ids"]) + 1
         bos = captioner.config.text_config.bos_token_id
         targets = [f"{recipe.prompt}{captions[0]}" for captions in self.classes.captions]
-        encoded_targets: list[list[int]] = tokenizer(targets, truncation=True, max_length=35)["input_ids"]
+        encoded_targets = token_ids(self.processor, targets)
         generator = self.phase_generator(2)
         batches = class_batches(len(self.classes.unified), recipe.caption_batch, generator)
         started = time.perf_counter()
