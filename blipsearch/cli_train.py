@@ -16,9 +16,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEMO_TRAIN_STYLES = ("google",)
-"""The shipped model's. More drawing styles (`emojione`, `emojione-bw`, `fluent-3d`, `fluent-flat`)
-are options: four of them lifted held-out Twemoji recall by about ten points but weakened some
-paraphrase queries, so they are not the default yet (demo/model/README.md)."""
+"""The shipped model's. More drawing styles (`emojione`, `emojione-bw`, `fluent-3d`, `fluent-flat`,
+`google-blob`, `openmoji`) are options: four of them lifted held-out Twemoji recall by about ten
+points but cost the catalog style its captions, so they are not the default yet (demo/model/README.md)."""
 
 train_app = typer.Typer(
     help="Fine-tune BLIP checkpoints on image-text pairs (CPU-sized; runs on GPU too).",
@@ -257,8 +257,8 @@ def train_demo(
         typer.Option(
             "--train-style",
             help="Emoji style(s) to train on, repeatable; the first names the classes (an emoji-datasource "
-            "set: google or twitter); emojione, emojione-bw, fluent-3d and fluent-flat add drawings only "
-            "(default google).",
+            "set: google or twitter); emojione, emojione-bw, fluent-3d, fluent-flat, google-blob and "
+            "openmoji add drawings only (default google).",
         ),
     ] = None,
     holdout: Annotated[str, typer.Option("--holdout", help="Style never trained on, measured.")] = "twitter",
@@ -269,6 +269,14 @@ def train_demo(
             min=0.0,
             help="How often each --train-style is drawn, in the same order, among the styles that "
             "have the emoji (default: equally).",
+        ),
+    ] = None,
+    caption_style: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--caption-style",
+            help="Phase 3 trains the captioner on these of the --train-style styles only, repeatable; the "
+            "first training style must be among them (default: all training styles).",
         ),
     ] = None,
     itc_steps: Annotated[int, typer.Option("--itc-steps", min=1, help="Phase 1: ViT + ITC steps.")] = 5000,
@@ -344,6 +352,7 @@ def train_demo(
         cache=cache if cache is not None else _default_cache(),
         train_styles=styles,
         style_weights=weights,
+        caption_styles=tuple(caption_style) if caption_style else None,
         holdout_style=holdout,
         arch=DemoArchitecture(),
         seed=seed,

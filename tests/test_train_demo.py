@@ -23,6 +23,7 @@ from blipsearch.train.demo_recipe import (
     DemoTrainer,
     augment,
     caption_loss,
+    check_caption_styles,
     corrupt_captions,
     flatten_on_white,
     hard_negative_share,
@@ -144,6 +145,37 @@ def test_codepoint_style_joins_the_classes_and_is_drawn_only_where_it_has_the_em
         torch.testing.assert_close(image, flatten_on_white(classes.pixels[source][row : row + 1])[0])
     with pytest.raises(InvalidInputError, match="first training style"):
         load_classes(replace(recipe, train_styles=("emojione", "google")), packages)
+
+
+def test_caption_styles_draw_only_their_styles_and_must_include_the_first(tmp_path: Path) -> None:
+    """Phase 3 may stay on the catalog's style while phase 1 draws from every training style."""
+    cache = tmp_path / "cache"
+    packages = {
+        "google": fake_package(cache, "google"),
+        "twitter": fake_package(cache, "twitter"),
+        "emojione": fake_codepoint_package(cache),
+    }
+    recipe = _recipe(
+        tmp_path, train_styles=("google", "emojione"), style_weights=(1.0, 9.0), clean_fraction=1.0
+    )
+    classes = load_classes(recipe, packages)
+    rows = torch.arange(2).repeat(30)  # both classes have an EmojiOne drawing
+    flat = {s: flatten_on_white(classes.pixels[s][:2]) for s in ("google", "emojione")}
+
+    def sources(images: torch.Tensor) -> set[str]:
+        return {
+            next(s for s, known in flat.items() if torch.allclose(image, known[row]))
+            for row, image in zip(rows.tolist(), images, strict=True)
+        }
+
+    generator = torch.Generator().manual_seed(0)
+    assert sources(train_images(classes, recipe, rows, generator)) == {"google", "emojione"}
+    assert sources(train_images(classes, recipe, rows, generator, ("google",))) == {"google"}
+    check_caption_styles(replace(recipe, caption_styles=("google",)))
+    with pytest.raises(InvalidInputError, match="not training styles"):
+        check_caption_styles(replace(recipe, caption_styles=("google", "openmoji")))
+    with pytest.raises(InvalidInputError, match="must include 'google'"):
+        check_caption_styles(replace(recipe, caption_styles=("emojione",)))
 
 
 def test_fluent_styles_load_from_webp_and_svg_at_the_model_size(tmp_path: Path) -> None:
@@ -268,6 +300,9 @@ def test_card_command_and_labels_follow_the_runs_styles(tmp_path: Path) -> None:
     assert command == (
         "blipsearch train demo OUT --train-style google --train-style fluent-3d --style-weight 2 "
         "--style-weight 1 --itc-steps 10 --itm-steps 2 --caption-steps 3 --seed 4"
+    )
+    assert training_command({**recipe, "caption_styles": ["google"]}).endswith(
+        "--style-weight 1 --caption-style google --itc-steps 10 --itm-steps 2 --caption-steps 3 --seed 4"
     )
     assert "--train-style" not in training_command(
         {**recipe, "train_styles": ["google"], "style_weights": None}

@@ -174,15 +174,23 @@ def test_scoped_package_tarball_is_named_as_npm_pack_writes_it() -> None:
     assert em.PACKAGES["emojione"].tarball_name == "emojione-2.2.7.tgz"
 
 
-@pytest.mark.parametrize("style", ["fluent-3d", "fluent-flat"])
+def test_the_blob_style_is_an_older_release_of_the_noto_package_not_a_copy_of_it() -> None:
+    """Same npm name as today's Noto, so only the version keeps the two tarballs apart in the cache."""
+    blob, noto = em.PACKAGES["google-blob"], em.PACKAGES["google"]
+    assert blob.name == noto.name and blob.tarball_name != noto.tarball_name
+    assert blob.integrity != noto.integrity and blob.images_at
+
+
+@pytest.mark.parametrize("style", ["fluent-3d", "fluent-flat", "google-blob", "openmoji"])
 def test_codepoint_archive_reads_the_styles_own_format(tmp_path: Path, style: str) -> None:
     package = fake_codepoint_package(tmp_path / "cache", style)
     archive = em.EmojiArchive.read_codepoints(
         em.fetch_package(package, tmp_path / "cache"), package.images_at, package.image_suffix
     )
     assert set(archive.images) == {"1F34E", "1F600"}
-    with pytest.raises(InvalidInputError, match=r"no \.png images"):
-        em.EmojiArchive.read_codepoints(tmp_path / "cache" / package.tarball_name, package.images_at)
+    other = ".webp" if package.image_suffix == ".png" else ".png"
+    with pytest.raises(InvalidInputError, match=rf"no \{other} images"):
+        em.EmojiArchive.read_codepoints(tmp_path / "cache" / package.tarball_name, package.images_at, other)
 
 
 def test_codepoint_sets_only_train_and_are_refused_as_demo_data(tmp_path: Path) -> None:

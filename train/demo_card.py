@@ -203,6 +203,13 @@ def data_lines(recipe: dict[str, Any], metrics: dict[str, Any], data: dict[str, 
             "several ways learns the concept rather than one artist's pixels, which is what the held-out "
             "style measures."
         )
+        caption_styles = recipe.get("caption_styles")
+        if caption_styles:
+            lines.append(
+                "- The captioner trains on "
+                + ", ".join(PACKAGES[s].brand for s in caption_styles)
+                + " only, in the same ratio."
+            )
     lines += [
         "- Augmented on the fly: scale, position, rotation, background colour, light colour jitter, blur, "
         "posterisation; no hue shifts or flips, which change an emoji's meaning.",
@@ -239,6 +246,7 @@ def training_command(recipe: dict[str, Any]) -> str:
     if styles != ["google"]:
         words += [f"--train-style {s}" for s in styles]
     words += [f"--style-weight {w:g}" for w in recipe.get("style_weights") or []]
+    words += [f"--caption-style {s}" for s in recipe.get("caption_styles") or []]
     if recipe.get("holdout_style", "twitter") != "twitter":
         words.append(f"--holdout {recipe['holdout_style']}")
     words += [

@@ -95,6 +95,9 @@ class DemoRecipe:
     drop_captions: Path | None = None
     """CapFilt experiment: a JSON list of [unified, caption] pairs the filter marked noisy."""
     train_captioner: bool = True
+    caption_styles: tuple[str, ...] | None = None
+    """Training styles phase 3 draws from, with their `style_weights` (None: all of them). The captioner
+    can stay on the catalog's style while retrieval learns from many."""
     itm_neighbours: int = 4
     itm_text_lr: float = 2e-5
     """Phase 2 learning rate of the text layers' own weights (0: frozen, only cross-attention learns)."""
@@ -418,21 +421,41 @@ def encode_frozen(model: BlipForImageTextRetrieval, token_ids: list[list[int]]) 
 
 
 def train_images(
-    classes: EmojiClasses, recipe: DemoRecipe, rows: torch.Tensor, generator: torch.Generator
+    classes: EmojiClasses,
+    recipe: DemoRecipe,
+    rows: torch.Tensor,
+    generator: torch.Generator,
+    styles: Sequence[str] | None = None,
 ) -> torch.Tensor:
-    styles = recipe.train_styles
-    if len(styles) == 1:
-        rgba = classes.pixels[styles[0]][rows]
+    """Augmented images of `rows`, each from one of `styles` (default: all training styles) drawn by
+    `style_weights` among those that have it; the first training style has every class."""
+    chosen = [s for s in recipe.train_styles if styles is None or s in styles]
+    weights_given = recipe.style_weights or [1.0] * len(recipe.train_styles)
+    weight_of = dict(zip(recipe.train_styles, weights_given, strict=True))
+    if len(chosen) == 1:
+        rgba = classes.pixels[chosen[0]][rows]
     else:
-        stacked = torch.stack([classes.pixels[s][rows] for s in styles])
+        stacked = torch.stack([classes.pixels[s][rows] for s in chosen])
         present = has_image(stacked)
-        weights = (
-            torch.tensor(recipe.style_weights or [1.0] * len(styles), dtype=torch.float).view(-1, 1) * present
-        )
+        weights = torch.tensor([float(weight_of[s]) for s in chosen]).view(-1, 1) * present
         weights[0] += (weights.sum(0) == 0).float()  # the first style names the classes: it always has one
         which = torch.multinomial(weights.t(), 1, generator=generator)[:, 0]
         rgba = stacked[which, torch.arange(len(rows))]
     return augment(rgba, generator, recipe.clean_fraction)
+
+
+def check_caption_styles(recipe: DemoRecipe) -> None:
+    """The captioner's styles must be training styles and include the first, which draws every class."""
+    if recipe.caption_styles is None:
+        return
+    unknown = [s for s in recipe.caption_styles if s not in recipe.train_styles]
+    if unknown:
+        raise InvalidInputError(f"Caption style(s) {', '.join(unknown)} are not training styles.")
+    if recipe.train_styles[0] not in recipe.caption_styles:
+        raise InvalidInputError(
+            f"The caption styles must include {recipe.train_styles[0]!r}, the first training style: "
+            "it is the one with an image of every emoji."
+        )
 
 
 def caption_loss(
@@ -474,6 +497,7 @@ class DemoTrainer:
         *,
         packages: dict[str, EmojiPackage] | None = None,
     ) -> None:
+        check_caption_styles(recipe)
         self.recipe = recipe
         self.progress = progress
         if recipe.threads:
@@ -772,8 +796,8 @@ class DemoTrainer:
         for step in range(1, recipe.caption_steps + 1):
             rows = next(batches)
             with torch.no_grad():
-                pixels = self.normalise(train_images(self.classes, recipe, rows, generator))
-                vision = captioner.vision_model(pixel_values=pixels).last_hidden_state
+                images = train_images(self.classes, recipe, rows, generator, recipe.caption_styles)
+                vision = captioner.vision_model(pixel_values=self.normalise(images)).last_hidden_state
             ids, mask = pad_token_ids([encoded_targets[r] for r in rows.tolist()])
             ids[:, 0] = bos
             labels = losses.lm_labels(ids, mask, prompt_length)

@@ -142,6 +142,34 @@ PACKAGES["fluent-flat"] = replace(
     brand="Fluent flat",
     image_suffix=".svg",
 )
+# Noto as Android drew it until 2017 (the "blob" faces and animals), from the emoji-datasource
+# release of that time: another artist's hand on 1,384 of the classes, same licence as Noto today.
+PACKAGES["google-blob"] = EmojiPackage(
+    style="google-blob",
+    name="emoji-datasource-google",
+    version="3.0.0",
+    integrity="sha512-Ms+IO6V40EKcfBjxs76iLYQexo6Tgl8MbTxM7Z4Qm5n/Hwkr/DNNYui40aU3YaVd8oRNLaMXN1/rS++/VHViPQ==",
+    brand="Noto blob",
+    licence="Apache-2.0",
+    attribution='Noto Emoji (2017 "blob" designs) by Google LLC, Apache License 2.0 '
+    "(https://github.com/googlefonts/noto-emoji, https://www.apache.org/licenses/LICENSE-2.0), "
+    "as packed by emoji-datasource-google 3.0.0 (MIT)",
+    images_at="package/img/google/64/",
+)
+# OpenMoji: flat drawings with black outlines, CC BY-SA 4.0 (share-alike: a model trained on them
+# and shipped should say so in its card).
+PACKAGES["openmoji"] = EmojiPackage(
+    style="openmoji",
+    name="openmoji",
+    version="17.0.0",
+    integrity="sha512-EBnYrNGdcdw+OSXmENeNE1yBNRu6tOraTmoOyUbJkTmvT/+XETp8RZLSJFzD3lrPc5N9CzsyPnRTk0Vp4UaI9w==",
+    brand="OpenMoji",
+    licence="CC-BY-SA-4.0",
+    attribution="All emojis designed by OpenMoji, the open-source emoji and icon project "
+    "(https://openmoji.org/), CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/)",
+    images_at="package/color/svg/",
+    image_suffix=".svg",
+)
 DEFAULT_STYLES = ("google", "twitter")
 SOURCE_IMAGE_SIZE = 64
 """The packages ship several sizes; 64 px is the largest single-image one and plenty for BLIP."""
