@@ -142,15 +142,14 @@ PACKAGES["fluent-flat"] = replace(
     brand="Fluent flat",
     image_suffix=".svg",
 )
-# Noto as Android drew it until 2017 (the "blob" faces and animals), from the emoji-datasource
-# release of that time: another artist's hand on 1,384 of the classes, same licence as Noto today.
-PACKAGES["google-blob"] = EmojiPackage(
+# Noto as Android drew it until 2017 (the "blob" faces and animals): an older release of the same
+# package, another artist's hand on 1,467 of the classes, same licence as Noto today.
+PACKAGES["google-blob"] = replace(
+    PACKAGES["google"],
     style="google-blob",
-    name="emoji-datasource-google",
     version="3.0.0",
     integrity="sha512-Ms+IO6V40EKcfBjxs76iLYQexo6Tgl8MbTxM7Z4Qm5n/Hwkr/DNNYui40aU3YaVd8oRNLaMXN1/rS++/VHViPQ==",
     brand="Noto blob",
-    licence="Apache-2.0",
     attribution='Noto Emoji (2017 "blob" designs) by Google LLC, Apache License 2.0 '
     "(https://github.com/googlefonts/noto-emoji, https://www.apache.org/licenses/LICENSE-2.0), "
     "as packed by emoji-datasource-google 3.0.0 (MIT)",
