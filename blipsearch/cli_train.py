@@ -322,6 +322,30 @@ def train_demo(
         Path | None,
         typer.Option("--itc-from", help="Reuse phase 1 (ViT, projections) from an earlier run's OUT."),
     ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Phase 1 distils this pretrained CNN's caption distribution into the ViT "
+            "(efficientnet-lite0; needs the demo-train extra). Default: no teacher.",
+        ),
+    ] = None,
+    distill_alpha: Annotated[
+        float,
+        typer.Option(
+            "--distill-alpha", min=0.0, max=1.0, help="Share of the teacher's distribution in the ITC target."
+        ),
+    ] = 0.8,
+    distill_temp: Annotated[
+        float, typer.Option("--distill-temp", min=0.001, help="Temperature of the teacher's distribution.")
+    ] = 0.1,
+    distill_t2i: Annotated[
+        bool,
+        typer.Option(
+            "--distill-t2i/--no-distill-t2i",
+            help="Mix the teacher into both ITC directions (default: image-to-text only).",
+        ),
+    ] = False,
     seed: SeedOpt = 0,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
 ) -> None:
@@ -329,7 +353,8 @@ def train_demo(
 
     Three fixed-length phases (ITC, ITM, LM), so a seed reproduces the run; the defaults take
     70 to 100 minutes on a 2-core CPU with AVX-512 (about 2.5 hours with AVX2 only).
-    demo/model/README.md has the shipped run's command and figures.
+    demo/model/README.md has the shipped run's command and figures; `--teacher` distils a
+    pretrained CNN into phase 1 (measured there, not yet in the shipped run).
     """
     import logging
     import time
@@ -337,6 +362,7 @@ def train_demo(
     from blipsearch.cli_data import _default_cache
     from blipsearch.train.demo_model import DemoArchitecture
     from blipsearch.train.demo_recipe import DemoRecipe, DemoTrainer
+    from blipsearch.train.teacher import TEACHERS
 
     log = logging.getLogger("blipsearch.train.demo")
     styles = tuple(train_style or DEMO_TRAIN_STYLES)
@@ -346,6 +372,9 @@ def train_demo(
         raise typer.Exit(2)
     if holdout in styles:
         err_console.print(f"error: the held-out style {holdout!r} is also a training style.")
+        raise typer.Exit(2)
+    if teacher is not None and teacher not in TEACHERS:
+        err_console.print(f"error: Unknown teacher {teacher!r}; use one of {', '.join(TEACHERS)}.")
         raise typer.Exit(2)
     recipe = DemoRecipe(
         out=out,
@@ -370,6 +399,10 @@ def train_demo(
         itm_keep_text=itm_keep_text,
         itm_lr=itm_lr,
         itc_from=itc_from,
+        teacher=teacher,
+        distill_alpha=distill_alpha,
+        distill_temp=distill_temp,
+        distill_text_to_image=distill_t2i,
     )
     started = time.perf_counter()
     last: dict[str, float] = {}

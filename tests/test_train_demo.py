@@ -307,6 +307,15 @@ def test_card_command_and_labels_follow_the_runs_styles(tmp_path: Path) -> None:
     assert "--train-style" not in training_command(
         {**recipe, "train_styles": ["google"], "style_weights": None}
     )
+    taught = {**recipe, "teacher": "efficientnet-lite0", "distill_alpha": 0.8, "distill_temp": 0.1}
+    assert (
+        "--teacher efficientnet-lite0 --distill-alpha 0.8 --distill-temp 0.1 --itc-steps"
+        in training_command(taught)
+    )
+    assert "--distill-temp 0.1 --distill-t2i --itc-steps" in training_command(
+        {**taught, "distill_text_to_image": True}
+    )
+    assert "--teacher" not in training_command({**recipe, "teacher": None, "distill_alpha": 0.8})
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     (tmp_path / "history.jsonl").write_text(
         json.dumps(
@@ -383,6 +392,35 @@ def test_later_phases_rerun_from_an_earlier_runs_phase_one(tmp_path: Path, fake_
         DemoTrainer(replace(again, itc_from=again.out), packages=fake_packages).run()
 
 
+def test_teacher_targets_join_phase_one_and_alpha_zero_is_plain_itc(
+    tmp_path: Path, fake_packages: dict
+) -> None:
+    plain = _recipe(tmp_path, out=tmp_path / "plain", itc_steps=6, validate_every=0)
+    taught = replace(
+        plain,
+        out=tmp_path / "taught",
+        teacher="efficientnet-lite0",
+        teacher_head_steps=30,
+        distill_alpha=0.0,
+        distill_text_to_image=True,
+    )
+    strong = replace(taught, out=tmp_path / "strong", distill_alpha=0.9)
+    vision = {}
+    for recipe in (plain, taught, strong):
+        trainer = DemoTrainer(recipe, packages=fake_packages)
+        trainer.train_itc()
+        vision[recipe.out.name] = {
+            k: v.clone() for k, v in trainer.retrieval.vision_model.state_dict().items()
+        }
+    for key, value in vision["plain"].items():
+        torch.testing.assert_close(vision["taught"][key], value, atol=1e-5, rtol=1e-4)
+    assert any(not torch.allclose(vision["strong"][k], v, atol=1e-4) for k, v in vision["plain"].items())
+    history = [json.loads(line) for line in (strong.out / "history.jsonl").read_text().splitlines()]
+    head = [h for h in history if h["phase"] == "teacher-head"]
+    assert len(head) == 1 and {"r1_google", "r5_google", "r1_twitter"} <= set(head[0])
+    assert len(list((tmp_path / "cache" / "teacher").glob("efficientnet-lite0-*.pt"))) == 2  # per style
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -390,6 +428,7 @@ def test_later_phases_rerun_from_an_earlier_runs_phase_one(tmp_path: Path, fake_
         (["--train-style", "google", "--style-weight", "1", "--style-weight", "2"], "2 --style-weight for 1"),
         (["--style-weight", "1", "--style-weight", "1"], "2 --style-weight for 1"),  # default: Noto alone
         (["--train-style", "fluent-3d", "--holdout", "fluent-3d"], "also a training style"),
+        (["--teacher", "resnet-9000"], "Unknown teacher"),
     ],
 )
 def test_train_demo_refuses_a_held_out_style_in_training_and_unmatched_weights(

@@ -249,6 +249,14 @@ def training_command(recipe: dict[str, Any]) -> str:
     words += [f"--caption-style {s}" for s in recipe.get("caption_styles") or []]
     if recipe.get("holdout_style", "twitter") != "twitter":
         words.append(f"--holdout {recipe['holdout_style']}")
+    if recipe.get("teacher"):
+        words += [
+            f"--teacher {recipe['teacher']}",
+            f"--distill-alpha {recipe.get('distill_alpha'):g}",
+            f"--distill-temp {recipe.get('distill_temp'):g}",
+        ]
+        if recipe.get("distill_text_to_image"):
+            words.append("--distill-t2i")
     words += [
         f"--itc-steps {recipe.get('itc_steps')}",
         f"--itm-steps {recipe.get('itm_steps')}",

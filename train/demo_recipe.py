@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from blipsearch.train import losses
+from blipsearch.train import losses, teacher
 from blipsearch.train.demo_model import DemoArchitecture, build_demo_models
 from blipsearch.train.emoji import (
     PACKAGES,
@@ -110,6 +110,16 @@ class DemoRecipe:
     """ITM batches pair random anchors with one of their `itm_neighbours` ITC-nearest classes (0: random)."""
     itc_from: Path | None = None
     """Skip phase 1 and take its weights (ViT, projections, temperature) from this earlier run's output."""
+    teacher: str | None = None
+    """Phase 1 distils this pretrained CNN's caption distribution into the ViT (`train.teacher`)."""
+    distill_alpha: float = 0.8
+    """Share of the teacher's distribution in the ITC targets (the rest: the true class)."""
+    distill_temp: float = 0.1
+    """Softmax temperature of the teacher's distribution."""
+    distill_text_to_image: bool = False
+    """Also mix the teacher into the caption-to-images direction: more paraphrases, a point less
+    held-out R@1 in the A/B (demo/model/notes.md), so off by default."""
+    teacher_head_steps: int = 1500
     validate_every: int = 500
     """ITC steps between quick Recall@1 checks (logged to history.jsonl; never used to pick weights)."""
     threads: int | None = None
@@ -420,6 +430,29 @@ def encode_frozen(model: BlipForImageTextRetrieval, token_ids: list[list[int]]) 
     return torch.cat(states)
 
 
+def pick_images(
+    classes: EmojiClasses,
+    recipe: DemoRecipe,
+    rows: torch.Tensor,
+    generator: torch.Generator,
+    styles: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Un-augmented RGBA of `rows`, each from one of `styles` (default: all training styles) drawn by
+    `style_weights` among those that have it, and each row's index into `styles`; the first training
+    style has every class."""
+    chosen = [s for s in recipe.train_styles if styles is None or s in styles]
+    weights_given = recipe.style_weights or [1.0] * len(recipe.train_styles)
+    weight_of = dict(zip(recipe.train_styles, weights_given, strict=True))
+    if len(chosen) == 1:
+        return classes.pixels[chosen[0]][rows], torch.zeros(len(rows), dtype=torch.long)
+    stacked = torch.stack([classes.pixels[s][rows] for s in chosen])
+    present = has_image(stacked)
+    weights = torch.tensor([float(weight_of[s]) for s in chosen]).view(-1, 1) * present
+    weights[0] += (weights.sum(0) == 0).float()  # the first style names the classes: it always has one
+    which = torch.multinomial(weights.t(), 1, generator=generator)[:, 0]
+    return stacked[which, torch.arange(len(rows))], which
+
+
 def train_images(
     classes: EmojiClasses,
     recipe: DemoRecipe,
@@ -427,20 +460,8 @@ def train_images(
     generator: torch.Generator,
     styles: Sequence[str] | None = None,
 ) -> torch.Tensor:
-    """Augmented images of `rows`, each from one of `styles` (default: all training styles) drawn by
-    `style_weights` among those that have it; the first training style has every class."""
-    chosen = [s for s in recipe.train_styles if styles is None or s in styles]
-    weights_given = recipe.style_weights or [1.0] * len(recipe.train_styles)
-    weight_of = dict(zip(recipe.train_styles, weights_given, strict=True))
-    if len(chosen) == 1:
-        rgba = classes.pixels[chosen[0]][rows]
-    else:
-        stacked = torch.stack([classes.pixels[s][rows] for s in chosen])
-        present = has_image(stacked)
-        weights = torch.tensor([float(weight_of[s]) for s in chosen]).view(-1, 1) * present
-        weights[0] += (weights.sum(0) == 0).float()  # the first style names the classes: it always has one
-        which = torch.multinomial(weights.t(), 1, generator=generator)[:, 0]
-        rgba = stacked[which, torch.arange(len(rows))]
+    """Augmented images of `rows` (see `pick_images`)."""
+    rgba, _ = pick_images(classes, recipe, rows, generator, styles)
     return augment(rgba, generator, recipe.clean_fraction)
 
 
@@ -498,6 +519,8 @@ class DemoTrainer:
         packages: dict[str, EmojiPackage] | None = None,
     ) -> None:
         check_caption_styles(recipe)
+        # first, so that a missing package or an unknown name fails before minutes of data loading
+        self.teacher_model = teacher.load_teacher(recipe.teacher) if recipe.teacher else None
         self.recipe = recipe
         self.progress = progress
         if recipe.threads:
@@ -505,7 +528,8 @@ class DemoTrainer:
         torch.manual_seed(recipe.seed)
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.retrieval, self.captioner, self.processor = build_demo_models(recipe.arch, seed=recipe.seed)
-        self.classes = load_classes(recipe, packages)
+        self.packages = packages if packages is not None else PACKAGES
+        self.classes = load_classes(recipe, self.packages)
         self.mean, self.std = style_mean_std(self.processor)
         self.retrieval.eval()
         self.bank = TextBank(self.retrieval, self.processor, self.classes.captions)
@@ -563,17 +587,33 @@ class DemoTrainer:
         )
         batches = class_batches(len(self.classes.unified), recipe.itc_batch, self.generator)
         started = time.perf_counter()
+        space = self.teacher_space() if recipe.teacher else None
         for step in range(1, recipe.itc_steps + 1):
             rows = next(batches)
-            pixels = self.normalise(train_images(self.classes, recipe, rows, self.generator))
+            rgba, which = pick_images(self.classes, recipe, rows, self.generator)
+            pixels = self.normalise(augment(rgba, self.generator, recipe.clean_fraction))
             _, image_feat = self.image_features(pixels)
             text_all, _ = self.class_text_features(self.generator)
             batch_text = F.normalize(
                 model.text_proj(self.bank.cls[self.bank.draw(rows, self.generator)]), dim=-1
             )
             tau = self.temp.clamp(losses.TEMP_MIN, losses.TEMP_MAX)
-            i2t = F.cross_entropy(image_feat @ text_all.t() / tau, rows)
-            t2i = F.cross_entropy(batch_text @ image_feat.t() / tau, torch.arange(len(rows)))
+            i2t_logits = image_feat @ text_all.t() / tau
+            t2i_logits = batch_text @ image_feat.t() / tau
+            if space is None:
+                i2t = F.cross_entropy(i2t_logits, rows)
+                t2i = F.cross_entropy(t2i_logits, torch.arange(len(rows)))
+            else:
+                alpha = recipe.distill_alpha
+                i2t_target = losses.itc_targets(
+                    space.image_to_text(which, rows), alpha, F.one_hot(rows, len(text_all)).float()
+                )
+                i2t = losses.soft_cross_entropy(i2t_logits, i2t_target)
+                t2i_alpha = alpha if recipe.distill_text_to_image else 0.0
+                t2i_target = losses.itc_targets(
+                    space.text_to_image(which, rows), t2i_alpha, torch.eye(len(rows))
+                )
+                t2i = losses.soft_cross_entropy(t2i_logits, t2i_target)
             loss = (i2t + t2i) / 2
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -590,6 +630,45 @@ class DemoTrainer:
                 model.vision_model.train()
         model.vision_model.eval()
         self.seconds["itc"] = time.perf_counter() - started
+
+    def teacher_space(self) -> teacher.TeacherSpace:
+        """The trained teacher head's embeddings of the training images and captions (`train.teacher`)."""
+        recipe = self.recipe
+        assert recipe.teacher is not None
+        started = time.perf_counter()
+        model = self.teacher_model
+        size = recipe.arch.image_size
+        features = {
+            style: teacher.cached_features(
+                recipe.teacher,
+                f"{self.packages[style].name}-{self.packages[style].version}-{size}",
+                rgba,
+                recipe.cache,
+                model,
+            )
+            for style, rgba in self.classes.pixels.items()
+        }
+        train = torch.stack([features[s] for s in recipe.train_styles])
+        present = torch.stack([has_image(self.classes.pixels[s]) for s in recipe.train_styles])
+        everyone = torch.arange(len(self.classes.unified))
+        head = teacher.train_head(
+            train,
+            present,
+            self.bank.cls,
+            lambda generator: self.bank.draw(everyone, generator),
+            self.phase_generator(0),
+            steps=recipe.teacher_head_steps,
+        )
+        canonical = self.bank.cls[[self.bank.offsets[c][0] for c in everyone.tolist()]]
+        recall = {
+            f"{k}_{style}": v
+            for style, f in features.items()
+            for k, v in teacher.head_recall(head, f, canonical).items()
+        }
+        log.info("teacher head %s", " ".join(f"{k}={v:.4f}" for k, v in recall.items()))
+        self.record({"phase": "teacher-head", **recall})
+        self.seconds["teacher"] = time.perf_counter() - started
+        return teacher.TeacherSpace.build(head, train, canonical, recipe.distill_temp)
 
     @torch.no_grad()
     def canonical_text_features(self) -> torch.Tensor:

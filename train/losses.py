@@ -38,6 +38,11 @@ def itc_targets(sim_m: torch.Tensor, alpha: float, positives: torch.Tensor) -> t
     return alpha * F.softmax(sim_m, dim=1) + (1.0 - alpha) * positives
 
 
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """-mean_i sum_j q[i,j] log softmax(s)[i,j]: cross-entropy against a distribution per row."""
+    return -(F.log_softmax(logits, dim=1) * targets).sum(dim=1).mean()
+
+
 def same_image_mask(image_ids: torch.Tensor | None, size: int, device: torch.device) -> torch.Tensor:
     """Boolean [B, B]: True where row and column show the same image (the diagonal at least)."""
     if image_ids is None:
@@ -78,8 +83,8 @@ def itc_loss(
         sim_t2i_m = text_feat_m @ image_feat_m.t() / tau
         targets_i2t = itc_targets(sim_i2t_m, alpha, positives)
         targets_t2i = itc_targets(sim_t2i_m, alpha, positives)
-    loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets_i2t).sum(dim=1).mean()
-    loss_t2i = -(F.log_softmax(sim_t2i, dim=1) * targets_t2i).sum(dim=1).mean()
+    loss_i2t = soft_cross_entropy(sim_i2t, targets_i2t)
+    loss_t2i = soft_cross_entropy(sim_t2i, targets_t2i)
     return (loss_i2t + loss_t2i) / 2
 
 
