@@ -335,7 +335,7 @@ def train_demo(
         typer.Option(
             "--distill-alpha", min=0.0, max=1.0, help="Share of the teacher's distribution in the ITC target."
         ),
-    ] = 0.8,
+    ] = 1.0,
     distill_temp: Annotated[
         float, typer.Option("--distill-temp", min=0.001, help="Temperature of the teacher's distribution.")
     ] = 0.1,

@@ -112,7 +112,7 @@ class DemoRecipe:
     """Skip phase 1 and take its weights (ViT, projections, temperature) from this earlier run's output."""
     teacher: str | None = None
     """Phase 1 distils this pretrained CNN's caption distribution into the ViT (`train.teacher`)."""
-    distill_alpha: float = 0.8
+    distill_alpha: float = 1.0
     """Share of the teacher's distribution in the ITC targets (the rest: the true class)."""
     distill_temp: float = 0.1
     """Softmax temperature of the teacher's distribution."""
