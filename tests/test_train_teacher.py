@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from blipsearch.train import teacher
+from blipsearch.train.demo_recipe import flatten_on_white, has_image
 
 from blipsearch.errors import InvalidInputError
 
@@ -41,10 +42,11 @@ def test_unknown_teacher_is_a_clear_error() -> None:
 
 def test_features_are_pooled_per_image_and_zero_for_a_missing_one(lite0: torch.nn.Module) -> None:
     rgba = _shapes(4)
-    features = teacher.teacher_features(lite0, rgba, batch=2)
+    rgb, present = flatten_on_white(rgba), has_image(rgba)
+    features = teacher.teacher_features(lite0, rgb, present, batch=2)
     assert features.shape == (4, teacher.FEATURE_DIM)
     assert torch.all(features[3] == 0) and torch.all(features[:3].abs().sum(1) > 0)
-    alone = teacher.teacher_features(lite0, rgba[1:2])
+    alone = teacher.teacher_features(lite0, rgb[1:2], present[1:2])
     torch.testing.assert_close(alone[0], features[1], atol=1e-4, rtol=1e-4)  # batching does not matter
     assert not torch.allclose(features[0], features[1])
 
@@ -53,14 +55,18 @@ def test_cached_features_are_reused_and_recomputed_for_other_images(
     tmp_path: Path, lite0: torch.nn.Module
 ) -> None:
     rgba = _shapes(3)
-    first = teacher.cached_features("efficientnet-lite0", "pkg-1.0-32", rgba, tmp_path, lite0)
+    rgb, present = flatten_on_white(rgba), has_image(rgba)
+    first = teacher.cached_features("efficientnet-lite0", "pkg-1.0-32", rgb, present, tmp_path, lite0)
     assert (tmp_path / "teacher" / "efficientnet-lite0-pkg-1.0-32.pt").exists()
     poisoned = torch.full_like(first, 7.0)
     torch.save(poisoned, tmp_path / "teacher" / "efficientnet-lite0-pkg-1.0-32.pt")
     assert torch.equal(
-        teacher.cached_features("efficientnet-lite0", "pkg-1.0-32", rgba, tmp_path, lite0), poisoned
+        teacher.cached_features("efficientnet-lite0", "pkg-1.0-32", rgb, present, tmp_path, lite0), poisoned
     )
-    other = teacher.cached_features("efficientnet-lite0", "pkg-1.0-32", _shapes(5), tmp_path, lite0)
+    five = _shapes(5)
+    other = teacher.cached_features(
+        "efficientnet-lite0", "pkg-1.0-32", flatten_on_white(five), has_image(five), tmp_path, lite0
+    )
     assert other.shape == (5, teacher.FEATURE_DIM)  # a stored tensor of another shape is not trusted
 
 

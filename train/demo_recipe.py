@@ -602,16 +602,18 @@ class DemoTrainer:
             t2i_logits = batch_text @ image_feat.t() / tau
             if space is None:
                 i2t = F.cross_entropy(i2t_logits, rows)
-                t2i = F.cross_entropy(t2i_logits, torch.arange(len(rows)))
             else:
-                alpha = recipe.distill_alpha
                 i2t_target = losses.itc_targets(
-                    space.image_to_text(which, rows), alpha, F.one_hot(rows, len(text_all)).float()
+                    space.image_to_text(which, rows),
+                    recipe.distill_alpha,
+                    F.one_hot(rows, len(text_all)).float(),
                 )
                 i2t = losses.soft_cross_entropy(i2t_logits, i2t_target)
-                t2i_alpha = alpha if recipe.distill_text_to_image else 0.0
+            if space is None or not recipe.distill_text_to_image:
+                t2i = F.cross_entropy(t2i_logits, torch.arange(len(rows)))
+            else:
                 t2i_target = losses.itc_targets(
-                    space.text_to_image(which, rows), t2i_alpha, torch.eye(len(rows))
+                    space.text_to_image(which, rows), recipe.distill_alpha, torch.eye(len(rows))
                 )
                 t2i = losses.soft_cross_entropy(t2i_logits, t2i_target)
             loss = (i2t + t2i) / 2
@@ -636,20 +638,21 @@ class DemoTrainer:
         recipe = self.recipe
         assert recipe.teacher is not None
         started = time.perf_counter()
-        model = self.teacher_model
         size = recipe.arch.image_size
+        presence = {style: has_image(rgba) for style, rgba in self.classes.pixels.items()}
         features = {
             style: teacher.cached_features(
                 recipe.teacher,
                 f"{self.packages[style].name}-{self.packages[style].version}-{size}",
-                rgba,
+                flatten_on_white(rgba),
+                presence[style],
                 recipe.cache,
-                model,
+                self.teacher_model,
             )
             for style, rgba in self.classes.pixels.items()
         }
         train = torch.stack([features[s] for s in recipe.train_styles])
-        present = torch.stack([has_image(self.classes.pixels[s]) for s in recipe.train_styles])
+        present = torch.stack([presence[s] for s in recipe.train_styles])
         everyone = torch.arange(len(self.classes.unified))
         head = teacher.train_head(
             train,

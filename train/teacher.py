@@ -16,6 +16,7 @@ style and cached.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,30 +54,30 @@ def load_teacher(name: str) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def teacher_features(model: Any, rgba: torch.Tensor, batch: int = 128) -> torch.Tensor:
-    """Pooled features of RGBA images flattened on white: [n, FEATURE_DIM]; a missing image gives zeros."""
-    out = torch.zeros(rgba.shape[0], FEATURE_DIM)
-    present = (rgba[:, 3].flatten(1).amax(1) > 0).nonzero()[:, 0]
-    for start in range(0, len(present), batch):
-        rows = present[start : start + batch]
-        chunk = rgba[rows]
-        rgb = chunk[:, :3] * chunk[:, 3:4] + (1.0 - chunk[:, 3:4])
-        rgb = F.interpolate(rgb, size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", align_corners=False)
-        out[rows] = model.extract_features((rgb - 0.498) / 0.502).mean((2, 3))
+def teacher_features(model: Any, rgb: torch.Tensor, present: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    """Pooled features of images already flattened on white: [n, FEATURE_DIM]; zeros where not `present`."""
+    out = torch.zeros(rgb.shape[0], FEATURE_DIM)
+    rows_present = present.nonzero()[:, 0]
+    for start in range(0, len(rows_present), batch):
+        rows = rows_present[start : start + batch]
+        scaled = F.interpolate(
+            rgb[rows], size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", align_corners=False
+        )
+        out[rows] = model.extract_features((scaled - 0.498) / 0.502).mean((2, 3))
     return out
 
 
 def cached_features(
-    name: str, key: str, rgba: torch.Tensor, cache: Path, model: Any | None = None
+    name: str, key: str, rgb: torch.Tensor, present: torch.Tensor, cache: Path, model: Any | None = None
 ) -> torch.Tensor:
     """`teacher_features`, kept in `cache/teacher/` under the teacher and `key` (a pinned package
     release and the image size), since the pixels behind a key never change."""
     path = cache / "teacher" / f"{name}-{key}.pt"
     if path.exists():
         stored: torch.Tensor = torch.load(path)
-        if stored.shape == (rgba.shape[0], FEATURE_DIM):
+        if stored.shape == (rgb.shape[0], FEATURE_DIM):
             return stored
-    features = teacher_features(model if model is not None else load_teacher(name), rgba)
+    features = teacher_features(model if model is not None else load_teacher(name), rgb, present)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
     torch.save(features, partial)
@@ -127,7 +128,7 @@ def train_head(
         loss.backward()
         optimizer.step()
         for group in optimizer.param_groups:
-            group["lr"] = lr * 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * (step + 1) / steps)).item())
+            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * (step + 1) / steps))
         if (step + 1) % 500 == 0:
             log.info("teacher head step=%d loss=%.4f", step + 1, loss.item())
     return head.eval()
