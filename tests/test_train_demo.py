@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from blipsearch.train import losses
 from blipsearch.train.demo_capfilt import precision_recall, run_capfilt_experiment
-from blipsearch.train.demo_card import training_command, write_model_card
+from blipsearch.train.demo_card import teacher_lines, training_command, write_model_card
 from blipsearch.train.demo_eval import evaluate_demo_model, names_emoji
 from blipsearch.train.demo_model import DemoArchitecture, build_demo_models, minilm_directory
 from blipsearch.train.demo_recipe import (
@@ -316,6 +316,9 @@ def test_card_command_and_labels_follow_the_runs_styles(tmp_path: Path) -> None:
         {**taught, "distill_text_to_image": True}
     )
     assert "--teacher" not in training_command({**recipe, "teacher": None, "distill_alpha": 0.8})
+    credit = "\n".join(teacher_lines({**taught, "teacher_head_steps": 1500}))
+    assert "EfficientNet-Lite0" in credit and "Apache-2.0" in credit and "0.8 x the head's softmax" in credit
+    assert "image-to-caption ITC" in credit and teacher_lines(recipe) == []
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     (tmp_path / "history.jsonl").write_text(
         json.dumps(
@@ -418,7 +421,10 @@ def test_teacher_targets_join_phase_one_and_alpha_zero_is_plain_itc(
     history = [json.loads(line) for line in (strong.out / "history.jsonl").read_text().splitlines()]
     head = [h for h in history if h["phase"] == "teacher-head"]
     assert len(head) == 1 and {"r1_google", "r5_google", "r1_twitter"} <= set(head[0])
-    assert len(list((tmp_path / "cache" / "teacher").glob("efficientnet-lite0-*.pt"))) == 2  # per style
+    size = strong.arch.image_size
+    assert {p.name for p in (tmp_path / "cache" / "teacher").iterdir()} == {
+        f"efficientnet-lite0-{fake_packages[style].release}-{size}.pt" for style in ("google", "twitter")
+    }
 
 
 @pytest.mark.parametrize(

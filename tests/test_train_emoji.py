@@ -170,6 +170,7 @@ def test_codepoint_archive_reads_only_its_folder(tmp_path: Path) -> None:
 
 def test_scoped_package_tarball_is_named_as_npm_pack_writes_it() -> None:
     assert em.PACKAGES["fluent-3d"].tarball_name == "lobehub-fluent-emoji-3d-1.1.0.tgz"
+    assert em.PACKAGES["fluent-3d"].release == "lobehub-fluent-emoji-3d-1.1.0"  # one flat file name
     assert em.PACKAGES["fluent-3d"].spec == "@lobehub/fluent-emoji-3d@1.1.0"
     assert em.PACKAGES["emojione"].tarball_name == "emojione-2.2.7.tgz"
 

@@ -3,10 +3,12 @@ cache, the head that learns captions from its features, and the soft targets pha
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from blipsearch.train import teacher
 from blipsearch.train.demo_recipe import flatten_on_white, has_image
 
@@ -49,6 +51,20 @@ def test_features_are_pooled_per_image_and_zero_for_a_missing_one(lite0: torch.n
     alone = teacher.teacher_features(lite0, rgb[1:2], present[1:2])
     torch.testing.assert_close(alone[0], features[1], atol=1e-4, rtol=1e-4)  # batching does not matter
     assert not torch.allclose(features[0], features[1])
+
+
+@torch.no_grad()
+def test_channels_last_features_equal_the_plain_layout(lite0: torch.nn.Module) -> None:
+    """The teacher runs channels-last for speed; the features must be what the wheel's model gives
+    in its own layout."""
+    rgba = _shapes(3)
+    rgb, present = flatten_on_white(rgba), has_image(rgba)
+    fast = teacher.teacher_features(lite0, rgb, present)
+    plain_model = copy.deepcopy(lite0).to(memory_format=torch.contiguous_format)
+    scaled = F.interpolate(rgb, size=(teacher.TEACHER_SIZE,) * 2, mode="bilinear", align_corners=False)
+    plain = plain_model.extract_features((scaled - 0.498) / 0.502).mean((2, 3))
+    torch.testing.assert_close(fast[:2], plain[:2], atol=1e-4, rtol=1e-4)
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in lite0.parameters())  # really channels-last
 
 
 def test_cached_features_are_reused_and_recomputed_for_other_images(

@@ -208,8 +208,10 @@ def data_lines(recipe: dict[str, Any], metrics: dict[str, Any], data: dict[str, 
             lines.append(
                 "- The captioner trains on "
                 + ", ".join(PACKAGES[s].brand for s in caption_styles)
-                + " only, in the same ratio."
+                + " only"
+                + (", in the same ratio." if len(caption_styles) > 1 else ".")
             )
+    lines += teacher_lines(recipe)
     lines += [
         "- Augmented on the fly: scale, position, rotation, background colour, light colour jitter, blur, "
         "posterisation; no hue shifts or flips, which change an emoji's meaning.",
@@ -220,6 +222,30 @@ def data_lines(recipe: dict[str, Any], metrics: dict[str, Any], data: dict[str, 
         + ".",
     ]
     return lines
+
+
+def teacher_lines(recipe: dict[str, Any]) -> list[str]:
+    """What taught phase 1, if anything: its weights are a source of the model and need their credit."""
+    name = recipe.get("teacher")
+    if not name:
+        return []
+    from blipsearch.train.teacher import TEACHERS
+
+    direction = "both ITC directions" if recipe.get("distill_text_to_image") else "image-to-caption ITC"
+    alpha, temperature = recipe.get("distill_alpha", 1.0), recipe.get("distill_temp")
+    target = (
+        f"the head's softmax at temperature {temperature:g} alone (alpha 1: the true caption counts "
+        "through the teacher, which ranks it first for almost every training image)"
+        if alpha >= 1.0
+        else f"{alpha:g} x the head's softmax at temperature {temperature:g} + {1 - alpha:g} x the true "
+        "caption"
+    )
+    return [
+        f"- Teacher (training only; not shipped): {TEACHERS.get(name, name)}. A head on its pooled "
+        "features of the clean training images learns the captions first "
+        f"({recipe.get('teacher_head_steps')} steps); phase 1's {direction} targets are then {target}: "
+        "BLIP's momentum distillation with the teacher in the momentum model's place.",
+    ]
 
 
 def paraphrase_lines(metrics: dict[str, Any], labels: dict[str, str]) -> list[str]:

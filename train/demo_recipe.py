@@ -586,8 +586,8 @@ class DemoTrainer:
             [*trainable, self.temp], recipe.itc_lr, recipe.weight_decay, recipe.itc_steps, recipe.warmup_steps
         )
         batches = class_batches(len(self.classes.unified), recipe.itc_batch, self.generator)
+        space = self.teacher_space() if recipe.teacher else None  # timed apart, as "teacher"
         started = time.perf_counter()
-        space = self.teacher_space() if recipe.teacher else None
         for step in range(1, recipe.itc_steps + 1):
             rows = next(batches)
             rgba, which = pick_images(self.classes, recipe, rows, self.generator)
@@ -643,7 +643,7 @@ class DemoTrainer:
         features = {
             style: teacher.cached_features(
                 recipe.teacher,
-                f"{self.packages[style].name}-{self.packages[style].version}-{size}",
+                f"{self.packages[style].release}-{size}",
                 flatten_on_white(rgba),
                 presence[style],
                 recipe.cache,

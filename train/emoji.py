@@ -63,9 +63,13 @@ class EmojiPackage:
         return f"{self.name}@{self.version}"
 
     @property
+    def release(self) -> str:
+        """Name and version as one file-name stem, as `npm pack` writes it (`@scope/name`: `scope-name`)."""
+        return f"{self.name.lstrip('@').replace('/', '-')}-{self.version}"
+
+    @property
     def tarball_name(self) -> str:
-        """The file name `npm pack` writes: `@scope/name` becomes `scope-name`."""
-        return f"{self.name.lstrip('@').replace('/', '-')}-{self.version}.tgz"
+        return f"{self.release}.tgz"
 
 
 # Recorded from `npm view <name>@16.0.0 dist.integrity`; a cache hit must match these exactly.

