@@ -353,8 +353,9 @@ def train_demo(
 
     Three fixed-length phases (ITC, ITM, LM), so a seed reproduces the run; the defaults take
     70 to 100 minutes on a 2-core CPU with AVX-512 (about 2.5 hours with AVX2 only).
-    demo/model/README.md has the shipped run's command and figures; `--teacher` distils a
-    pretrained CNN into phase 1 (measured there, not yet in the shipped run).
+    The defaults train on Noto alone; the shipped model adds three drawing styles and `--teacher`
+    (a pretrained CNN distilled into phase 1): its exact command and figures are in
+    demo/model/README.md.
     """
     import logging
     import time
