@@ -412,6 +412,10 @@ class TextBank:
     def pad(self, rows: Sequence[int] | range) -> tuple[torch.Tensor, torch.Tensor]:
         return pad_token_ids([self.ids[r] for r in rows])
 
+    def canonical_rows(self) -> list[int]:
+        """Each class's first caption, its canonical one ("a red apple"): what measures and teachers use."""
+        return [start for start, _ in self.offsets]
+
     def draw(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One caption row per class, uniformly among that class's captions."""
         starts = torch.tensor([self.offsets[c][0] for c in classes.tolist()])
@@ -662,7 +666,7 @@ class DemoTrainer:
             self.phase_generator(0),
             steps=recipe.teacher_head_steps,
         )
-        canonical = self.bank.cls[[self.bank.offsets[c][0] for c in everyone.tolist()]]
+        canonical = self.bank.cls[self.bank.canonical_rows()]
         recall = {
             f"{k}_{style}": v
             for style, f in features.items()
@@ -676,8 +680,7 @@ class DemoTrainer:
     @torch.no_grad()
     def canonical_text_features(self) -> torch.Tensor:
         """Each class's first (canonical) caption in the ITC space: [classes, dim]."""
-        canonical = [self.bank.offsets[c][0] for c in range(len(self.classes.unified))]
-        return F.normalize(self.retrieval.text_proj(self.bank.cls[canonical]), dim=-1)
+        return F.normalize(self.retrieval.text_proj(self.bank.cls[self.bank.canonical_rows()]), dim=-1)
 
     @torch.no_grad()
     def clean_image_features(self, rgba: torch.Tensor) -> torch.Tensor:
