@@ -309,6 +309,31 @@ def train_demo(
         float,
         typer.Option("--itm-keep-text", min=0.0, help="Phase 2 penalty on moving captions' ITC vectors."),
     ] = 200.0,
+    itm_vision_layers: Annotated[
+        int,
+        typer.Option(
+            "--itm-vision-layers",
+            min=0,
+            help="Phase 2 also trains the ViT's last N layers for ITM, holding the images' ITC vectors "
+            "in place (0: ViT frozen).",
+        ),
+    ] = 0,
+    itm_vision_lr: Annotated[
+        float, typer.Option("--itm-vision-lr", min=0.0, help="Phase 2 rate of those ViT layers.")
+    ] = 1e-4,
+    itm_keep_image: Annotated[
+        float,
+        typer.Option("--itm-keep-image", min=0.0, help="Phase 2 penalty on moving images' ITC vectors."),
+    ] = 200.0,
+    itm_rank_weight: Annotated[
+        float,
+        typer.Option(
+            "--itm-rank-weight",
+            min=0.0,
+            help="Phase 2 also trains the served re-ranking score (ITM log-odds + ITC cosine / temperature) "
+            "to put each positive above its mined negatives, with this weight (0: BLIP's ITM loss only).",
+        ),
+    ] = 0.0,
     itm_curriculum: Annotated[
         float,
         typer.Option(
@@ -399,6 +424,10 @@ def train_demo(
         itm_text_lr=itm_text_lr,
         itm_keep_text=itm_keep_text,
         itm_lr=itm_lr,
+        itm_vision_layers=itm_vision_layers,
+        itm_vision_lr=itm_vision_lr,
+        itm_keep_image=itm_keep_image,
+        itm_rank_weight=itm_rank_weight,
         itc_from=itc_from,
         teacher=teacher,
         distill_alpha=distill_alpha,

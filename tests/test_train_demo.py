@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from blipsearch.train import losses
 from blipsearch.train.demo_capfilt import precision_recall, run_capfilt_experiment
-from blipsearch.train.demo_card import teacher_lines, training_command, write_model_card
+from blipsearch.train.demo_card import itm_phase_words, teacher_lines, training_command, write_model_card
 from blipsearch.train.demo_eval import evaluate_demo_model, names_emoji
 from blipsearch.train.demo_model import DemoArchitecture, build_demo_models, minilm_directory
 from blipsearch.train.demo_recipe import (
@@ -30,6 +30,8 @@ from blipsearch.train.demo_recipe import (
     load_classes,
     negative_weights,
     train_images,
+    vision_tail,
+    vision_trunk,
 )
 from emojifake import PALETTE, fake_codepoint_package, fake_package
 from PIL import Image
@@ -316,6 +318,14 @@ def test_card_command_and_labels_follow_the_runs_styles(tmp_path: Path) -> None:
         {**taught, "distill_text_to_image": True}
     )
     assert "--teacher" not in training_command({**recipe, "teacher": None, "distill_alpha": 0.8})
+    itm = {**recipe, "itm_vision_layers": 1, "itm_vision_lr": 1e-4, "itm_rank_weight": 5.0}
+    assert training_command(itm).endswith(
+        "--caption-steps 3 --itm-vision-layers 1 --itm-rank-weight 5 --seed 4"
+    )
+    assert "--itm-keep-image 50 " in training_command({**itm, "itm_keep_image": 50.0})
+    assert "--itm-vision-lr" not in training_command({**itm, "itm_vision_layers": 0, "itm_vision_lr": 1.0})
+    assert "last 1 layer learns too (lr 0.0001)" in itm_phase_words(itm)
+    assert "served re-ranking score" in itm_phase_words(itm) and itm_phase_words(recipe) == ""
     credit = "\n".join(teacher_lines({**taught, "teacher_head_steps": 1500}))
     assert "EfficientNet-Lite0" in credit and "Apache-2.0" in credit and "0.8 x the head's softmax" in credit
     assert "image-to-caption ITC" in credit and teacher_lines(recipe) == []
@@ -393,6 +403,41 @@ def test_later_phases_rerun_from_an_earlier_runs_phase_one(tmp_path: Path, fake_
     assert json.loads((again.out / "timing.json").read_text())["itc"] > 0
     with pytest.raises(InvalidInputError):
         DemoTrainer(replace(again, itc_from=again.out), packages=fake_packages).run()
+
+
+def test_vision_trunk_then_tail_is_the_whole_vit() -> None:
+    arch = replace(SMALL, vision_layers=3)
+    retrieval, _, _ = build_demo_models(arch, seed=1)
+    vision = retrieval.vision_model.eval()
+    pixels = torch.randn(2, 3, arch.image_size, arch.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = vision(pixel_values=pixels).last_hidden_state
+        for tail in (1, 2, 3):
+            split = vision_tail(vision, vision_trunk(vision, pixels, tail), tail)
+            torch.testing.assert_close(split, whole, atol=1e-6, rtol=1e-6)
+
+
+def test_itm_phase_can_train_the_vits_last_layer_and_holds_its_itc_vectors(
+    tmp_path: Path, fake_packages: dict
+) -> None:
+    arch = replace(SMALL, vision_layers=2)
+    first = _recipe(tmp_path, arch=arch, itc_steps=6, validate_every=0, itm_steps=0, train_captioner=False)
+    DemoTrainer(first, packages=fake_packages).run()
+    again = replace(first, out=tmp_path / "again", itc_from=first.out, itm_steps=6, itm_vision_layers=1)
+    trainer = DemoTrainer(again, packages=fake_packages)
+    trainer.run()
+    from safetensors.torch import load_file
+
+    before = load_file(str(first.out / "retrieval" / "model.safetensors"))
+    after = load_file(str(again.out / "retrieval" / "model.safetensors"))
+    moved = {k for k in before if k.startswith("vision_") and not torch.equal(before[k], after[k])}
+    assert moved and all(
+        k.startswith(("vision_model.encoder.layers.1.", "vision_model.post_layernorm.")) for k in moved
+    ), moved
+    history = [json.loads(line) for line in (again.out / "history.jsonl").read_text().splitlines()]
+    drift = [h["image_drift"] for h in history if h["phase"] == "itm"]
+    assert drift and all(0.0 <= d < 0.05 for d in drift)
+    assert not any(p.requires_grad for p in trainer.retrieval.vision_model.parameters())
 
 
 def test_teacher_targets_join_phase_one_and_alpha_zero_is_plain_itc(

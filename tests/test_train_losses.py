@@ -168,3 +168,21 @@ def test_momentum_update_moves_by_one_minus_m_of_the_difference():
         # exact up to float32 rounding of the fused multiply-add
         torch.testing.assert_close(new - old, (1 - m) * (online.detach() - old), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(new, old * m + online.detach() * (1 - m), rtol=0, atol=1e-6)
+
+
+def test_served_rank_loss_asks_only_for_the_order_the_service_serves() -> None:
+    itc = torch.tensor([0.30, 0.60, 0.10, 0.40, 0.28, 0.61])  # 2 anchors x (positive, 2 negatives)
+    neutral = torch.zeros(6, 2)
+    odds = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0], requires_grad=True)
+    loss = losses.served_rank_loss(torch.stack([neutral[:, 0], odds], 1), itc, 10.0, negatives=2)
+    loss.backward()
+    assert odds.grad is not None
+    # ITM is pushed up on the positives and down on the negatives, hardest where ITC orders them wrong
+    assert (odds.grad[:2] < 0).all() and (odds.grad[2:] > 0).all()
+    assert odds.grad[5] > odds.grad[4] > 3 * odds.grad[2]  # ITC wrong (0.61 > 0.60), nearly wrong, right
+    # a large enough weight on ITC, where ITC orders every pair right, leaves nothing to learn
+    sure = torch.tensor([0.9, 0.9, 0.1, 0.1, 0.1, 0.1])
+    assert losses.served_rank_loss(torch.zeros(6, 2), sure, 100.0, negatives=2) < 1e-20
+    # and ITM log-odds that order the pairs right lower the loss against neutral ITM
+    right = torch.tensor([[0.0, 3.0], [0.0, 3.0], [0.0, -3.0], [0.0, -3.0], [0.0, -3.0], [0.0, -3.0]])
+    assert losses.served_rank_loss(right, itc, 10.0, 2) < losses.served_rank_loss(neutral, itc, 10.0, 2)

@@ -287,9 +287,35 @@ def training_command(recipe: dict[str, Any]) -> str:
         f"--itc-steps {recipe.get('itc_steps')}",
         f"--itm-steps {recipe.get('itm_steps')}",
         f"--caption-steps {recipe.get('caption_steps')}",
-        f"--seed {recipe.get('seed')}",
     ]
+    if recipe.get("itm_vision_layers"):
+        words.append(f"--itm-vision-layers {recipe['itm_vision_layers']}")
+        for key, default in (("itm_vision_lr", 1e-4), ("itm_keep_image", 200.0)):
+            if recipe.get(key, default) != default:
+                words.append(f"--{key.replace('_', '-')} {recipe[key]:g}")
+    if recipe.get("itm_rank_weight"):
+        words.append(f"--itm-rank-weight {recipe['itm_rank_weight']:g}")
+    words.append(f"--seed {recipe.get('seed')}")
     return " ".join(words)
+
+
+def itm_phase_words(recipe: dict[str, Any]) -> str:
+    """What phase 2 does beyond BLIP's ITM loss on the frozen ViT, as a clause for the card."""
+    words = ""
+    layers = recipe.get("itm_vision_layers")
+    if layers:
+        words += (
+            f"; the ViT's last {layers} layer{'s' if layers > 1 else ''} learn{'' if layers > 1 else 's'} "
+            f"too (lr {recipe.get('itm_vision_lr', 1e-4):g}), held to phase 1's image ITC vectors by a "
+            f"penalty (weight {recipe.get('itm_keep_image', 200.0):g})"
+        )
+    if recipe.get("itm_rank_weight"):
+        words += (
+            "; beside BLIP's binary ITM loss, the served re-ranking score (ITM log-odds + ITC cosine / "
+            "temperature) is trained to put each positive above its mined negatives "
+            f"(weight {recipe['itm_rank_weight']:g})"
+        )
+    return words
 
 
 def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
@@ -351,13 +377,18 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         f"Phase 1, ITC: {recipe.get('itc_steps')} steps of {recipe.get('itc_batch')} images against "
         "all classes' "
         f"captions, lr {recipe.get('itc_lr')}; phase 2, ITM: {recipe.get('itm_steps')} steps of "
-        f"{recipe.get('itm_batch')} images with hard negatives (lr {recipe.get('itm_lr')}); phase 3, LM: "
+        f"{recipe.get('itm_batch')} images with hard negatives (lr {recipe.get('itm_lr')}"
+        f"{itm_phase_words(recipe)}); phase 3, LM: "
         f"{recipe.get('caption_steps')} steps of {recipe.get('caption_batch')} (lr "
         f"{recipe.get('caption_lr')}, "
         f'label smoothing {recipe.get("label_smoothing")}, prompt "{recipe.get("prompt", "").strip()}"). '
         f"Every setting is in `recipe.json`, every 25th step in `history.jsonl`.",
         "",
-        f"Time on {_machine()}: "
+        (
+            f"Time on {_machine()}: "
+            if not recipe.get("itc_from")
+            else f"Time (phase 1 as its own run recorded it; phases 2 and 3 on {_machine()}): "
+        )
         + ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in timing.items())
         + f"; {minutes:.1f} min of training in all.",
         "",

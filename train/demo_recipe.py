@@ -10,15 +10,17 @@ Three phases, each a fixed number of steps so that a seed reproduces the run:
    learned, clamped temperature. Augmentation (scale, position, rotation, background, light
    colour jitter, blur, posterisation) is done on tensors, since PIL per image would dominate.
    No hue change and no flips: colour and direction are part of emoji names.
-2. **ITM.** Vision frozen; the text encoder's new cross-attention layers and the ITM head learn,
+2. **ITM.** Vision frozen (or only its last layers learn, held to phase 1's ITC vectors by a
+   penalty); the text encoder's new cross-attention layers and the ITM head learn,
    and its own layers at a lower rate, with negatives drawn from the in-batch ITC similarities
    (each image gets a likely wrong text, each text a likely wrong image), random at first and
    fully mined after a ramp. A penalty keeps the captions' ITC embeddings where phase 1 left
    them; the word embeddings stay frozen.
-3. **LM.** The captioner's ViT is the phase-1 ViT, frozen; its decoder (MiniLM's first layers plus
-   new cross-attention) learns "a picture of " + the emoji's name with label smoothing.
+3. **LM.** The captioner's ViT is the retrieval ViT as phases 1 and 2 left it, frozen; its decoder
+   (MiniLM's first layers plus new cross-attention) learns "a picture of " + the emoji's name with
+   label smoothing.
 
-Phases 2 and 3 only need the ViT's outputs, which they compute without gradients.
+Phases 2 and 3 compute the frozen part of the ViT without gradients.
 """
 
 from __future__ import annotations
@@ -52,7 +54,12 @@ from blipsearch.train.emoji import (
 )
 from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 from PIL import Image
-from transformers import BlipForConditionalGeneration, BlipForImageTextRetrieval, BlipProcessor
+from transformers import (
+    BlipForConditionalGeneration,
+    BlipForImageTextRetrieval,
+    BlipProcessor,
+    BlipVisionModel,
+)
 
 from blipsearch.errors import InvalidInputError
 
@@ -99,15 +106,25 @@ class DemoRecipe:
     """Training styles phase 3 draws from, with their `style_weights` (None: all of them). The captioner
     can stay on the catalog's style while retrieval learns from many."""
     itm_neighbours: int = 4
+    """ITM batches pair random anchors with one of their `itm_neighbours` ITC-nearest classes (0: random)."""
     itm_text_lr: float = 2e-5
     """Phase 2 learning rate of the text layers' own weights (0: frozen, only cross-attention learns)."""
     itm_keep_text: float = 200.0
     """Weight of the penalty on moving the captions' ITC embeddings in phase 2 (see `_text_drift`)."""
+    itm_vision_layers: int = 0
+    """Phase 2 also trains the ViT's last this many layers (and its final norm) for ITM. Phase 1 trains
+    the patch tokens of the last layer for nothing (ITC reads only [CLS]), yet they are most of what
+    ITM's cross-attention reads."""
+    itm_vision_lr: float = 1e-4
+    itm_keep_image: float = 200.0
+    """Weight of the penalty on moving the images' ITC embeddings in phase 2 (see `_image_drift`)."""
+    itm_rank_weight: float = 0.0
+    """Weight of `losses.served_rank_loss` in phase 2: the re-ranking rule's own order (ITM log-odds
+    plus ITC cosine / temperature), positive above each mined negative, beside BLIP's binary loss."""
     itm_curriculum: float = 0.3
     """Share of ITM steps over which negatives go from uniformly random to fully ITC-mined. Hard
     negatives alone give a head that starts from scratch nothing it can tell apart: it sat at the
     label prior for hundreds of steps."""
-    """ITM batches pair random anchors with one of their `itm_neighbours` ITC-nearest classes (0: random)."""
     itc_from: Path | None = None
     """Skip phase 1 and take its weights (ViT, projections, temperature) from this earlier run's output."""
     teacher: str | None = None
@@ -359,6 +376,31 @@ def itm_text_parameters(model: BlipForImageTextRetrieval) -> list[torch.nn.Param
     and feed-forward layers trained for language alone: the head sat at the label prior for hundreds
     of steps, even with random negatives and a 4x learning rate."""
     return [p for n, p in model.text_encoder.encoder.named_parameters() if "crossattention" not in n]
+
+
+def vision_trunk(vision: BlipVisionModel, pixels: torch.Tensor, tail: int) -> torch.Tensor:
+    """The ViT's hidden states before its last `tail` layers; `vision_tail` finishes the forward pass."""
+    layers = vision.encoder.layers
+    hidden = vision.embeddings(pixels)
+    for layer in layers[: len(layers) - tail]:
+        hidden = layer(hidden)
+    return hidden
+
+
+def vision_tail(vision: BlipVisionModel, hidden: torch.Tensor, tail: int) -> torch.Tensor:
+    """`last_hidden_state` from `vision_trunk`'s output: the last `tail` layers and the final norm."""
+    layers = vision.encoder.layers
+    for layer in layers[len(layers) - tail :]:
+        hidden = layer(hidden)
+    return vision.post_layernorm(hidden)
+
+
+def vision_tail_parameters(vision: BlipVisionModel, tail: int) -> list[torch.nn.Parameter]:
+    layers = vision.encoder.layers
+    return [
+        *(p for layer in layers[len(layers) - tail :] for p in layer.parameters()),
+        *vision.post_layernorm.parameters(),
+    ]
 
 
 def hard_negative_share(step: int, total: int, curriculum: float) -> float:
@@ -758,8 +800,9 @@ class DemoTrainer:
         with torch.no_grad():
             self.temp.fill_(float(temperature))
         earlier = json.loads((run / "timing.json").read_text()) if (run / "timing.json").is_file() else {}
-        if "itc" in earlier:
-            self.seconds["itc"] = float(earlier["itc"])
+        for phase in ("teacher", "itc"):  # what phase 1 cost, so the card's total is the recipe's
+            if phase in earlier:
+                self.seconds[phase] = float(earlier[phase])
         if (run / "history.jsonl").is_file():  # keep phase 1's curve with the model it made
             for line in (run / "history.jsonl").read_text().splitlines():
                 entry = json.loads(line)
@@ -806,13 +849,19 @@ class DemoTrainer:
         new = [p for n, p in model.text_encoder.named_parameters() if "crossattention" in n]
         new += list(model.itm_head.parameters())
         text = itm_text_parameters(model) if recipe.itm_text_lr > 0 else []
-        for parameter in [*new, *text]:
+        tail = recipe.itm_vision_layers
+        seeing = vision_tail_parameters(model.vision_model, tail) if tail else []
+        # phase 1's ViT, kept to mine negatives with and to hold the images' ITC vectors in place
+        reference = copy.deepcopy(model.vision_model).eval() if tail else None
+        for parameter in [*new, *text, *seeing]:
             parameter.requires_grad_(True)
         groups: list[dict[str, Any]] = [{"params": new}]
         if text:
             groups.append(
                 {"params": text, "lr": recipe.itm_text_lr, "weight_decay": 0.0}
             )  # pretrained: no pull to 0
+        if seeing:
+            groups.append({"params": seeing, "lr": recipe.itm_vision_lr, "weight_decay": 0.0})
         optimizer, schedule = make_optimizer(
             groups, recipe.itm_lr, recipe.weight_decay, recipe.itm_steps, recipe.warmup_steps // 4
         )
@@ -823,18 +872,27 @@ class DemoTrainer:
             rows = next(batches)
             with torch.no_grad():
                 pixels = self.normalise(train_images(self.classes, recipe, rows, generator))
-                vision, image_feat = self.image_features(pixels)
+                if reference is None:
+                    vision, image_feat = self.image_features(pixels)
+                else:
+                    trunk = vision_trunk(model.vision_model, pixels, tail)
+                    before = vision_tail(reference, trunk, tail)[:, 0]
+                    image_feat = F.normalize(model.vision_proj(before), dim=-1)
                 positive = self.bank.draw(rows, generator)
                 text_feat = F.normalize(model.text_proj(self.bank.cls[positive]), dim=-1)
                 same = rows.view(-1, 1) == rows.view(1, -1)
-                i2t = (image_feat @ text_feat.t() / float(self.temp)).masked_fill(same, -torch.inf)
+                i2t = (image_feat @ text_feat.t() / float(self.temp.detach())).masked_fill(same, -torch.inf)
                 hard = hard_negative_share(step, recipe.itm_steps, recipe.itm_curriculum)
-                negative_text = positive[
-                    torch.multinomial(negative_weights(i2t, same, hard), 1, generator=generator)[:, 0]
-                ]
+                text_pick = torch.multinomial(negative_weights(i2t, same, hard), 1, generator=generator)[:, 0]
+                negative_text = positive[text_pick]
                 negative_image = torch.multinomial(
                     negative_weights(i2t.t(), same, hard), 1, generator=generator
                 )[:, 0]
+            image_drift = torch.zeros(())
+            if reference is not None:
+                vision = vision_tail(model.vision_model, trunk, tail)
+                moved = F.normalize(model.vision_proj(vision[:, 0]), dim=-1) - image_feat
+                image_drift = moved.pow(2).sum(1).mean()
             logits = torch.cat(
                 [
                     self._itm_logits(vision, positive),
@@ -844,16 +902,30 @@ class DemoTrainer:
             )
             labels = torch.cat([torch.ones(len(rows)), torch.zeros(2 * len(rows))]).long()
             loss = F.cross_entropy(logits, labels)
+            if recipe.itm_rank_weight:
+                cosines = torch.cat(
+                    [
+                        (image_feat * text_feat).sum(1),
+                        (image_feat * text_feat[text_pick]).sum(1),
+                        (image_feat[negative_image] * text_feat).sum(1),
+                    ]
+                )
+                rank = losses.served_rank_loss(logits, cosines, 1.0 / float(self.temp.detach()), negatives=2)
+                loss = loss + recipe.itm_rank_weight * rank
             drift = self._text_drift(torch.cat([positive, negative_text])) if text else torch.zeros(())
-            loss = loss + recipe.itm_keep_text * drift
+            loss = loss + recipe.itm_keep_text * drift + recipe.itm_keep_image * image_drift
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             accuracy = (logits.argmax(1) == labels).float().mean().item()
             numbers = {"loss": loss.item(), "accuracy": accuracy, "hard": hard, "text_drift": drift.item()}
+            if reference is not None:
+                numbers["image_drift"] = image_drift.item()
             self._log("itm", step, recipe.itm_steps, numbers)
         model.text_encoder.eval()
+        for parameter in seeing:
+            parameter.requires_grad_(False)
         self.seconds["itm"] = time.perf_counter() - started
 
     def train_caption(self) -> None:

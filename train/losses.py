@@ -132,6 +132,20 @@ def itm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels)
 
 
+def served_rank_loss(
+    itm_logits: torch.Tensor, itc_similarity: torch.Tensor, itc_weight: float, negatives: int
+) -> torch.Tensor:
+    """Pairwise logistic loss on the score the service re-ranks by (`search.fusion.rerank_scores`:
+    ITM log-odds + `itc_weight` x ITC cosine), each positive against its `negatives` wrong partners.
+
+    Rows are `[positives; negatives x ...]` in blocks of the positives' count. BLIP's binary ITM loss
+    asks for confident log-odds on every pair, including pairs ITC already orders right; this one asks
+    the re-ranked order to be right, so ITM learns what ITC misses and stays quiet where it is sure."""
+    served = (itm_logits[:, 1] - itm_logits[:, 0]) + itc_weight * itc_similarity
+    blocks = served.view(negatives + 1, -1)
+    return F.softplus(blocks[1:] - blocks[0]).mean()
+
+
 def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int = 0) -> torch.Tensor:
     """Targets for the LM loss: the tokens themselves, padding and the prompt set to -100.
 
