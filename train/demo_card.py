@@ -6,9 +6,11 @@ Nothing in the card is typed by hand: re-running the recipe rewrites it with wha
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from blipsearch.train.demo_recipe import DemoRecipe
 from blipsearch.train.emoji import PACKAGES
 from blipsearch.train.paraphrases import PARAPHRASE_QUERIES
 
@@ -23,6 +25,10 @@ def _read(path: Path) -> Any:
 
 def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 1e6
+
+
+RECIPE_DEFAULTS = {f.name: f.default for f in fields(DemoRecipe)}
+"""What a recipe.json without a key (an older run) ran with."""
 
 
 def _machine() -> str:
@@ -290,8 +296,8 @@ def training_command(recipe: dict[str, Any]) -> str:
     ]
     if recipe.get("itm_vision_layers"):
         words.append(f"--itm-vision-layers {recipe['itm_vision_layers']}")
-        for key, default in (("itm_vision_lr", 1e-4), ("itm_keep_image", 200.0)):
-            if recipe.get(key, default) != default:
+        for key in ("itm_vision_lr", "itm_keep_image"):
+            if recipe.get(key, RECIPE_DEFAULTS[key]) != RECIPE_DEFAULTS[key]:
                 words.append(f"--{key.replace('_', '-')} {recipe[key]:g}")
     if recipe.get("itm_rank_weight"):
         words.append(f"--itm-rank-weight {recipe['itm_rank_weight']:g}")
@@ -304,10 +310,10 @@ def itm_phase_words(recipe: dict[str, Any]) -> str:
     words = ""
     layers = recipe.get("itm_vision_layers")
     if layers:
+        rate, keep = (recipe.get(k, RECIPE_DEFAULTS[k]) for k in ("itm_vision_lr", "itm_keep_image"))
         words += (
             f"; the ViT's last {layers} layer{'s' if layers > 1 else ''} learn{'' if layers > 1 else 's'} "
-            f"too (lr {recipe.get('itm_vision_lr', 1e-4):g}), held to phase 1's image ITC vectors by a "
-            f"penalty (weight {recipe.get('itm_keep_image', 200.0):g})"
+            f"too (lr {rate:g}), held to phase 1's image ITC vectors by a penalty (weight {keep:g})"
         )
     if recipe.get("itm_rank_weight"):
         words += (
