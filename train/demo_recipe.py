@@ -117,7 +117,7 @@ class DemoRecipe:
     ITM's cross-attention reads."""
     itm_vision_lr: float = 1e-4
     itm_keep_image: float = 200.0
-    """Weight of the penalty on moving the images' ITC embeddings in phase 2 (see `_image_drift`)."""
+    """Weight of the penalty on moving the images' ITC embeddings in phase 2 (see `itc_drift`)."""
     itm_rank_weight: float = 0.0
     """Weight of `losses.served_rank_loss` in phase 2: the re-ranking rule's own order (ITM log-odds
     plus ITC cosine / temperature), positive above each mined negative, beside BLIP's binary loss."""
@@ -376,6 +376,12 @@ def itm_text_parameters(model: BlipForImageTextRetrieval) -> list[torch.nn.Param
     and feed-forward layers trained for language alone: the head sat at the label prior for hundreds
     of steps, even with random negatives and a 4x learning rate."""
     return [p for n, p in model.text_encoder.encoder.named_parameters() if "crossattention" not in n]
+
+
+def itc_drift(now: torch.Tensor, then: torch.Tensor) -> torch.Tensor:
+    """How far ITC vectors moved in phase 2: mean squared distance of the unit vectors (2 - 2 cos), the
+    measure both phase-2 penalties hold, the captions' and the images'."""
+    return (F.normalize(now, dim=-1) - F.normalize(then, dim=-1)).pow(2).sum(1).mean()
 
 
 def vision_trunk(vision: BlipVisionModel, pixels: torch.Tensor, tail: int) -> torch.Tensor:
@@ -772,8 +778,7 @@ class DemoTrainer:
         return self.retrieval.itm_head(hidden[:, 0, :])
 
     def _text_drift(self, rows: torch.Tensor) -> torch.Tensor:
-        """How far these captions' ITC embeddings moved from phase 1's (mean squared distance of the
-        unit vectors, 2 - 2 cos).
+        """How far these captions' ITC embeddings moved from phase 1's (`itc_drift`).
 
         The same text layers serve ITC without the image and ITM with it, so a layer that learns to
         read the image may move what ITC (and a person's own wording) relies on. Measured after
@@ -782,8 +787,7 @@ class DemoTrainer:
         ids, mask = self.bank.pad(unique.tolist())
         live = self.retrieval.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
         project = self.retrieval.text_proj
-        moved = F.normalize(project(live), dim=-1) - F.normalize(project(self.bank.cls[unique]), dim=-1)
-        return moved.pow(2).sum(1).mean()
+        return itc_drift(project(live), project(self.bank.cls[unique]))
 
     def load_itc(self, run: Path) -> None:
         """Phase 1's result from an earlier run: what ITC trains (ViT, both projections, temperature)."""
@@ -881,7 +885,9 @@ class DemoTrainer:
                 positive = self.bank.draw(rows, generator)
                 text_feat = F.normalize(model.text_proj(self.bank.cls[positive]), dim=-1)
                 same = rows.view(-1, 1) == rows.view(1, -1)
-                i2t = (image_feat @ text_feat.t() / float(self.temp.detach())).masked_fill(same, -torch.inf)
+                tau = float(self.temp.detach())
+                cosines = image_feat @ text_feat.t()
+                i2t = (cosines / tau).masked_fill(same, -torch.inf)
                 hard = hard_negative_share(step, recipe.itm_steps, recipe.itm_curriculum)
                 text_pick = torch.multinomial(negative_weights(i2t, same, hard), 1, generator=generator)[:, 0]
                 negative_text = positive[text_pick]
@@ -891,8 +897,7 @@ class DemoTrainer:
             image_drift = torch.zeros(())
             if reference is not None:
                 vision = vision_tail(model.vision_model, trunk, tail)
-                moved = F.normalize(model.vision_proj(vision[:, 0]), dim=-1) - image_feat
-                image_drift = moved.pow(2).sum(1).mean()
+                image_drift = itc_drift(model.vision_proj(vision[:, 0]), image_feat)
             logits = torch.cat(
                 [
                     self._itm_logits(vision, positive),
@@ -903,14 +908,15 @@ class DemoTrainer:
             labels = torch.cat([torch.ones(len(rows)), torch.zeros(2 * len(rows))]).long()
             loss = F.cross_entropy(logits, labels)
             if recipe.itm_rank_weight:
-                cosines = torch.cat(
+                anchors = torch.arange(len(rows))
+                pairs = torch.cat(
                     [
-                        (image_feat * text_feat).sum(1),
-                        (image_feat * text_feat[text_pick]).sum(1),
-                        (image_feat[negative_image] * text_feat).sum(1),
+                        cosines.diagonal(),
+                        cosines[anchors, text_pick],
+                        cosines[negative_image, anchors],
                     ]
                 )
-                rank = losses.served_rank_loss(logits, cosines, 1.0 / float(self.temp.detach()), negatives=2)
+                rank = losses.served_rank_loss(logits, pairs, 1.0 / tau, negatives=2)
                 loss = loss + recipe.itm_rank_weight * rank
             drift = self._text_drift(torch.cat([positive, negative_text])) if text else torch.zeros(())
             loss = loss + recipe.itm_keep_text * drift + recipe.itm_keep_image * image_drift
