@@ -15,10 +15,10 @@ from rich.console import Console
 console = Console()
 err_console = Console(stderr=True)
 
-DEMO_TRAIN_STYLES = ("google",)
-"""The shipped model's. More drawing styles (`emojione`, `emojione-bw`, `fluent-3d`, `fluent-flat`,
-`google-blob`, `openmoji`) are options: four of them lifted held-out Twemoji recall by about ten
-points but cost the catalog style its captions, so they are not the default yet (demo/model/README.md)."""
+DEMO_TRAIN_STYLES = ("google", "emojione", "fluent-3d", "fluent-flat")
+DEMO_STYLE_WEIGHTS = (2.0, 1.0, 1.0, 1.0)
+"""The shipped model's styles and how often each is drawn (`DemoRecipe`'s defaults; a test holds the
+two equal, since importing the recipe here would load torch for every `--help`)."""
 
 train_app = typer.Typer(
     help="Fine-tune BLIP checkpoints on image-text pairs (CPU-sized; runs on GPU too).",
@@ -258,7 +258,7 @@ def train_demo(
             "--train-style",
             help="Emoji style(s) to train on, repeatable; the first names the classes (an emoji-datasource "
             "set: google or twitter); emojione, emojione-bw, fluent-3d, fluent-flat, google-blob and "
-            "openmoji add drawings only (default google).",
+            "openmoji add drawings only (default: google, emojione, fluent-3d, fluent-flat, drawn 2:1:1:1).",
         ),
     ] = None,
     holdout: Annotated[str, typer.Option("--holdout", help="Style never trained on, measured.")] = "twitter",
@@ -268,7 +268,7 @@ def train_demo(
             "--style-weight",
             min=0.0,
             help="How often each --train-style is drawn, in the same order, among the styles that "
-            "have the emoji (default: equally).",
+            "have the emoji (default: equally when --train-style is given).",
         ),
     ] = None,
     caption_style: Annotated[
@@ -276,7 +276,7 @@ def train_demo(
         typer.Option(
             "--caption-style",
             help="Phase 3 trains the captioner on these of the --train-style styles only, repeatable; the "
-            "first training style must be among them (default: all training styles).",
+            "first training style must be among them (default: the first, the demo catalog's).",
         ),
     ] = None,
     itc_steps: Annotated[int, typer.Option("--itc-steps", min=1, help="Phase 1: ViT + ITC steps.")] = 5000,
@@ -317,7 +317,7 @@ def train_demo(
             help="Phase 2 also trains the ViT's last N layers for ITM, holding the images' ITC vectors "
             "in place (0: ViT frozen).",
         ),
-    ] = 0,
+    ] = 1,
     itm_vision_lr: Annotated[
         float, typer.Option("--itm-vision-lr", min=0.0, help="Phase 2 rate of those ViT layers.")
     ] = 1e-4,
@@ -333,7 +333,7 @@ def train_demo(
             help="Phase 2 also trains the served re-ranking score (ITM log-odds + ITC cosine / temperature) "
             "to put each positive above its mined negatives, with this weight (0: BLIP's ITM loss only).",
         ),
-    ] = 0.0,
+    ] = 5.0,
     itm_curriculum: Annotated[
         float,
         typer.Option(
@@ -348,13 +348,13 @@ def train_demo(
         typer.Option("--itc-from", help="Reuse phase 1 (ViT, projections) from an earlier run's OUT."),
     ] = None,
     teacher: Annotated[
-        str | None,
+        str,
         typer.Option(
             "--teacher",
             help="Phase 1 distils this pretrained CNN's caption distribution into the ViT "
-            "(efficientnet-lite0; needs the demo-train extra). Default: no teacher.",
+            "(efficientnet-lite0, from the demo-train extra), or none.",
         ),
-    ] = None,
+    ] = "efficientnet-lite0",
     distill_alpha: Annotated[
         float,
         typer.Option(
@@ -373,14 +373,25 @@ def train_demo(
     ] = False,
     seed: SeedOpt = 0,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="auto, cpu or cuda[:N]; images are drawn on the CPU either way.")
+    ] = "auto",
+    bf16: Annotated[
+        bool | None,
+        typer.Option(
+            "--bf16/--no-bf16",
+            help="bfloat16 autocast of the model forwards (default: on a CUDA GPU that has it; off on a "
+            "CPU, where only AMX or AVX512-BF16 make it faster).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Train the small demo BLIP (ViT from scratch, MiniLM text side) on emoji, then measure it.
 
-    Three fixed-length phases (ITC, ITM, LM), so a seed reproduces the run; the defaults take
-    70 to 100 minutes on a 2-core CPU with AVX-512 (about 2.5 hours with AVX2 only).
-    The defaults train on Noto alone; the shipped model adds three drawing styles and `--teacher`
-    (a pretrained CNN distilled into phase 1): its exact command and figures are in
-    demo/model/README.md.
+    Three fixed-length phases (ITC, ITM, LM), so a seed reproduces the run. The defaults are the
+    shipped model's recipe (four drawing styles, a pretrained CNN teaching phase 1, the ViT's last
+    layer and the served score in phase 2; demo/model/README.md): about 90 minutes on a 2-core CPU
+    with AVX-512, 2.5 hours or more with AVX2 only, minutes on a GPU.
     """
     import logging
     import time
@@ -392,22 +403,23 @@ def train_demo(
 
     log = logging.getLogger("blipsearch.train.demo")
     styles = tuple(train_style or DEMO_TRAIN_STYLES)
-    weights = tuple(style_weight) if style_weight else None
+    weights = tuple(style_weight) if style_weight else (None if train_style else DEMO_STYLE_WEIGHTS)
+    taught = None if teacher.lower() == "none" else teacher
     if weights is not None and len(weights) != len(styles):
         err_console.print(f"error: {len(weights)} --style-weight for {len(styles)} training styles.")
         raise typer.Exit(2)
     if holdout in styles:
         err_console.print(f"error: the held-out style {holdout!r} is also a training style.")
         raise typer.Exit(2)
-    if teacher is not None and teacher not in TEACHERS:
-        err_console.print(f"error: Unknown teacher {teacher!r}; use one of {', '.join(TEACHERS)}.")
+    if taught is not None and taught not in TEACHERS:
+        err_console.print(f"error: Unknown teacher {teacher!r}; use one of {', '.join(TEACHERS)} or none.")
         raise typer.Exit(2)
     recipe = DemoRecipe(
         out=out,
         cache=cache if cache is not None else _default_cache(),
         train_styles=styles,
         style_weights=weights,
-        caption_styles=tuple(caption_style) if caption_style else None,
+        caption_styles=tuple(caption_style) if caption_style else styles[:1],
         holdout_style=holdout,
         arch=DemoArchitecture(),
         seed=seed,
@@ -429,10 +441,12 @@ def train_demo(
         itm_keep_image=itm_keep_image,
         itm_rank_weight=itm_rank_weight,
         itc_from=itc_from,
-        teacher=teacher,
+        teacher=taught,
         distill_alpha=distill_alpha,
         distill_temp=distill_temp,
         distill_text_to_image=distill_t2i,
+        device=device,
+        bf16=bf16,
     )
     started = time.perf_counter()
     last: dict[str, float] = {}
@@ -488,7 +502,10 @@ def train_demo_capfilt(
         bool, typer.Option("--reuse-noisy", help="Keep a finished noisy run in OUT/noisy.")
     ] = False,
 ) -> None:
-    """BLIP's CapFilt experiment: train on corrupted captions, filter with ITM, train again, compare."""
+    """BLIP's CapFilt experiment: train on corrupted captions, filter with ITM, train again, compare.
+
+    Both runs use the plain recipe (Noto alone, no teacher, BLIP's ITM loss), as the experiment in the
+    model card was measured."""
     import logging
 
     from blipsearch.cli_data import _default_cache
@@ -502,7 +519,7 @@ def train_demo_capfilt(
             text = " ".join(f"{key}={value:.4f}" for key, value in numbers.items())
             log.info("phase=%s step=%d/%d %s", phase, step, total, text)
 
-    recipe = DemoRecipe(
+    recipe = DemoRecipe.plain(
         out=out,
         cache=cache if cache is not None else _default_cache(),
         seed=seed,

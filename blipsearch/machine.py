@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import lru_cache
 from pathlib import Path
@@ -32,3 +33,11 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         pass
     return False
+
+
+def machine_description() -> str:
+    """CPU, core count and GPU in one line, as training records where a run's times were taken."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {gpu}"

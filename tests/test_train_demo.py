@@ -7,6 +7,7 @@ the ViT is shrunk so that every phase runs in seconds.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def fake_packages(tmp_path: Path) -> dict:
 
 
 def _recipe(tmp_path: Path, **changes: object) -> DemoRecipe:
-    recipe = DemoRecipe(
+    recipe = DemoRecipe.plain(
         out=tmp_path / "run",
         cache=tmp_path / "cache",
         arch=SMALL,
@@ -298,38 +299,45 @@ def test_card_command_and_labels_follow_the_runs_styles(tmp_path: Path) -> None:
         "caption_steps": 3,
         "seed": 4,
     }
-    command = training_command(recipe)
+    command = training_command(recipe)  # a run older than the teacher, caption and ITM options
     assert command == (
         "blipsearch train demo OUT --train-style google --train-style fluent-3d --style-weight 2 "
-        "--style-weight 1 --itc-steps 10 --itm-steps 2 --caption-steps 3 --seed 4"
+        "--style-weight 1 --caption-style google --caption-style fluent-3d --teacher none --itc-steps 10 "
+        "--itm-steps 2 --caption-steps 3 --itm-vision-layers 0 --itm-rank-weight 0 --seed 4"
     )
-    assert training_command({**recipe, "caption_styles": ["google"]}).endswith(
-        "--style-weight 1 --caption-style google --itc-steps 10 --itm-steps 2 --caption-steps 3 --seed 4"
+    assert "--caption-style" not in training_command({**recipe, "caption_styles": ["google"]})
+    shipped = {**DemoRecipe(out=tmp_path, cache=tmp_path).as_dict(), "seed": 0}
+    assert training_command(json.loads(json.dumps(shipped))) == (
+        "blipsearch train demo OUT --itc-steps 5000 --itm-steps 600 --caption-steps 800 --seed 0"
     )
-    assert "--train-style" not in training_command(
-        {**recipe, "train_styles": ["google"], "style_weights": None}
-    )
-    taught = {**recipe, "teacher": "efficientnet-lite0", "distill_alpha": 0.8, "distill_temp": 0.1}
-    assert (
-        "--teacher efficientnet-lite0 --distill-alpha 0.8 --distill-temp 0.1 --itc-steps"
-        in training_command(taught)
-    )
-    assert "--distill-temp 0.1 --distill-t2i --itc-steps" in training_command(
+    noto = {**shipped, "train_styles": ["google"], "style_weights": None, "caption_styles": None}
+    assert training_command(noto).startswith("blipsearch train demo OUT --train-style google --itc-steps")
+    equal = training_command({**shipped, "style_weights": None})
+    assert "--train-style fluent-flat --itc-steps" in equal and "--style-weight" not in equal
+    taught = {**shipped, "distill_alpha": 0.8}
+    assert "OUT --distill-alpha 0.8 --itc-steps" in training_command(taught)
+    assert "--distill-alpha 0.8 --distill-t2i --itc-steps" in training_command(
         {**taught, "distill_text_to_image": True}
     )
-    assert "--teacher" not in training_command({**recipe, "teacher": None, "distill_alpha": 0.8})
-    itm = {**recipe, "itm_vision_layers": 1, "itm_vision_lr": 1e-4, "itm_rank_weight": 5.0}
-    assert training_command(itm).endswith(
-        "--caption-steps 3 --itm-vision-layers 1 --itm-rank-weight 5 --seed 4"
+    assert "--teacher none --itc-steps" in training_command(
+        {**shipped, "teacher": None, "distill_alpha": 0.8}
     )
-    assert "--itm-keep-image 50 " in training_command({**itm, "itm_keep_image": 50.0})
-    assert "--itm-vision-lr" not in training_command({**itm, "itm_vision_layers": 0, "itm_vision_lr": 1.0})
+    itm = {**recipe, "itm_vision_layers": 1, "itm_vision_lr": 1e-4, "itm_rank_weight": 5.0}
+    assert training_command({**shipped, "itm_vision_layers": 0, "itm_rank_weight": 0.0}).endswith(
+        "--caption-steps 800 --itm-vision-layers 0 --itm-rank-weight 0 --seed 0"
+    )
+    assert "--itm-keep-image 50 " in training_command({**shipped, "itm_keep_image": 50.0})
+    assert "--itm-vision-lr" not in training_command(
+        {**shipped, "itm_vision_layers": 0, "itm_vision_lr": 1.0}
+    )
+    assert training_command({**shipped, "device": "cpu", "bf16": True}).endswith("--bf16 --seed 0")
+    assert "--bf16" not in training_command({**shipped, "device": "cuda", "bf16": True})
     assert "last 1 layer learns too (lr 0.0001)" in itm_phase_words(itm)
     assert "served re-ranking score" in itm_phase_words(itm) and itm_phase_words(recipe) == ""
     credit = "\n".join(teacher_lines({**taught, "teacher_head_steps": 1500}))
     assert "EfficientNet-Lite0" in credit and "Apache-2.0" in credit and "0.8 x the head's softmax" in credit
     assert "image-to-caption ITC" in credit and teacher_lines(recipe) == []
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    (tmp_path / "recipe.json").write_text(json.dumps({**recipe, "machine": "Some CPU, 2 cores, no GPU"}))
     (tmp_path / "history.jsonl").write_text(
         json.dumps(
             {
@@ -346,7 +354,7 @@ def test_card_command_and_labels_follow_the_runs_styles(tmp_path: Path) -> None:
     google = {"images": 4, "texts": 4, "ITC": itc, "paraphrase_top5": 0.625}
     (tmp_path / "metrics.json").write_text(json.dumps({"styles": {"google": google}}))
     card = write_model_card(tmp_path).read_text()
-    assert command in card
+    assert command in card and "Time on Some CPU, 2 cores, no GPU:" in card  # the run's machine
     assert "| step | Noto | paraphrases | Fluent 3D |" in card and "| 10 | 50.0% | 37.5% | 25.0% |" in card
     assert "own words" in card and "trained on; the demo catalog): 62.5%" in card
     assert "Fluent Emoji by Microsoft Corporation, MIT License" in card
@@ -477,7 +485,7 @@ def test_teacher_targets_join_phase_one_and_alpha_zero_is_plain_itc(
     [
         (["--train-style", "google", "--train-style", "twitter"], "also a training style"),
         (["--train-style", "google", "--style-weight", "1", "--style-weight", "2"], "2 --style-weight for 1"),
-        (["--style-weight", "1", "--style-weight", "1"], "2 --style-weight for 1"),  # default: Noto alone
+        (["--style-weight", "1", "--style-weight", "1"], "2 --style-weight for 4"),  # the default styles
         (["--train-style", "fluent-3d", "--holdout", "fluent-3d"], "also a training style"),
         (["--teacher", "resnet-9000"], "Unknown teacher"),
     ],
@@ -492,3 +500,68 @@ def test_train_demo_refuses_a_held_out_style_in_training_and_unmatched_weights(
     result = CliRunner().invoke(app, ["train", "demo", str(tmp_path / "run"), *extra])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "run").exists()  # refused before any download or training
+
+
+def _itc_losses(recipe: DemoRecipe, packages: dict) -> list[float]:
+    trainer = DemoTrainer(recipe, packages=packages)
+    trainer.train_itc()
+    history = [json.loads(line) for line in (recipe.out / "history.jsonl").read_text().splitlines()]
+    return [h["loss"] for h in history if h["phase"] == "itc"]
+
+
+def test_bf16_autocast_runs_every_phase_and_follows_float32(tmp_path: Path, fake_packages: dict) -> None:
+    """bfloat16 changes the arithmetic, not the recipe: the same seed draws the same batches, so the
+    first loss matches float32's to bfloat16's precision, and every phase trains and saves."""
+    plain = _recipe(tmp_path, out=tmp_path / "fp32", itc_steps=1, validate_every=0, device="cpu")
+    half = replace(plain, out=tmp_path / "bf16", bf16=True)
+    first_fp32, first_bf16 = _itc_losses(plain, fake_packages)[0], _itc_losses(half, fake_packages)[0]
+    assert first_bf16 != first_fp32 and first_bf16 == pytest.approx(first_fp32, rel=0.02)
+    recipe = _recipe(tmp_path, out=tmp_path / "run", bf16=True, itm_vision_layers=1, itm_rank_weight=1.0)
+    trainer = DemoTrainer(recipe, packages=fake_packages)
+    assert trainer.bf16 and trainer.device.type == "cpu"  # asked for; "auto" gave the CPU here
+    trainer.run()
+    history = [json.loads(line) for line in (recipe.out / "history.jsonl").read_text().splitlines()]
+    for phase in ("itc", "itm", "lm"):
+        values = [h["loss"] for h in history if h["phase"] == phase]
+        assert values and all(math.isfinite(v) for v in values), phase
+    itc = [h["loss"] for h in history if h["phase"] == "itc"]
+    assert itc[-1] < itc[0]
+    ran = json.loads((recipe.out / "recipe.json").read_text())
+    assert ran["device"] == "cpu" and ran["bf16"] is True and "cores" in ran["machine"]
+    from safetensors.torch import load_file
+
+    weights = load_file(str(recipe.out / "retrieval" / "model.safetensors"))
+    assert {v.dtype for v in weights.values()} == {torch.float16}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent one)")
+def test_recipe_on_cuda_draws_the_same_batches_as_on_the_cpu(tmp_path: Path, fake_packages: dict) -> None:
+    cpu = _recipe(tmp_path, out=tmp_path / "cpu", itc_steps=5, validate_every=0, device="cpu")
+    gpu = replace(cpu, out=tmp_path / "gpu", device="cuda", bf16=False)
+    assert _itc_losses(gpu, fake_packages) == pytest.approx(_itc_losses(cpu, fake_packages), rel=1e-3)
+
+
+def test_train_demo_defaults_are_the_recipes_so_the_plain_command_reproduces_the_shipped_model(
+    tmp_path: Path,
+) -> None:
+    import inspect
+
+    from blipsearch import cli_train
+
+    recipe = DemoRecipe(out=tmp_path, cache=tmp_path)
+    given = {name: p.default for name, p in inspect.signature(cli_train.train_demo).parameters.items()}
+    renamed = {
+        "holdout": "holdout_style",
+        "corrupt": "corrupt_fraction",
+        "distill_t2i": "distill_text_to_image",
+    }
+    compared = 0
+    for name, default in given.items():
+        field_name = renamed.get(name, name)
+        if hasattr(recipe, field_name) and field_name not in ("out", "cache", "bf16", "threads"):
+            assert default == getattr(recipe, field_name), name
+            compared += 1
+    assert compared >= 18
+    assert recipe.train_styles == cli_train.DEMO_TRAIN_STYLES
+    assert recipe.style_weights == cli_train.DEMO_STYLE_WEIGHTS
+    assert recipe.caption_styles == recipe.train_styles[:1]  # the command's caption default

@@ -14,7 +14,7 @@ from blipsearch.train.demo_recipe import DemoRecipe
 from blipsearch.train.emoji import PACKAGES
 from blipsearch.train.paraphrases import PARAPHRASE_QUERIES
 
-from blipsearch.machine import cpu_name
+from blipsearch.machine import machine_description
 
 TARGETS = {"holdout_t2i_r1": 50.0, "holdout_t2i_r5": 80.0, "catalog_t2i_r1": 95.0, "holdout_captions": 50.0}
 
@@ -28,16 +28,22 @@ def _size_mb(folder: Path) -> float:
 
 
 RECIPE_DEFAULTS = {f.name: f.default for f in fields(DemoRecipe)}
-"""What a recipe.json without a key (an older run) ran with."""
+"""What `blipsearch train demo` runs without options: the card's command names only what differs."""
+BEFORE_THE_KEY = {
+    "style_weights": None,
+    "caption_styles": None,
+    "teacher": None,
+    "itm_vision_layers": 0,
+    "itm_rank_weight": 0.0,
+}
+"""What a recipe.json without one of these keys (a run older than the option) ran with."""
 
 
-def _machine() -> str:
-    import os
-
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu_name()}, {os.cpu_count()} cores, {gpu}"
+def _setting(recipe: dict[str, Any], key: str) -> Any:
+    if key in recipe:
+        value = recipe[key]
+        return tuple(value) if isinstance(value, list) else value
+    return BEFORE_THE_KEY.get(key, RECIPE_DEFAULTS[key])
 
 
 def _recall_rows(entry: dict[str, Any]) -> list[str]:
@@ -272,36 +278,45 @@ def paraphrase_lines(metrics: dict[str, Any], labels: dict[str, str]) -> list[st
 
 
 def training_command(recipe: dict[str, Any]) -> str:
-    """The `blipsearch train demo` line that reproduces the run, styles and their weights included."""
+    """The `blipsearch train demo` line that reproduces the run: its step counts and seed, and every
+    other setting where it differs from the command's defaults."""
     words = ["blipsearch train demo OUT"]
-    styles = list(recipe.get("train_styles") or ["google"])
-    if styles != ["google"]:
+    styles = _setting(recipe, "train_styles")
+    weights = _setting(recipe, "style_weights")
+    if (styles, weights) != (RECIPE_DEFAULTS["train_styles"], RECIPE_DEFAULTS["style_weights"]):
         words += [f"--train-style {s}" for s in styles]
-    words += [f"--style-weight {w:g}" for w in recipe.get("style_weights") or []]
-    words += [f"--caption-style {s}" for s in recipe.get("caption_styles") or []]
-    if recipe.get("holdout_style", "twitter") != "twitter":
+        words += [f"--style-weight {w:g}" for w in weights or ()]
+    captioned = _setting(recipe, "caption_styles") or styles  # None: every training style
+    if tuple(captioned) != styles[:1]:  # the command's default: the first style, the catalog's
+        words += [f"--caption-style {s}" for s in captioned]
+    if _setting(recipe, "holdout_style") != RECIPE_DEFAULTS["holdout_style"]:
         words.append(f"--holdout {recipe['holdout_style']}")
-    if recipe.get("teacher"):
-        words += [
-            f"--teacher {recipe['teacher']}",
-            f"--distill-alpha {recipe.get('distill_alpha'):g}",
-            f"--distill-temp {recipe.get('distill_temp'):g}",
-        ]
-        if recipe.get("distill_text_to_image"):
+    taught = _setting(recipe, "teacher")
+    if taught is None:
+        words.append("--teacher none")
+    else:
+        if taught != RECIPE_DEFAULTS["teacher"]:
+            words.append(f"--teacher {taught}")
+        for key in ("distill_alpha", "distill_temp"):
+            if _setting(recipe, key) != RECIPE_DEFAULTS[key]:
+                words.append(f"--{key.replace('_', '-')} {recipe[key]:g}")
+        if _setting(recipe, "distill_text_to_image"):
             words.append("--distill-t2i")
     words += [
-        f"--itc-steps {recipe.get('itc_steps')}",
-        f"--itm-steps {recipe.get('itm_steps')}",
-        f"--caption-steps {recipe.get('caption_steps')}",
+        f"--{key.replace('_', '-')} {recipe[key]}" for key in ("itc_steps", "itm_steps", "caption_steps")
     ]
-    if recipe.get("itm_vision_layers"):
-        words.append(f"--itm-vision-layers {recipe['itm_vision_layers']}")
+    layers = _setting(recipe, "itm_vision_layers")
+    if layers != RECIPE_DEFAULTS["itm_vision_layers"]:
+        words.append(f"--itm-vision-layers {layers}")
+    if layers:
         for key in ("itm_vision_lr", "itm_keep_image"):
-            if recipe.get(key, RECIPE_DEFAULTS[key]) != RECIPE_DEFAULTS[key]:
+            if _setting(recipe, key) != RECIPE_DEFAULTS[key]:
                 words.append(f"--{key.replace('_', '-')} {recipe[key]:g}")
-    if recipe.get("itm_rank_weight"):
-        words.append(f"--itm-rank-weight {recipe['itm_rank_weight']:g}")
-    words.append(f"--seed {recipe.get('seed')}")
+    if _setting(recipe, "itm_rank_weight") != RECIPE_DEFAULTS["itm_rank_weight"]:
+        words.append(f"--itm-rank-weight {_setting(recipe, 'itm_rank_weight'):g}")
+    if recipe.get("bf16") and not str(recipe.get("device", "cpu")).startswith("cuda"):
+        words.append("--bf16")  # on a GPU that has it, bf16 is the default
+    words.append(f"--seed {recipe['seed']}")
     return " ".join(words)
 
 
@@ -328,6 +343,7 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
     recipe = _read(model_dir / "recipe.json") or {}
     metrics = _read(model_dir / "metrics.json") or {"styles": {}}
     timing = _read(model_dir / "timing.json") or {}
+    machine = recipe.get("machine") or machine_description()  # runs before the key: where the card is written
     history = []
     if (model_dir / "history.jsonl").is_file():
         history = [
@@ -391,9 +407,9 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         f"Every setting is in `recipe.json`, every 25th step in `history.jsonl`.",
         "",
         (
-            f"Time on {_machine()}: "
+            f"Time on {machine}: "
             if not recipe.get("itc_from")
-            else f"Time (phase 1 as its own run recorded it; phases 2 and 3 on {_machine()}): "
+            else f"Time (phase 1 as its own run recorded it; phases 2 and 3 on {machine}): "
         )
         + ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in timing.items())
         + f"; {minutes:.1f} min of training in all.",

@@ -21,6 +21,11 @@ Three phases, each a fixed number of steps so that a seed reproduces the run:
    label smoothing.
 
 Phases 2 and 3 compute the frozen part of the ViT without gradients.
+
+The recipe runs on the CPU or a CUDA GPU (`device`). Images are drawn and augmented on the CPU
+from its seeded generator, and ITM's negatives are sampled there too, so a seed draws the same
+batches on either device. `bf16` runs the ViT's and the text side's forwards under bfloat16
+autocast, with projections, normalisation and losses in float32.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ from transformers import (
 )
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.machine import cpu_has_native_bf16, machine_description
+from blipsearch.models.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +78,14 @@ StepCallback = Callable[[str, int, int, dict[str, float]], None]
 
 @dataclass
 class DemoRecipe:
-    """Every setting of a demo-model run; written to `recipe.json` in full."""
+    """Every setting of a demo-model run; written to `recipe.json` in full. The defaults are the
+    shipped model's recipe (demo/model/README.md), so `blipsearch train demo OUT` reproduces it."""
 
     out: Path
     cache: Path
-    train_styles: tuple[str, ...] = ("google",)
+    train_styles: tuple[str, ...] = ("google", "emojione", "fluent-3d", "fluent-flat")
     holdout_style: str = "twitter"
-    style_weights: tuple[float, ...] | None = None
+    style_weights: tuple[float, ...] | None = (2.0, 1.0, 1.0, 1.0)
     """How often each training style is drawn, among those that have the emoji (None: equally)."""
     arch: DemoArchitecture = field(default_factory=DemoArchitecture)
     seed: int = 0
@@ -87,7 +95,7 @@ class DemoRecipe:
     warmup_steps: int = 200
     weight_decay: float = 0.05
     temp_init: float = 0.07
-    itm_steps: int = 700
+    itm_steps: int = 600
     itm_batch: int = 48
     itm_lr: float = 5e-4
     caption_steps: int = 800
@@ -102,23 +110,24 @@ class DemoRecipe:
     drop_captions: Path | None = None
     """CapFilt experiment: a JSON list of [unified, caption] pairs the filter marked noisy."""
     train_captioner: bool = True
-    caption_styles: tuple[str, ...] | None = None
+    caption_styles: tuple[str, ...] | None = ("google",)
     """Training styles phase 3 draws from, with their `style_weights` (None: all of them). The captioner
-    can stay on the catalog's style while retrieval learns from many."""
+    stays on the catalog's style while retrieval learns from many: the same caption steps spread over
+    four styles named the emoji on Noto for 78% of images instead of 93%."""
     itm_neighbours: int = 4
     """ITM batches pair random anchors with one of their `itm_neighbours` ITC-nearest classes (0: random)."""
     itm_text_lr: float = 2e-5
     """Phase 2 learning rate of the text layers' own weights (0: frozen, only cross-attention learns)."""
     itm_keep_text: float = 200.0
     """Weight of the penalty on moving the captions' ITC embeddings in phase 2 (see `_text_drift`)."""
-    itm_vision_layers: int = 0
+    itm_vision_layers: int = 1
     """Phase 2 also trains the ViT's last this many layers (and its final norm) for ITM. Phase 1 trains
     the patch tokens of the last layer for nothing (ITC reads only [CLS]), yet they are most of what
     ITM's cross-attention reads."""
     itm_vision_lr: float = 1e-4
     itm_keep_image: float = 200.0
     """Weight of the penalty on moving the images' ITC embeddings in phase 2 (see `itc_drift`)."""
-    itm_rank_weight: float = 0.0
+    itm_rank_weight: float = 5.0
     """Weight of `losses.served_rank_loss` in phase 2: the re-ranking rule's own order (ITM log-odds
     plus ITC cosine / temperature), positive above each mined negative, beside BLIP's binary loss."""
     itm_curriculum: float = 0.3
@@ -127,7 +136,7 @@ class DemoRecipe:
     label prior for hundreds of steps."""
     itc_from: Path | None = None
     """Skip phase 1 and take its weights (ViT, projections, temperature) from this earlier run's output."""
-    teacher: str | None = None
+    teacher: str | None = "efficientnet-lite0"
     """Phase 1 distils this pretrained CNN's caption distribution into the ViT (`train.teacher`)."""
     distill_alpha: float = 1.0
     """Share of the teacher's distribution in the ITC targets (the rest: the true class)."""
@@ -140,6 +149,25 @@ class DemoRecipe:
     validate_every: int = 500
     """ITC steps between quick Recall@1 checks (logged to history.jsonl; never used to pick weights)."""
     threads: int | None = None
+    device: str = "auto"
+    """auto, cpu or cuda[:N] (`blipsearch.models.runtime.resolve_device`)."""
+    bf16: bool | None = None
+    """bfloat16 autocast of the model forwards; None: on a CUDA GPU that has it, off on a CPU, where
+    only AMX or AVX512-BF16 units make it faster (demo/model/notes.md)."""
+
+    @classmethod
+    def plain(cls, out: Path, cache: Path, **changes: Any) -> DemoRecipe:
+        """Noto alone, no teacher, BLIP's own ITM loss on a frozen ViT: the recipe before the shipped
+        model's additions, which the CapFilt experiment was measured with and small tests run."""
+        settings: dict[str, Any] = {
+            "train_styles": ("google",),
+            "style_weights": None,
+            "caption_styles": None,
+            "teacher": None,
+            "itm_vision_layers": 0,
+            "itm_rank_weight": 0.0,
+        }
+        return cls(out=out, cache=cache, **{**settings, **changes})
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -474,10 +502,11 @@ class TextBank:
 
 @torch.no_grad()
 def encode_frozen(model: BlipForImageTextRetrieval, token_ids: list[list[int]]) -> torch.Tensor:
-    """The text encoder's [CLS] states without the image, in chunks."""
+    """The text encoder's [CLS] states without the image, in chunks, on the model's device."""
+    device = model.text_proj.weight.device
     states = []
     for start in range(0, len(token_ids), 512):
-        ids, mask = pad_token_ids(token_ids[start : start + 512])
+        ids, mask = (t.to(device) for t in pad_token_ids(token_ids[start : start + 512]))
         states.append(model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0, :])
     return torch.cat(states)
 
@@ -571,21 +600,35 @@ class DemoTrainer:
         packages: dict[str, EmojiPackage] | None = None,
     ) -> None:
         check_caption_styles(recipe)
+        self.device = resolve_device(recipe.device)
+        self.bf16 = (
+            recipe.bf16
+            if recipe.bf16 is not None
+            else self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        )
+        if self.bf16 and self.device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning(
+                "bf16 on a CPU without AVX512-BF16 or AMX: torch emulates it, and a demo ITC step "
+                "measured 35x slower than float32 on such a CPU (bench/demo_training.py)"
+            )
         # first, so that a missing package or an unknown name fails before minutes of data loading
         self.teacher_model = teacher.load_teacher(recipe.teacher) if recipe.teacher else None
+        if self.teacher_model is not None:
+            self.teacher_model.to(self.device)
         self.recipe = recipe
         self.progress = progress
         if recipe.threads:
             torch.set_num_threads(recipe.threads)
         torch.manual_seed(recipe.seed)
         self.generator = torch.Generator().manual_seed(recipe.seed)
-        self.retrieval, self.captioner, self.processor = build_demo_models(recipe.arch, seed=recipe.seed)
+        retrieval, captioner, self.processor = build_demo_models(recipe.arch, seed=recipe.seed)
+        self.retrieval, self.captioner = retrieval.to(self.device), captioner.to(self.device)
         self.packages = packages if packages is not None else PACKAGES
         self.classes = load_classes(recipe, self.packages)
-        self.mean, self.std = style_mean_std(self.processor)
+        self.mean, self.std = (t.to(self.device) for t in style_mean_std(self.processor))
         self.retrieval.eval()
         self.bank = TextBank(self.retrieval, self.processor, self.classes.captions)
-        self.temp = torch.nn.Parameter(torch.tensor(recipe.temp_init))
+        self.temp = torch.nn.Parameter(torch.tensor(recipe.temp_init, device=self.device))
         self.history: list[dict[str, Any]] = []
         self.seconds: dict[str, float] = {}
 
@@ -602,7 +645,14 @@ class DemoTrainer:
         return torch.Generator().manual_seed(self.recipe.seed * 1000 + phase)
 
     def normalise(self, rgb: torch.Tensor) -> torch.Tensor:
-        return (rgb - self.mean) / self.std
+        """Model input on the run's device from images drawn on the CPU."""
+        return (rgb.to(self.device, non_blocking=True) - self.mean) / self.std
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def on_device(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        return [t.to(self.device) for t in tensors]
 
     def _log(self, phase: str, step: int, total: int, numbers: dict[str, float]) -> None:
         if step % 25 == 0 or step == total:
@@ -612,7 +662,9 @@ class DemoTrainer:
 
     def image_features(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.retrieval
-        tokens = model.vision_model(pixel_values=pixels).last_hidden_state
+        with self.autocast():
+            tokens = model.vision_model(pixel_values=pixels).last_hidden_state
+        tokens = tokens.float()
         return tokens, F.normalize(model.vision_proj(tokens[:, 0, :]), dim=-1)
 
     def class_text_features(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -649,6 +701,7 @@ class DemoTrainer:
             batch_text = F.normalize(
                 model.text_proj(self.bank.cls[self.bank.draw(rows, self.generator)]), dim=-1
             )
+            rows, which = self.on_device(rows, which)
             tau = self.temp.clamp(losses.TEMP_MIN, losses.TEMP_MAX)
             i2t_logits = image_feat @ text_all.t() / tau
             t2i_logits = batch_text @ image_feat.t() / tau
@@ -662,10 +715,12 @@ class DemoTrainer:
                 )
                 i2t = losses.soft_cross_entropy(i2t_logits, i2t_target)
             if space is None or not recipe.distill_text_to_image:
-                t2i = F.cross_entropy(t2i_logits, torch.arange(len(rows)))
+                t2i = F.cross_entropy(t2i_logits, torch.arange(len(rows), device=self.device))
             else:
                 t2i_target = losses.itc_targets(
-                    space.text_to_image(which, rows), recipe.distill_alpha, torch.eye(len(rows))
+                    space.text_to_image(which, rows),
+                    recipe.distill_alpha,
+                    torch.eye(len(rows), device=self.device),
                 )
                 t2i = losses.soft_cross_entropy(t2i_logits, t2i_target)
             loss = (i2t + t2i) / 2
@@ -706,15 +761,16 @@ class DemoTrainer:
         train = torch.stack([features[s] for s in recipe.train_styles])
         present = torch.stack([presence[s] for s in recipe.train_styles])
         everyone = torch.arange(len(self.classes.unified))
+        states = self.bank.cls.cpu()  # the small head trains in seconds on the CPU, on any device's run
         head = teacher.train_head(
             train,
             present,
-            self.bank.cls,
+            states,
             lambda generator: self.bank.draw(everyone, generator),
             self.phase_generator(0),
             steps=recipe.teacher_head_steps,
         )
-        canonical = self.bank.cls[self.bank.canonical_rows()]
+        canonical = states[self.bank.canonical_rows()]
         recall = {
             f"{k}_{style}": v
             for style, f in features.items()
@@ -723,7 +779,7 @@ class DemoTrainer:
         log.info("teacher head %s", " ".join(f"{k}={v:.4f}" for k, v in recall.items()))
         self.record({"phase": "teacher-head", **recall})
         self.seconds["teacher"] = time.perf_counter() - started
-        return teacher.TeacherSpace.build(head, train, canonical, recipe.distill_temp)
+        return teacher.TeacherSpace.build(head, train, canonical, recipe.distill_temp).to(self.device)
 
     @torch.no_grad()
     def canonical_text_features(self) -> torch.Tensor:
@@ -748,15 +804,15 @@ class DemoTrainer:
         texts = self.canonical_text_features()
         result: dict[str, float] = {}
         for style, rgba in self.classes.pixels.items():
-            present = has_image(rgba)
+            present = has_image(rgba).to(self.device)
             features = self.clean_image_features(rgba)
             sims = texts[present] @ features[present].t()
-            hits = sims.argmax(1) == torch.arange(int(present.sum()))
+            hits = sims.argmax(1) == torch.arange(int(present.sum()), device=self.device)
             result[f"t2i_r1_{style}"] = hits.float().mean().item()
             if style == self.recipe.train_styles[0]:
                 names = [name.lower() for name in self.classes.names]
                 result["paraphrase_top5"] = paraphrase_hit_rate(
-                    self.paraphrase_text_features().numpy(), features.numpy(), names
+                    self.paraphrase_text_features().cpu().numpy(), features.cpu().numpy(), names
                 )
         return result
 
@@ -768,14 +824,15 @@ class DemoTrainer:
         return F.normalize(self.retrieval.text_proj(cls), dim=-1)
 
     def _itm_logits(self, vision: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        ids, mask = self.bank.pad(rows.tolist())
-        hidden = self.retrieval.text_encoder(
-            input_ids=ids,
-            attention_mask=mask,
-            encoder_hidden_states=vision,
-            encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long),
-        ).last_hidden_state
-        return self.retrieval.itm_head(hidden[:, 0, :])
+        ids, mask = self.on_device(*self.bank.pad(rows.tolist()))
+        with self.autocast():
+            hidden = self.retrieval.text_encoder(
+                input_ids=ids,
+                attention_mask=mask,
+                encoder_hidden_states=vision,
+                encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long, device=self.device),
+            ).last_hidden_state
+        return self.retrieval.itm_head(hidden[:, 0, :].float())
 
     def _text_drift(self, rows: torch.Tensor) -> torch.Tensor:
         """How far these captions' ITC embeddings moved from phase 1's (`itc_drift`).
@@ -784,7 +841,7 @@ class DemoTrainer:
         read the image may move what ITC (and a person's own wording) relies on. Measured after
         `text_proj`, the penalty leaves free the [CLS] directions ITC ignores, which ITM can use."""
         unique = torch.unique(rows)
-        ids, mask = self.bank.pad(unique.tolist())
+        ids, mask = self.on_device(*self.bank.pad(unique.tolist()))
         live = self.retrieval.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
         project = self.retrieval.text_proj
         return itc_drift(project(live), project(self.bank.cls[unique]))
@@ -821,7 +878,7 @@ class DemoTrainer:
         features = self.clean_image_features(self.classes.pixels[self.recipe.train_styles[0]])
         sims = features @ texts.t()
         sims.fill_diagonal_(-torch.inf)
-        return sims.topk(min(count, len(texts) - 1), dim=1).indices
+        return sims.topk(min(count, len(texts) - 1), dim=1).indices.cpu()
 
     def itm_batches(self, generator: torch.Generator) -> Any:
         """Batches of distinct classes; with `itm_neighbours`, half are random anchors and half are
@@ -879,14 +936,15 @@ class DemoTrainer:
                 if reference is None:
                     vision, image_feat = self.image_features(pixels)
                 else:
-                    trunk = vision_trunk(model.vision_model, pixels, tail)
-                    before = vision_tail(reference, trunk, tail)[:, 0]
-                    image_feat = F.normalize(model.vision_proj(before), dim=-1)
+                    with self.autocast():
+                        trunk = vision_trunk(model.vision_model, pixels, tail)
+                        before = vision_tail(reference, trunk, tail)[:, 0]
+                    image_feat = F.normalize(model.vision_proj(before.float()), dim=-1)
                 positive = self.bank.draw(rows, generator)
                 text_feat = F.normalize(model.text_proj(self.bank.cls[positive]), dim=-1)
                 same = rows.view(-1, 1) == rows.view(1, -1)
                 tau = float(self.temp.detach())
-                cosines = image_feat @ text_feat.t()
+                cosines = (image_feat @ text_feat.t()).cpu()  # mined on the CPU, by its generator
                 i2t = (cosines / tau).masked_fill(same, -torch.inf)
                 hard = hard_negative_share(step, recipe.itm_steps, recipe.itm_curriculum)
                 text_pick = torch.multinomial(negative_weights(i2t, same, hard), 1, generator=generator)[:, 0]
@@ -894,18 +952,20 @@ class DemoTrainer:
                 negative_image = torch.multinomial(
                     negative_weights(i2t.t(), same, hard), 1, generator=generator
                 )[:, 0]
-            image_drift = torch.zeros(())
+            image_drift = torch.zeros((), device=self.device)
             if reference is not None:
-                vision = vision_tail(model.vision_model, trunk, tail)
+                with self.autocast():
+                    vision = vision_tail(model.vision_model, trunk, tail)
+                vision = vision.float()
                 image_drift = itc_drift(model.vision_proj(vision[:, 0]), image_feat)
             logits = torch.cat(
                 [
                     self._itm_logits(vision, positive),
                     self._itm_logits(vision, negative_text),
-                    self._itm_logits(vision[negative_image], positive),
+                    self._itm_logits(vision[negative_image.to(self.device)], positive),
                 ]
             )
-            labels = torch.cat([torch.ones(len(rows)), torch.zeros(2 * len(rows))]).long()
+            labels = torch.cat([torch.ones(len(rows)), torch.zeros(2 * len(rows))]).long().to(self.device)
             loss = F.cross_entropy(logits, labels)
             if recipe.itm_rank_weight:
                 anchors = torch.arange(len(rows))
@@ -916,9 +976,13 @@ class DemoTrainer:
                         cosines[negative_image, anchors],
                     ]
                 )
-                rank = losses.served_rank_loss(logits, pairs, 1.0 / tau, negatives=2)
+                rank = losses.served_rank_loss(logits, pairs.to(self.device), 1.0 / tau, negatives=2)
                 loss = loss + recipe.itm_rank_weight * rank
-            drift = self._text_drift(torch.cat([positive, negative_text])) if text else torch.zeros(())
+            drift = (
+                self._text_drift(torch.cat([positive, negative_text]))
+                if text
+                else torch.zeros((), device=self.device)
+            )
             loss = loss + recipe.itm_keep_text * drift + recipe.itm_keep_image * image_drift
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -960,11 +1024,14 @@ class DemoTrainer:
             rows = next(batches)
             with torch.no_grad():
                 images = train_images(self.classes, recipe, rows, generator, recipe.caption_styles)
-                vision = captioner.vision_model(pixel_values=self.normalise(images)).last_hidden_state
+                with self.autocast():
+                    vision = captioner.vision_model(pixel_values=self.normalise(images)).last_hidden_state
             ids, mask = pad_token_ids([encoded_targets[r] for r in rows.tolist()])
             ids[:, 0] = bos
             labels = losses.lm_labels(ids, mask, prompt_length)
-            loss = caption_loss(captioner, vision, ids, mask, labels, recipe.label_smoothing)
+            ids, mask, labels = self.on_device(ids, mask, labels)
+            with self.autocast():
+                loss = caption_loss(captioner, vision, ids, mask, labels, recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -982,7 +1049,7 @@ class DemoTrainer:
             models.append(("caption", self.captioner))
         for role, model in models:
             target = out / role
-            copy.deepcopy(model).to(torch.float16).save_pretrained(target, safe_serialization=True)
+            copy.deepcopy(model).to("cpu", torch.float16).save_pretrained(target, safe_serialization=True)
             self.processor.save_pretrained(target)
             written[role] = target
         (out / "training_state.json").write_text(
@@ -997,7 +1064,13 @@ class DemoTrainer:
             raise InvalidInputError("--itc-from must be another run's folder: this run rewrites its own.")
         out.mkdir(parents=True, exist_ok=True)
         (out / "history.jsonl").unlink(missing_ok=True)
-        (out / "recipe.json").write_text(json.dumps(self.recipe.as_dict(), indent=2) + "\n")
+        ran = {
+            **self.recipe.as_dict(),
+            "device": str(self.device),
+            "bf16": self.bf16,
+            "machine": machine_description(),
+        }
+        (out / "recipe.json").write_text(json.dumps(ran, indent=2) + "\n")
         (out / "data.json").write_text(
             json.dumps({"images": self.classes.images_per_style()}, indent=2) + "\n"
         )

@@ -62,15 +62,16 @@ def load_teacher(name: str) -> torch.nn.Module:
 @torch.no_grad()
 def teacher_features(model: Any, rgb: torch.Tensor, present: torch.Tensor, batch: int = 128) -> torch.Tensor:
     """Pooled features of images already flattened on white: [n, FEATURE_DIM]; zeros where not `present`."""
+    device = next(model.parameters()).device
     out = torch.zeros(rgb.shape[0], FEATURE_DIM)
     rows_present = present.nonzero()[:, 0]
     for start in range(0, len(rows_present), batch):
         rows = rows_present[start : start + batch]
         scaled = F.interpolate(
-            rgb[rows], size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", align_corners=False
+            rgb[rows].to(device), size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", align_corners=False
         )
         scaled = ((scaled - 0.498) / 0.502).contiguous(memory_format=torch.channels_last)
-        out[rows] = model.extract_features(scaled).mean((2, 3))
+        out[rows] = model.extract_features(scaled).mean((2, 3)).float().cpu()
     return out
 
 
@@ -158,6 +159,9 @@ class TeacherSpace:
         cls, head: TeacherHead, features: torch.Tensor, class_states: torch.Tensor, temperature: float
     ) -> TeacherSpace:
         return cls(head.embed_images(features), head.embed_texts(class_states), temperature)
+
+    def to(self, device: torch.device) -> TeacherSpace:
+        return TeacherSpace(self.images.to(device), self.texts.to(device), self.temperature)
 
     def image_to_text(self, styles: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Logits of each batch image (class `rows`, from `styles`) against every class: [n, classes]."""
