@@ -391,12 +391,14 @@ def train_demo(
     Three fixed-length phases (ITC, ITM, LM), so a seed reproduces the run. The defaults are the
     shipped model's recipe (four drawing styles, a pretrained CNN teaching phase 1, the ViT's last
     layer and the served score in phase 2; demo/model/README.md): about 90 minutes on a 2-core CPU
-    with AVX-512, 2.5 hours or more with AVX2 only, minutes on a GPU.
+    with AVX-512, 1.7 to 2.5 hours with AVX2 only.
     """
     import logging
     import time
 
     from blipsearch.cli_data import _default_cache
+    from blipsearch.errors import BlipsearchError
+    from blipsearch.models.runtime import resolve_device
     from blipsearch.train.demo_model import DemoArchitecture
     from blipsearch.train.demo_recipe import DemoRecipe, DemoTrainer
     from blipsearch.train.teacher import TEACHERS
@@ -411,6 +413,11 @@ def train_demo(
     if holdout in styles:
         err_console.print(f"error: the held-out style {holdout!r} is also a training style.")
         raise typer.Exit(2)
+    try:
+        resolve_device(device)
+    except BlipsearchError as exc:
+        err_console.print(f"error: --device {device}: {str(exc).split(';')[0]}; use auto, cpu or cuda[:N].")
+        raise typer.Exit(2) from None
     if taught is not None and taught not in TEACHERS:
         err_console.print(f"error: Unknown teacher {teacher!r}; use one of {', '.join(TEACHERS)} or none.")
         raise typer.Exit(2)

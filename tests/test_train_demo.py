@@ -488,6 +488,7 @@ def test_teacher_targets_join_phase_one_and_alpha_zero_is_plain_itc(
         (["--style-weight", "1", "--style-weight", "1"], "2 --style-weight for 4"),  # the default styles
         (["--train-style", "fluent-3d", "--holdout", "fluent-3d"], "also a training style"),
         (["--teacher", "resnet-9000"], "Unknown teacher"),
+        (["--device", "tpu"], "--device tpu: Unknown device"),
     ],
 )
 def test_train_demo_refuses_a_held_out_style_in_training_and_unmatched_weights(
