@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from blipsearch.errors import ConfigError
-from blipsearch.models.runtime import chunks, resolve_device, resolve_dtype
+from blipsearch.models.runtime import chunks, resolve_device, resolve_dtype, training_bf16
 
 
 def test_auto_device_is_a_real_device() -> None:
@@ -66,3 +66,12 @@ def test_chunks() -> None:
     assert list(chunks([], 3)) == []
     with pytest.raises(ValueError):
         list(chunks([1], 0))
+
+
+def test_training_bf16_is_as_asked_else_only_on_a_gpu_that_has_it(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    assert training_bf16(True, cpu) and not training_bf16(False, cpu)
+    assert not training_bf16(None, cpu)  # off on a CPU unless asked for, AMX or not
+    for has_bf16 in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda has=has_bf16: has)
+        assert training_bf16(None, torch.device("cuda")) is has_bf16

@@ -312,8 +312,9 @@ def training_command(recipe: dict[str, Any]) -> str:
         for key in ("itm_vision_lr", "itm_keep_image"):
             if _setting(recipe, key) != RECIPE_DEFAULTS[key]:
                 words.append(f"--{key.replace('_', '-')} {recipe[key]:g}")
-    if _setting(recipe, "itm_rank_weight") != RECIPE_DEFAULTS["itm_rank_weight"]:
-        words.append(f"--itm-rank-weight {_setting(recipe, 'itm_rank_weight'):g}")
+    rank = _setting(recipe, "itm_rank_weight")
+    if rank != RECIPE_DEFAULTS["itm_rank_weight"]:
+        words.append(f"--itm-rank-weight {rank:g}")
     if recipe.get("bf16") and not str(recipe.get("device", "cpu")).startswith("cuda"):
         words.append("--bf16")  # on a GPU that has it, bf16 is the default
     words.append(f"--seed {recipe['seed']}")

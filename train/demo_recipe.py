@@ -68,7 +68,7 @@ from transformers import (
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.machine import cpu_has_native_bf16, machine_description
-from blipsearch.models.runtime import resolve_device
+from blipsearch.models.runtime import resolve_device, training_bf16
 
 log = logging.getLogger(__name__)
 
@@ -601,11 +601,7 @@ class DemoTrainer:
     ) -> None:
         check_caption_styles(recipe)
         self.device = resolve_device(recipe.device)
-        self.bf16 = (
-            recipe.bf16
-            if recipe.bf16 is not None
-            else self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        )
+        self.bf16 = training_bf16(recipe.bf16, self.device)
         if self.bf16 and self.device.type == "cpu" and not cpu_has_native_bf16():
             log.warning(
                 "bf16 on a CPU without AVX512-BF16 or AMX: torch emulates it, and a demo ITC step "

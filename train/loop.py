@@ -201,16 +201,12 @@ class Trainer:
         *,
         progress: ProgressCallback | None = None,
     ) -> None:
-        from blipsearch.models.runtime import resolve_device
+        from blipsearch.models.runtime import resolve_device, training_bf16
 
         self.config = config
         self.run_dir = Path(config.out)
         self.device = resolve_device(config.device)
-        self.bf16 = (
-            config.bf16
-            if config.bf16 is not None
-            else self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        )
+        self.bf16 = training_bf16(config.bf16, self.device)
         self.progress = progress
         seed_everything(config.seed)
         all_pairs = pairs if isinstance(pairs, PairSet) else load_pairs(pairs)

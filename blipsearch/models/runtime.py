@@ -40,6 +40,14 @@ def resolve_device(requested: str) -> torch.device:
     raise ConfigError(f"Unknown device '{requested}'; choose auto, cpu, cuda or mps.")
 
 
+def training_bf16(requested: bool | None, device: torch.device) -> bool:
+    """Whether training autocasts to bfloat16: as asked, else on a CUDA GPU that has it. Not on a CPU
+    by default: only AMX or AVX512-BF16 make it faster there, and emulated it is many times slower."""
+    if requested is not None:
+        return requested
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def resolve_dtype(requested: str, device: torch.device, *, role: str | None = None) -> torch.dtype:
     """bf16/fp16 on CUDA; on a CPU with native bf16 (AVX512-BF16, AMX) bf16 for the retrieval
     model, where it was measured (bench/results/: 3x faster queries and ITM, top-10 agreement
