@@ -209,6 +209,8 @@ def item_thumbnail(
         return Response(status_code=304, headers=headers)
     cache = state.settings.data_dir / "thumbnails" / f"{item.content_hash or item.id}-{size}.jpg"
     if cache.is_file():
+        # A cached thumbnail still answers for the file: gone or swapped, it is not served either.
+        open_verified(state.settings, item).handle.close()
         return Response(cache.read_bytes(), media_type="image/jpeg", headers=headers)
     image = _open(state, item, at_least=(size, size))
     image.thumbnail((size, size), Image.Resampling.LANCZOS)

@@ -209,6 +209,7 @@ def test_a_file_swapped_after_indexing_is_not_served(
     items = {Path(item.source).name: item.id for item in _items(settings)}
     for path in real:
         assert client.get(f"/v1/items/{items[path.name]}/image").status_code == 200
+        assert client.get(f"/v1/items/{items[path.name]}/thumbnail", params={"size": 128}).status_code == 200
 
     real[0].unlink()
     real[0].symlink_to(PASSWD)  # a link to a file that is no image
