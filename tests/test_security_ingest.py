@@ -20,7 +20,7 @@ import httpx
 import pytest
 from blipsearch.indexer.pipeline import Indexer, IndexOptions
 from imagesets import TEST_MAX_PIXELS, write_valid_images
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import create_engine, insert, select, text, update
 
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
@@ -311,32 +311,47 @@ def test_item_routes_do_not_block_the_event_loop(
 def test_catalogs_keyed_by_unresolved_paths_are_migrated(
     tmp_path: Path, database_url: str, indexer_settings, retrieval: RetrievalModel
 ) -> None:  # type: ignore[no-untyped-def]
-    """A catalog written before canonical identity re-keys once: a re-index adds no second item."""
+    """A catalog written before canonical identity re-keys once: a re-index adds no second item.
+
+    Where the old catalog already held one file twice (through a link and directly), the row with
+    the canonical name keeps it and the other ends `missing` at the next run.
+    """
     photos = tmp_path / "photos"
     write_valid_images(photos, 3, seed=48)
     (tmp_path / "via").symlink_to(photos, target_is_directory=True)
+    (photos / "alias.jpg").symlink_to(photos / "photo-48-000.jpg")
     settings = indexer_settings(database_url)
     assert Indexer(settings, model=retrieval).run(tmp_path / "via").embedded == 3
 
-    # Make it what the old indexer wrote: paths as found through the link, at revision 0005.
+    # Make it what the old indexer wrote: paths as found through the links, at revision 0005.
+    via = tmp_path / "via"
     engine = create_engine(settings.effective_database_url)
     with engine.begin() as connection:
-        canonical = connection.execute(select(Item.id, Item.source)).all()
-        for item_id, source in canonical:
-            old = str(tmp_path / "via" / Path(source).relative_to(photos))
-            connection.execute(
-                update(Item).where(Item.id == item_id).values(source=old, origin=str(tmp_path / "via"))
-            )
+        target = str(photos / "photo-48-000.jpg")
+        canonical = connection.execute(select(Item.id, Item.source).order_by(Item.source != target)).all()
+        for item_id, source in canonical[1:]:
+            old = str(via / Path(source).relative_to(photos))
+            connection.execute(update(Item).where(Item.id == item_id).values(source=old, origin=str(via)))
+        kept = canonical[0][1]  # already canonical; the old walk also listed it through alias.jpg:
+        connection.execute(update(Item).where(Item.id == canonical[0][0]).values(origin=str(via)))
+        connection.execute(
+            insert(Item).values(source=str(via / "alias.jpg"), origin=str(via), status="indexed")
+        )
         connection.execute(text("UPDATE alembic_version SET version_num = '0005'"))
     ensure_schema(engine)
     with engine.connect() as connection:
         rows = connection.execute(select(Item.source, Item.origin)).all()
     engine.dispose()
-    assert sorted(source for source, _ in rows) == sorted(source for _, source in canonical)
+    assert kept == str(photos / "photo-48-000.jpg")
+    assert sorted(source for source, _ in rows) == sorted(
+        [*(s for _, s in canonical), str(via / "alias.jpg")]
+    )
     assert all(source.startswith(f"{photos}/") for _, source in canonical)
     assert {origin for _, origin in rows} == {str(photos)}
 
-    again = Indexer(settings, model=retrieval).run(tmp_path / "via", IndexOptions())
-    assert (again.embedded, again.unchanged, again.missing) == (0, 3, 0)
-    assert len(_items(settings)) == 3
-    assert os.path.realpath(tmp_path / "via") == str(photos)
+    again = Indexer(settings, model=retrieval).run(via, IndexOptions())
+    assert (again.embedded, again.unchanged, again.missing) == (0, 3, 1)
+    statuses = {item.source: item.status for item in _items(settings)}
+    assert statuses.pop(str(via / "alias.jpg")) == "missing"
+    assert statuses == {source: "indexed" for _, source in canonical}
+    assert os.path.realpath(via) == str(photos)
