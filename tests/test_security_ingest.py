@@ -22,8 +22,9 @@ from blipsearch.indexer.pipeline import Indexer, IndexOptions
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 from sqlalchemy import create_engine, insert, select, text, update
 
+from blipsearch.errors import ConfigError
 from blipsearch.models.retrieval import RetrievalModel
-from blipsearch.settings import Settings
+from blipsearch.settings import Settings, load_settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import ensure_schema
 from blipsearch.storage.schema import Item
@@ -355,3 +356,11 @@ def test_catalogs_keyed_by_unresolved_paths_are_migrated(
     assert statuses.pop(str(via / "alias.jpg")) == "missing"
     assert statuses == {source: "indexed" for _, source in canonical}
     assert os.path.realpath(via) == str(photos)
+
+
+def test_ingest_roots_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().ingest_roots == []  # off unless configured
+    monkeypatch.setenv("BLIPSEARCH_INGEST_ROOTS", '["/srv/photos", "/srv/shop"]')
+    assert load_settings().ingest_roots == [Path("/srv/photos"), Path("/srv/shop")]
+    with pytest.raises(ConfigError, match="ingest roots must be absolute"):
+        load_settings(ingest_roots=["photos"])
