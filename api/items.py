@@ -1,24 +1,30 @@
-"""Item endpoints: add (indexed before the response), read, edit, delete, image, thumbnail, ask."""
+"""Item endpoints: add (indexed before the response), read, edit, delete, image, thumbnail, ask.
+
+Nothing here blocks the event loop: routes without model work are plain `def` (FastAPI runs them
+in its thread pool); the `async` ones await the upload and the inference gate, and run their
+catalog reads through `anyio.to_thread`. What may be served, and the checks on the file before it
+is, live in `item_files`.
+"""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 from blipsearch.api.deps import AppState, ItemId, app_state, require_read_access, require_write_key
 from blipsearch.api.errors import ApiError
+from blipsearch.api.item_files import content_disposition, image_type, open_verified
 from blipsearch.api.uploads import read_upload
 from blipsearch.indexer.items import ItemWriter
 from blipsearch.indexer.sources import metadata_from_fields
 from blipsearch.search.service import item_summary
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response, StreamingResponse
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from blipsearch.images import open_image
+from blipsearch.images import decode_image
 from blipsearch.storage.schema import Item
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
@@ -26,15 +32,6 @@ State = Annotated[AppState, Depends(app_state)]
 Read = [Depends(require_read_access)]
 Write = [Depends(require_write_key)]
 
-_MEDIA_TYPES = {
-    "JPEG": "image/jpeg",
-    "MPO": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-}
 _CACHE = "public, max-age=86400"
 THUMBNAIL_SIZES = (64, 128, 256, 512)
 
@@ -102,12 +99,16 @@ async def add_item(
         return item_id
 
     item_id = await state.gate.run(add)
+    return await anyio.to_thread.run_sync(_item_json, state, item_id, request)
+
+
+def _item_json(state: AppState, item_id: int, request: Request) -> dict[str, Any]:
     return item_json(_item(state, item_id), request)
 
 
 @router.get("/{item_id}", dependencies=Read, summary="An item's metadata")
-async def get_item(request: Request, state: State, item_id: ItemId) -> dict[str, Any]:
-    return item_json(_item(state, item_id), request)
+def get_item(request: Request, state: State, item_id: ItemId) -> dict[str, Any]:
+    return _item_json(state, item_id, request)
 
 
 class ItemChanges(BaseModel):
@@ -130,7 +131,7 @@ class ItemChanges(BaseModel):
 async def update_item(
     request: Request, state: State, item_id: ItemId, changes: ItemChanges
 ) -> dict[str, Any]:
-    _item(state, item_id)
+    await anyio.to_thread.run_sync(_item, state, item_id)
     given = changes.model_dump(exclude_unset=True)
     # Parsed like a new item's fields; a field given as null or blank is cleared.
     parsed = metadata_from_fields(_metadata_fields(given))
@@ -142,12 +143,12 @@ async def update_item(
         state.service.refresh()
 
     await state.gate.run(update)
-    return item_json(_item(state, item_id), request)
+    return await anyio.to_thread.run_sync(_item_json, state, item_id, request)
 
 
 @router.delete("/{item_id}", status_code=204, dependencies=Write, summary="Delete an item")
 async def delete_item(state: State, item_id: ItemId) -> Response:
-    _item(state, item_id)
+    await anyio.to_thread.run_sync(_item, state, item_id)
     writer = ItemWriter(state.settings, state.service.model, state.catalog)
 
     def delete() -> None:
@@ -158,73 +159,68 @@ async def delete_item(state: State, item_id: ItemId) -> Response:
     return Response(status_code=204)
 
 
-def _file_of(item: Item) -> Path:
-    path = Path(item.source)
-    if not path.is_file():
-        raise ApiError(404, "image_missing", f"The image file of item {item.id} is no longer there.")
-    return path
-
-
 def _open(state: AppState, item: Item, *, at_least: tuple[int, int] | None = None) -> Image.Image:
-    """The item's picture, with the server's limits; errors name the item, never its path."""
-    settings = state.settings
-    return open_image(
-        _file_of(item),
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_image_pixels,
-        name=f"item {item.id}",
-        at_least=at_least,
-    )
+    """The item's verified picture, decoded with the server's limits; errors name the item, never its path."""
+    data = open_verified(state.settings, item).read()
+    return decode_image(
+        data, max_pixels=state.settings.max_image_pixels, name=f"item {item.id}", at_least=at_least
+    ).image
 
 
 @router.get("/{item_id}/image", name="item_image", dependencies=Read, summary="The original image")
-async def item_image(request: Request, state: State, item_id: ItemId) -> Response:
+def item_image(request: Request, state: State, item_id: ItemId) -> Response:
     item = _item(state, item_id)
+    kind = image_type(item)
+    headers = {
+        "Cache-Control": _CACHE,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": content_disposition(item, kind),
+    }
     etag = f'"{item.content_hash}"' if item.content_hash else None
-    if etag and request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": _CACHE})
-    headers = {"Cache-Control": _CACHE, "X-Content-Type-Options": "nosniff"}
     if etag:
         headers["ETag"] = etag
-    return FileResponse(
-        _file_of(item),
-        media_type=_MEDIA_TYPES.get(item.format or "", "application/octet-stream"),
-        headers=headers,
-    )
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+    verified = open_verified(state.settings, item)
+    headers["Content-Length"] = str(verified.size)
+    return StreamingResponse(verified.chunks(), media_type=kind.media_type, headers=headers)
 
 
 @router.get("/{item_id}/thumbnail", name="item_thumbnail", dependencies=Read, summary="A JPEG thumbnail")
-async def item_thumbnail(
+def item_thumbnail(
     request: Request,
     state: State,
     item_id: ItemId,
     size: Annotated[int, Query(description=f"Longest side: one of {THUMBNAIL_SIZES}.")] = 256,
 ) -> Response:
+    """Decoding and resizing is not model work: it runs in the route's worker thread, not the gate."""
     if size not in THUMBNAIL_SIZES:
         raise ApiError(400, "invalid_input", f"size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}.")
     item = _item(state, item_id)
+    image_type(item)
     etag = f'"{item.content_hash}-{size}"'
-    headers = {"Cache-Control": _CACHE, "ETag": etag, "X-Content-Type-Options": "nosniff"}
+    headers = {
+        "Cache-Control": _CACHE,
+        "ETag": etag,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'inline; filename="item-{item.id}-{size}.jpg"',
+    }
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     cache = state.settings.data_dir / "thumbnails" / f"{item.content_hash or item.id}-{size}.jpg"
-
-    if cache.is_file():  # served without waiting behind model work
+    if cache.is_file():
+        # A cached thumbnail still answers for the file: gone or swapped, it is not served either.
+        open_verified(state.settings, item).handle.close()
         return Response(cache.read_bytes(), media_type="image/jpeg", headers=headers)
-
-    def render() -> bytes:
-        image = _open(state, item, at_least=(size, size))
-        image.thumbnail((size, size), Image.Resampling.LANCZOS)
-        out = io.BytesIO()
-        image.save(out, "JPEG", quality=85, optimize=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache.with_suffix(".tmp")
-        temporary.write_bytes(out.getvalue())
-        temporary.replace(cache)
-        return out.getvalue()
-
-    # Decoding and resizing is not model work: its own worker threads, not the inference gate.
-    return Response(await anyio.to_thread.run_sync(render), media_type="image/jpeg", headers=headers)
+    image = _open(state, item, at_least=(size, size))
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85, optimize=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cache.with_suffix(".tmp")
+    temporary.write_bytes(out.getvalue())
+    temporary.replace(cache)
+    return Response(out.getvalue(), media_type="image/jpeg", headers=headers)
 
 
 class Question(BaseModel):
@@ -235,7 +231,7 @@ class Question(BaseModel):
 async def ask(state: State, item_id: ItemId, body: Question) -> dict[str, str]:
     if state.vqa is None:
         raise ApiError(404, "vqa_unavailable", "No question-answering model is configured on this server.")
-    item = _item(state, item_id)
+    item = await anyio.to_thread.run_sync(_item, state, item_id)
     vqa = state.vqa
 
     def answer() -> str:

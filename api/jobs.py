@@ -3,11 +3,14 @@
 A job is a row in SQL (`blipsearch.storage.jobs`), run by the app's `JobRunner` in the
 background, so a POST answers at once (202) and the job, its progress and its outcome survive a
 restart of the server.
+
+A job reads files on the server, so it may only name a folder or manifest inside the configured
+`ingest_roots` (after resolving symlinks); with none configured, server-side ingest is off. The
+checks run before any filesystem call on the caller's path, and refusals never repeat it.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +20,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel
 
+from blipsearch.errors import InvalidInputError
+from blipsearch.paths import IngestRoots, canonical_path, check_path_text
 from blipsearch.storage.jobs import JobStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -31,7 +36,8 @@ MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 
 class JobRequest(BaseModel):
     path: str
-    """A folder (indexed recursively) or a .csv/.jsonl manifest, as an absolute path on the server."""
+    """A folder (indexed recursively) or a .csv/.jsonl manifest, as an absolute path on the server,
+    inside one of its `ingest_roots`."""
     prune: bool = False
     captions: bool = False
     index_kind: Literal["auto", "flat", "hnsw", "ivf", "ivfpq"] | None = None
@@ -43,27 +49,41 @@ def _store(state: AppState) -> JobStore:
     return runner.store if runner is not None else JobStore(state.catalog)
 
 
-def _source_path(given: str) -> str:
-    """The path as the indexer will key its items: absolute, normalised, symlinks kept."""
-    path = Path(given)
-    if not given.strip() or not path.is_absolute():
-        raise ApiError(400, "invalid_path", f"Give an absolute path on the server, not {given!r}.")
+def _source_path(given: str, roots: IngestRoots) -> str:
+    """The path as the indexer will key its items: canonical (symlinks resolved), inside a root.
+
+    Order matters: the text is checked before the filesystem sees it (a NUL byte or a 100k path is
+    a 400, not an OS error), and the roots before existence, so nobody can probe what exists
+    outside them.
+    """
+    try:
+        check_path_text(given)
+    except InvalidInputError as exc:
+        raise ApiError(400, "invalid_path", str(exc)) from None
+    if not given.strip() or not Path(given).is_absolute():
+        raise ApiError(400, "invalid_path", "Give an absolute path on the server.")
+    if not roots:
+        raise ApiError(
+            403,
+            "ingest_disabled",
+            "Server-side ingest is off: the server has no ingest_roots configured.",
+        )
+    path = canonical_path(given)
+    if not roots.contains(path):
+        raise ApiError(403, "path_not_allowed", "The path is outside the server's ingest roots.")
     if path.is_dir():
-        return os.path.abspath(path)
+        return str(path)
     if path.is_file():
         if path.suffix.lower() not in MANIFEST_SUFFIXES:
-            raise ApiError(
-                400,
-                "invalid_path",
-                f"{given} is a file but not a .csv or .jsonl manifest; give a folder or one.",
-            )
-        return os.path.abspath(path)
-    raise ApiError(400, "invalid_path", f"{given} does not exist on the server.")
+            message = "The path is a file but not a .csv or .jsonl manifest; give a folder or one."
+            raise ApiError(400, "invalid_path", message)
+        return str(path)
+    raise ApiError(400, "invalid_path", "The path does not exist on the server.")
 
 
 @router.post("", status_code=202, dependencies=Write, summary="Index a folder or manifest in the background")
 def create_job(body: JobRequest, state: State) -> dict[str, Any]:
-    path = _source_path(body.path)
+    path = _source_path(body.path, IngestRoots(state.settings.ingest_roots))
     job = _store(state).create(path, body.model_dump(exclude={"path"}))
     if state.jobs is not None:
         state.jobs.wake()

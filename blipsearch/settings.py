@@ -243,6 +243,13 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; none by default."
     )
+    ingest_roots: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "Folders server-side ingest jobs may read (symlinks resolved); empty turns `POST /v1/jobs` "
+            "off. The CLI's `blipsearch index` is not restricted."
+        ),
+    )
     host: str = Field(default="127.0.0.1", description="Address `blipsearch serve` listens on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port `blipsearch serve` listens on.")
     max_query_chars: int = Field(default=1000, ge=1, le=100_000, description="Longest text query accepted.")
@@ -269,6 +276,15 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_data_dir(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("ingest_roots", mode="after")
+    @classmethod
+    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
+        roots = [root.expanduser() for root in value]
+        relative = [str(root) for root in roots if not root.is_absolute()]
+        if relative:
+            raise ValueError(f"ingest roots must be absolute paths, not {', '.join(relative)}")
+        return roots
 
     @field_validator("vqa_model", "database_url", "fault_injection", "caption_prompt", mode="before")
     @classmethod

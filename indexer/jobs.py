@@ -21,6 +21,7 @@ from blipsearch.indexer.progress import Progress
 from blipsearch.errors import BlipsearchError, IndexLockedError
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.paths import IngestRoots
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.jobs import PROCESS_WORKER, Job, JobStore
@@ -223,6 +224,7 @@ class JobRunner:
                 follow_symlinks=bool(options.get("follow_symlinks")),
                 include_hidden=bool(options.get("include_hidden")),
                 index_kind=options.get("index_kind"),
+                roots=IngestRoots(self.settings.ingest_roots),
                 should_stop=lambda: self._stopping.is_set() or self._cancel_requested(job.id),
             ),
         )

@@ -27,6 +27,7 @@ from blipsearch.indexer.sources import FolderSource, ManifestSource, SourceRecor
 from blipsearch.faults import crash_point
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.paths import IngestRoots
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog, ItemMetadata, ItemWrite, TextVector, own_texts, round_trip
 from blipsearch.storage.live import IndexSet, LiveIndexes
@@ -46,6 +47,8 @@ class IndexOptions:
     follow_symlinks: bool = False
     include_hidden: bool = False
     index_kind: RequestedKind | None = None
+    roots: IngestRoots | None = None
+    """Where the source and every file it names must lie (a server-side job); None: anywhere (the CLI)."""
     should_stop: Callable[[], bool] | None = None
     """Asked after each chunk is committed; True ends the run there (the indexes are still committed
     and the report says `cancelled`), so a job can be cancelled or a server stopped without waiting."""
@@ -153,7 +156,10 @@ class Indexer:
     def run(self, path: Path, options: IndexOptions | None = None) -> IndexReport:
         options = options or IndexOptions()
         source = open_source(
-            path, follow_symlinks=options.follow_symlinks, include_hidden=options.include_hidden
+            path,
+            follow_symlinks=options.follow_symlinks,
+            include_hidden=options.include_hidden,
+            roots=options.roots,
         )
         with WriterLock(self.settings.data_dir, f"index {source.origin}"):
             return _Run(self, source, options).execute()

@@ -1,8 +1,14 @@
 """Where items come from: a folder of images, or a catalog manifest (CSV or JSON Lines).
 
-Both yield `SourceRecord`s keyed by an absolute path, so the same file reached through a folder
-walk and through a manifest is the same catalog item. A manifest row that cannot be used (no
-image path, a bad price) is reported with its line number and skipped; the run goes on.
+Both yield `SourceRecord`s keyed by the file's canonical path (symlinks resolved), so the same
+file reached through a folder walk, a manifest, a symlink or `/proc/self/root` is the same catalog
+item. A manifest row that cannot be used (no image path, a bad price) is reported with its line
+number and skipped; the run goes on.
+
+Given ingest roots (a server-side job), a source reads only files whose canonical path lies inside
+one: a symlink whose target leaves the roots, a manifest row that climbs out with `..` or names
+an absolute path elsewhere, is refused with a reason and the run goes on. Without roots (the
+operator's own `blipsearch index`) any readable file may be indexed.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.images import IMAGE_SUFFIXES
+from blipsearch.paths import IngestRoots, canonical_path, check_path_text
 from blipsearch.storage.catalog import ItemMetadata
 
 MANIFEST_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -42,8 +49,9 @@ MAX_FIELD_CHARS = 10_000
 @dataclass(frozen=True)
 class SourceRecord:
     source: str
-    """Absolute path as found (symlinks not resolved): the item's identity in the catalog."""
+    """Canonical path (absolute, symlinks resolved): the item's identity in the catalog."""
     path: Path
+    """The same canonical path: the file the indexer reads."""
     metadata: ItemMetadata | None = None
     line: int | None = None
 
@@ -62,17 +70,28 @@ class FolderSource:
     """Every image file under a folder, recursively, in a stable (sorted) order.
 
     Hidden files and folders (a leading dot: `.git`, `.thumbnails`, macOS `._x.jpg`) are skipped
-    unless `include_hidden`. Symlinked files are indexed under their own path; symlinked folders
-    are followed only with `follow_symlinks`, and then each real folder is visited once, so a link
-    cycle cannot loop.
+    unless `include_hidden`. A symlinked file is indexed under its target's canonical path, once
+    however many links reach it; symlinked folders are followed only with `follow_symlinks`, and
+    then each real folder is visited once, so a link cycle cannot loop. With `roots`, a link whose
+    target lies outside them is refused.
+
+    The walk descends through canonical folders, so only a symlink's own path needs resolving.
     """
 
     kind = "folder"
 
-    def __init__(self, root: Path, *, follow_symlinks: bool = False, include_hidden: bool = False) -> None:
-        if not root.is_dir():
+    def __init__(
+        self,
+        root: Path,
+        *,
+        follow_symlinks: bool = False,
+        include_hidden: bool = False,
+        roots: IngestRoots | None = None,
+    ) -> None:
+        self.roots = roots
+        self.root = _admitted(root, roots)
+        if not self.root.is_dir():
             raise InvalidInputError(f"{root} is not a folder.")
-        self.root = Path(os.path.abspath(root))
         self.follow_symlinks = follow_symlinks
         self.include_hidden = include_hidden
         self.issues = SourceIssues()
@@ -83,9 +102,10 @@ class FolderSource:
 
     def records(self) -> Iterator[SourceRecord]:
         visited: set[tuple[int, int]] = set()
-        yield from self._walk(self.root, visited)
+        listed: set[Path] = set()
+        yield from self._walk(self.root, visited, listed)
 
-    def _walk(self, folder: Path, visited: set[tuple[int, int]]) -> Iterator[SourceRecord]:
+    def _walk(self, folder: Path, visited: set[tuple[int, int]], listed: set[Path]) -> Iterator[SourceRecord]:
         try:
             stat = folder.stat()
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
@@ -107,7 +127,9 @@ class FolderSource:
                     if is_link and not self.follow_symlinks:
                         self.issues.skipped_symlinks += 1
                         continue
-                    yield from self._walk(path, visited)
+                    target = self._link_target(path) if is_link else path
+                    if target is not None:
+                        yield from self._walk(target, visited, listed)
                     continue
                 is_file = entry.is_file(follow_symlinks=True)
             except OSError:
@@ -118,7 +140,22 @@ class FolderSource:
             if is_link and not is_file:
                 self.issues.skipped_symlinks += 1  # dangling link
                 continue
-            yield SourceRecord(source=str(path), path=path)
+            canonical = self._link_target(path) if is_link else path
+            if canonical is None:
+                continue
+            if canonical in listed:
+                self.issues.skipped_symlinks += 1  # another name of a file already listed
+                continue
+            listed.add(canonical)
+            yield SourceRecord(source=str(canonical), path=canonical)
+
+    def _link_target(self, link: Path) -> Path | None:
+        """The canonical target of a symlink, or None (a rejected row) if it leaves the roots."""
+        try:
+            return _admitted(link, self.roots, f"{link}: the link's target")
+        except InvalidInputError as exc:
+            self.issues.rejected_rows.append(str(exc))
+            return None
 
 
 class ManifestSource:
@@ -132,10 +169,11 @@ class ManifestSource:
 
     kind = "manifest"
 
-    def __init__(self, path: Path) -> None:
-        if not path.is_file():
+    def __init__(self, path: Path, *, roots: IngestRoots | None = None) -> None:
+        self.roots = roots
+        self.path = _admitted(path, roots)
+        if not self.path.is_file():
             raise InvalidInputError(f"{path} is not a file.")
-        self.path = Path(os.path.abspath(path))
         self.format = MANIFEST_SUFFIXES.get(self.path.suffix.lower())
         if self.format is None:
             raise InvalidInputError(
@@ -219,11 +257,15 @@ class ManifestSource:
             raise InvalidInputError("no image path (column image, path or file).")
         if "://" in image:
             raise InvalidInputError(f"{image} is a URL; only local image files can be indexed.")
-        path = Path(image.strip()).expanduser()
+        path = Path(image.strip())
+        if self.roots is None:
+            path = path.expanduser()  # the operator's own manifest; a job's never means a home folder
         if not path.is_absolute():
             path = self.path.parent / path
-        path = Path(os.path.abspath(path))
-        return SourceRecord(source=str(path), path=path, metadata=metadata_from_fields(fields), line=line)
+        canonical = _admitted(path, self.roots, "the image path")
+        return SourceRecord(
+            source=str(canonical), path=canonical, metadata=metadata_from_fields(fields), line=line
+        )
 
 
 def _pick_columns(row: dict[str, Any]) -> dict[str, Any]:
@@ -328,12 +370,36 @@ def metadata_from_fields(fields: dict[str, Any]) -> ItemMetadata:
     )
 
 
+def _admitted(path: Path, roots: IngestRoots | None, shown: str | None = None) -> Path:
+    """`path` canonical, and inside `roots` when there are any.
+
+    Refusals call the path `shown` (by default the path as given), never its resolved form: that
+    would tell a caller where a link leads.
+    """
+    label = shown or str(path)
+    check_path_text(str(path), label if shown else "The path")
+    canonical = canonical_path(path)
+    if roots is not None and not roots.contains(canonical):
+        raise InvalidInputError(f"{label} is outside the server's ingest roots (symlinks resolved).")
+    return canonical
+
+
 def open_source(
-    path: Path, *, follow_symlinks: bool = False, include_hidden: bool = False
+    path: Path,
+    *,
+    follow_symlinks: bool = False,
+    include_hidden: bool = False,
+    roots: IngestRoots | None = None,
 ) -> FolderSource | ManifestSource:
-    """A folder is walked; a .csv/.jsonl file is read as a manifest."""
+    """A folder is walked; a .csv/.jsonl file is read as a manifest.
+
+    `roots` confines the source and every file it names to those folders (a server-side job);
+    None leaves them free (the CLI).
+    """
+    if roots is not None:
+        path = _admitted(path, roots)  # before any look at the file: no probing outside the roots
     if path.is_dir():
-        return FolderSource(path, follow_symlinks=follow_symlinks, include_hidden=include_hidden)
+        return FolderSource(path, follow_symlinks=follow_symlinks, include_hidden=include_hidden, roots=roots)
     if path.is_file():
-        return ManifestSource(path)
+        return ManifestSource(path, roots=roots)
     raise InvalidInputError(f"{path} does not exist; give a folder of images or a .csv/.jsonl manifest.")

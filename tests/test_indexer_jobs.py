@@ -33,14 +33,14 @@ _SMALL_STEPS = {
 
 
 @pytest.fixture
-def settings(database_url: str, indexer_settings) -> Settings:
-    return indexer_settings(database_url, **_SMALL_STEPS)
+def settings(database_url: str, indexer_settings, tmp_path: Path) -> Settings:
+    return indexer_settings(database_url, ingest_roots=[tmp_path], **_SMALL_STEPS)
 
 
 @pytest.fixture
-def sqlite_settings(indexer_settings) -> Settings:
+def sqlite_settings(indexer_settings, tmp_path: Path) -> Settings:
     """For runner behaviour that does not depend on the database."""
-    return indexer_settings(**_SMALL_STEPS)
+    return indexer_settings(ingest_roots=[tmp_path], **_SMALL_STEPS)
 
 
 @pytest.fixture

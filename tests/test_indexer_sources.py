@@ -10,6 +10,7 @@ from blipsearch.indexer.sources import FolderSource, ManifestSource, open_source
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.paths import IngestRoots
 
 
 def _png(path: Path) -> Path:
@@ -48,14 +49,12 @@ def test_symlinks_files_kept_folders_followed_only_on_request_and_cycles_are_saf
     (tmp_path / "photos" / "linked-folder").symlink_to(other.parent, target_is_directory=True)
 
     plain = FolderSource(tmp_path / "photos")
-    names = [Path(r.source).name for r in plain.records()]
-    assert names == ["alias.png", "real.png"]
-    assert plain.issues.skipped_symlinks == 3  # dangling file, two folder links
+    sources = [r.source for r in plain.records()]
+    assert sources == [str(real)]  # the alias is the same file: one record, under its real path
+    assert plain.issues.skipped_symlinks == 4  # the alias, the dangling file, two folder links
 
-    followed = [
-        Path(r.source).name for r in FolderSource(tmp_path / "photos", follow_symlinks=True).records()
-    ]
-    assert sorted(followed) == ["alias.png", "far.png", "real.png"]
+    followed = [r.source for r in FolderSource(tmp_path / "photos", follow_symlinks=True).records()]
+    assert sorted(followed) == sorted([str(real), str(other)])
 
 
 def test_csv_manifest_maps_columns_and_keeps_extras_as_attributes(tmp_path: Path) -> None:
@@ -136,3 +135,76 @@ def test_open_source_picks_folder_or_manifest(tmp_path: Path) -> None:
     assert isinstance(open_source(tmp_path), FolderSource)
     assert isinstance(open_source(tmp_path / "m.jsonl"), ManifestSource)
     assert os.path.isabs(open_source(tmp_path).origin)
+
+
+def test_records_are_keyed_by_the_canonical_path(tmp_path: Path) -> None:
+    """The same file reached by two paths is one record, under its resolved path."""
+    real = _png(tmp_path / "photos" / "a.png")
+    (tmp_path / "via").symlink_to(tmp_path / "photos", target_is_directory=True)
+    walked = FolderSource(tmp_path / "via")
+    assert [r.source for r in walked.records()] == [str(real)]
+    assert walked.origin == str(tmp_path / "photos")
+
+    manifest = tmp_path / "photos" / "m.csv"
+    twice = f"/proc/self/root{real}" if Path("/proc/self/root").is_dir() else str(tmp_path / "via" / "a.png")
+    manifest.write_text(f"image,sku\na.png,A\n{twice},B\n")
+    source = ManifestSource(manifest)
+    assert [r.source for r in source.records()] == [str(real)]
+    assert (
+        "line 3: image" in source.issues.rejected_rows[0]
+        and "already on line 2" in source.issues.rejected_rows[0]
+    )
+
+
+def test_roots_refuse_links_that_leave_them(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    inside = _png(root / "photos" / "in.png")
+    outside = _png(tmp_path / "private" / "secret.png")
+    (root / "photos" / "pw.png").symlink_to("/etc/passwd")
+    (root / "photos" / "secret.png").symlink_to(outside)
+    (root / "photos" / "alias.png").symlink_to(inside)
+    (root / "photos" / "private").symlink_to(outside.parent, target_is_directory=True)
+    roots = IngestRoots([root])
+
+    source = FolderSource(root / "photos", follow_symlinks=True, roots=roots)
+    assert [r.source for r in source.records()] == [str(inside)]
+    refused = source.issues.rejected_rows
+    assert len(refused) == 3 and all("outside the server's ingest roots" in row for row in refused)
+    assert {Path(row.split(":")[0]).name for row in refused} == {"pw.png", "secret.png", "private"}
+    assert not any("/etc" in row or "private/secret" in row for row in refused)  # no link targets shown
+
+    free = FolderSource(root / "photos", follow_symlinks=True)  # the CLI: no roots, links followed
+    assert sorted(r.source for r in free.records()) == sorted([str(inside), str(outside), "/etc/passwd"])
+
+
+def test_roots_refuse_manifest_rows_outside_them(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    inside = _png(root / "shop" / "a.png")
+    _png(tmp_path / "b.png")
+    manifest = root / "shop" / "m.jsonl"
+    rows = [
+        {"image": "a.png", "sku": "A"},
+        {"image": "/etc/passwd", "sku": "B"},
+        {"image": "../../etc/passwd", "sku": "C"},
+        {"image": "../../b.png", "sku": "D"},
+        {"image": "missing.png", "sku": "E"},
+        {"image": "a\u0000.png", "sku": "F"},
+        {"image": "x" * 300 + ".png", "sku": "G"},
+    ]
+    manifest.write_text("\n".join(json.dumps(row) for row in rows))
+
+    source = ManifestSource(manifest, roots=IngestRoots([root]))
+    records = list(source.records())
+    assert [r.source for r in records] == [str(inside), str(root / "shop" / "missing.png")]
+    problems = source.issues.rejected_rows
+    assert [problem.split(":")[0] for problem in problems] == [f"m.jsonl line {n}" for n in (2, 3, 4, 6, 7)]
+    assert all("outside the server's ingest roots" in problem for problem in problems[:3])
+    assert "NUL" in problems[3] and "255 bytes" in problems[4]
+    assert not any("/etc/passwd" in problem for problem in problems)
+
+    with pytest.raises(InvalidInputError, match="outside the server's ingest roots"):
+        open_source(manifest, roots=IngestRoots([tmp_path / "elsewhere"]))
+    with pytest.raises(InvalidInputError, match="outside the server's ingest roots"):
+        open_source(root / "shop" / ".." / "..", roots=IngestRoots([root]))
+    with pytest.raises(InvalidInputError, match="outside the server's ingest roots"):
+        open_source(root, roots=IngestRoots([]))

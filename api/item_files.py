@@ -1,0 +1,150 @@
+"""Which item files the API serves, and what it checks on disk before it sends a byte.
+
+An item's bytes leave the server only if the indexer decoded them as an allowed image (status
+`indexed`); a failed item was never a picture, so its file is never served. Between indexing and
+a request the file may have changed: it could have been swapped for a symlink to `/etc/passwd`.
+So each request checks again, on the open file it then sends:
+
+- the path still is what the item was keyed by: its canonical form (no link slipped in since),
+  or, for an upload, a file inside the data directory's `uploads/`;
+- an item that came from inside the ingest roots still resolves inside them;
+- it is a regular file within `max_image_bytes` whose first bytes are the signature of the format
+  the decoder recorded. Hashing every request would cost a full read; the signature costs 16
+  bytes and is what stops a text file from going out as an image.
+
+The answer carries the format's real media type, `nosniff`, and a `Content-Disposition` naming
+a harmless `item-<id>.<ext>`: inline only for types browsers display as pictures, an attachment
+otherwise, so nothing served can render as HTML.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from blipsearch.api.errors import ApiError
+from blipsearch.indexer.items import UPLOAD_ORIGIN
+
+from blipsearch.paths import IngestRoots, canonical_path
+from blipsearch.settings import Settings
+from blipsearch.storage.schema import Item, ItemStatus
+
+
+@dataclass(frozen=True)
+class ImageType:
+    media_type: str
+    extension: str
+    signatures: tuple[bytes, ...]
+    inline: bool
+    """Browsers display it as a picture; anything else is sent as an attachment."""
+
+    def matches(self, head: bytes) -> bool:
+        if self.extension == "webp":
+            return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+        return any(head.startswith(signature) for signature in self.signatures)
+
+
+_JPEG = ImageType("image/jpeg", "jpg", (b"\xff\xd8\xff",), inline=True)
+IMAGE_TYPES: dict[str, ImageType] = {
+    "JPEG": _JPEG,
+    "MPO": _JPEG,
+    "PNG": ImageType("image/png", "png", (b"\x89PNG\r\n\x1a\n",), inline=True),
+    "WEBP": ImageType("image/webp", "webp", (), inline=True),
+    "GIF": ImageType("image/gif", "gif", (b"GIF87a", b"GIF89a"), inline=True),
+    "BMP": ImageType("image/bmp", "bmp", (b"BM",), inline=True),
+    "TIFF": ImageType("image/tiff", "tif", (b"II*\x00", b"MM\x00*"), inline=False),
+}
+"""By Pillow format name: the decoder's allowlist, nothing else."""
+_HEAD_BYTES = 16
+_CHUNK_BYTES = 256 * 1024
+
+
+def image_type(item: Item) -> ImageType:
+    """The item's image type, or 404 if the item is not a decoded, allowed image."""
+    kind = IMAGE_TYPES.get(item.format or "")
+    if item.status != ItemStatus.INDEXED.value or kind is None:
+        raise ApiError(
+            404, "image_unavailable", f"Item {item.id} has no image to serve (status {item.status})."
+        )
+    return kind
+
+
+def content_disposition(item: Item, kind: ImageType) -> str:
+    return f'{"inline" if kind.inline else "attachment"}; filename="item-{item.id}.{kind.extension}"'
+
+
+@dataclass
+class VerifiedFile:
+    """An open, checked image file: send it from `handle`, never by reopening its path."""
+
+    handle: BinaryIO
+    size: int
+    kind: ImageType
+
+    def chunks(self) -> Iterator[bytes]:
+        with self.handle:
+            while chunk := self.handle.read(_CHUNK_BYTES):
+                yield chunk
+
+    def read(self) -> bytes:
+        with self.handle:
+            return self.handle.read(self.size + 1)[: self.size]
+
+
+def open_verified(settings: Settings, item: Item) -> VerifiedFile:
+    """The item's file, opened after every check in the module docstring, or an `ApiError`."""
+    kind = image_type(item)
+    path = _checked_path(settings, item)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise _missing(item) from None
+    except OSError:  # a link put in place since the check (ELOOP), or unreadable
+        raise _refused(item) from None
+    handle = os.fdopen(descriptor, "rb")
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > settings.max_image_bytes:
+            raise _refused(item)
+        if not kind.matches(handle.read(_HEAD_BYTES)):
+            raise _refused(item)
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return VerifiedFile(handle, info.st_size, kind)
+
+
+def _checked_path(settings: Settings, item: Item) -> Path:
+    stored = Path(item.source)
+    if not stored.is_absolute():
+        raise _refused(item)
+    canonical = canonical_path(stored)
+    if item.origin == UPLOAD_ORIGIN:
+        if not canonical.is_relative_to(canonical_path(settings.data_dir / "uploads")):
+            raise _refused(item)
+        return canonical
+    if canonical != stored:
+        if not os.path.lexists(stored):
+            raise _missing(item)
+        raise _refused(item)  # a symlink now stands where the indexed file was
+    roots = IngestRoots(settings.ingest_roots)
+    from_roots = roots and item.origin and roots.contains(canonical_path(item.origin))
+    if from_roots and not roots.contains(canonical):
+        raise _refused(item)
+    return canonical
+
+
+def _missing(item: Item) -> ApiError:
+    return ApiError(404, "image_missing", f"The image file of item {item.id} is no longer there.")
+
+
+def _refused(item: Item) -> ApiError:
+    """The file is no longer the image that was indexed; the reason stays in the server's hands."""
+    return ApiError(
+        404, "image_unavailable", f"The file of item {item.id} is no longer the image that was indexed."
+    )
