@@ -20,6 +20,7 @@ from blipsearch.api import items, search_routes
 from blipsearch.api.deps import AppState, InferenceGate
 from blipsearch.api.errors import ApiError, install_error_handlers
 from blipsearch.api.metrics import Metrics, install_metrics
+from blipsearch.api.upkeep import ServerUpkeep
 from blipsearch.search.service import SearchService
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
             started=time.time(),
         )
         state.extras["metrics"] = metrics
+        upkeep = ServerUpkeep(settings, engine).start()
         state.jobs = _start_jobs(settings, engine)
         app.state.blip = state
         log.info("api ready", extra={"items": len(engine.live.images), "model": engine.model.fingerprint})
@@ -64,6 +66,7 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
         finally:
             if state.jobs is not None:
                 state.jobs.stop()
+            upkeep.stop()
             if service is None:
                 engine.close()
 

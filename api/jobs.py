@@ -84,7 +84,14 @@ def _source_path(given: str, roots: IngestRoots) -> str:
 @router.post("", status_code=202, dependencies=Write, summary="Index a folder or manifest in the background")
 def create_job(body: JobRequest, state: State) -> dict[str, Any]:
     path = _source_path(body.path, IngestRoots(state.settings.ingest_roots))
-    job = _store(state).create(path, body.model_dump(exclude={"path"}))
+    store = _store(state)
+    if store.unfinished_count() >= state.settings.max_queued_jobs:
+        raise ApiError(
+            503,
+            "queue_full",
+            f"{state.settings.max_queued_jobs} ingest jobs are already waiting; retry later.",
+        )
+    job = store.create(path, body.model_dump(exclude={"path"}))
     if state.jobs is not None:
         state.jobs.wake()
     return job.as_dict()

@@ -179,6 +179,20 @@ class Settings(BaseSettings):
         ge=1,
         description="The indexer commits a new index generation after this many changed items.",
     )
+    api_checkpoint_changes: int = Field(
+        default=200,
+        ge=1,
+        description=(
+            "The server commits a new index generation after this many items changed through the API "
+            "(uploads, edits, deletes), so a restart replays at most that many."
+        ),
+    )
+    api_checkpoint_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="...or this long after the first uncommitted API change, whichever comes first.",
+    )
     search_mode: Literal["vector", "keyword", "hybrid"] = Field(
         default="hybrid",
         description="Text queries: ITC vectors, keywords (full-text), or both fused by reciprocal rank.",
@@ -256,6 +270,23 @@ class Settings(BaseSettings):
     inference_workers: int = Field(default=1, ge=1, le=64, description="Requests running the models at once.")
     inference_queue: int = Field(
         default=16, ge=0, le=10_000, description="Requests waiting for a model slot before 503 Overloaded."
+    )
+    job_lease_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=86_400,
+        description=(
+            "A running ingest job's lease: its runner renews it every third of this; once it has "
+            "passed (the process died or hung), any server sharing the catalog takes the job over."
+        ),
+    )
+    max_queued_jobs: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Ingest jobs queued or running at once; beyond this POST /v1/jobs answers 503 with Retry-After."
+        ),
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

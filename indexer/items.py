@@ -1,7 +1,7 @@
 """Single items written through the API: an upload indexed before the response, metadata edits, deletes.
 
-An upload is stored under `data_dir/uploads/` (named by its sha256 plus a random suffix, written
-to a temporary file, fsynced and renamed), decoded with the same limits and allowlist as the
+An upload is stored under `data_dir/uploads/` (`UploadFolder`: named by its sha256 plus a random
+suffix, written to a temporary file, fsynced and renamed), decoded with the same limits and allowlist as the
 indexer, embedded, and written to the catalog in one transaction with its texts. Readers pick it
 up from the change log, so it is searchable as soon as the write returns. Identical bytes
 uploaded twice are two items (they may carry different metadata), each with its own file.
@@ -10,9 +10,10 @@ uploaded twice are two items (they may carry different metadata), each with its 
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import replace
 from pathlib import Path
+
+from blipsearch.indexer.upload_files import UPLOAD_ORIGIN, UploadFolder
 
 from blipsearch.errors import ConflictError
 from blipsearch.images import DecodedImage, decode_image
@@ -29,7 +30,8 @@ from blipsearch.storage.catalog import (
 )
 from blipsearch.storage.schema import Item, ItemStatus
 
-UPLOAD_ORIGIN = "api:uploads"
+__all__ = ["UPLOAD_ORIGIN", "ItemWriter"]
+
 _SUFFIXES = {
     "JPEG": ".jpg",
     "PNG": ".png",
@@ -48,7 +50,7 @@ class ItemWriter:
         self.settings = settings
         self.model = model
         self.catalog = catalog
-        self.uploads = settings.data_dir / "uploads"
+        self.uploads = UploadFolder(settings.data_dir)
 
     def add(self, data: bytes, metadata: ItemMetadata, *, name: str = "the upload") -> int:
         """Store, decode, embed and write an uploaded image; returns the new item id."""
@@ -58,7 +60,7 @@ class ItemWriter:
             data, max_pixels=self.settings.max_image_pixels, name=name, at_least=(side, side)
         )
         digest = hashlib.sha256(data).hexdigest()
-        path = self._store(data, digest, _SUFFIXES.get(decoded.format, ".img"))
+        path = self.uploads.store(data, digest, _SUFFIXES.get(decoded.format, ".img"))
         try:
             return self._write_new(path, data, digest, decoded, metadata)
         except BaseException:
@@ -105,9 +107,10 @@ class ItemWriter:
     def delete(self, item_id: int) -> None:
         item = self._item(item_id)
         self.catalog.delete_items([item_id])
-        stored = Path(item.source)
-        if item.origin == UPLOAD_ORIGIN and stored.parent.parent == self.uploads:
-            stored.unlink(missing_ok=True)
+        # The row goes first: a crash in between leaves a file no item names, which the next
+        # server start removes, never an item whose file is gone.
+        if item.origin == UPLOAD_ORIGIN and self.uploads.owns(item.source):
+            Path(item.source).unlink(missing_ok=True)
 
     def _item(self, item_id: int) -> Item:
         found = self.catalog.items_by_ids([item_id])
@@ -133,16 +136,3 @@ class ItemWriter:
             TextVector(slot, kind, text, vector)
             for (slot, kind, text), vector in zip(texts, vectors, strict=True)
         ]
-
-    def _store(self, data: bytes, digest: str, suffix: str) -> Path:
-        """Each upload gets its own file (identical bytes uploaded twice are two items)."""
-        folder = self.uploads / digest[:2]
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{digest[:32]}-{os.urandom(4).hex()}{suffix}"
-        temporary = folder / f".{path.name}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        return path

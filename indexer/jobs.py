@@ -1,10 +1,11 @@
 """Runs the ingest jobs queued in SQL, one at a time, in a background thread of the API process.
 
 The runner reuses the retrieval model the server already has loaded (a second copy would double
-its memory), writes progress to SQL about once a second, and stops a run between chunks when the
-job is cancelled or the server shuts down. Jobs live in SQL, so after a restart the runner picks
-up where the last process left off: interrupted runs are requeued (the indexer is incremental,
-so a rerun only does what is left) and queued jobs start.
+its memory), writes progress to SQL about once a second, and stops a run between chunks (or
+while it is still listing files) when the job is cancelled or the server shuts down. While a job
+runs, a heartbeat renews its lease every third of `job_lease_seconds`; a runner whose process
+died stops renewing, and any runner sharing the catalog takes the job over once the lease has
+passed (the indexer is incremental, so a rerun only does what is left).
 """
 
 from __future__ import annotations
@@ -49,10 +50,13 @@ class JobProgress(Progress):
     second, and every write contends with the indexer's own transactions.
     """
 
-    def __init__(self, store: JobStore, job_id: int, *, interval: float = 1.0) -> None:
+    def __init__(
+        self, store: JobStore, job_id: int, *, interval: float = 1.0, worker: str | None = None
+    ) -> None:
         super().__init__(enabled=False)
         self.store = store
         self.job_id = job_id
+        self.worker = worker
         self.interval = interval
         self.done = self.total = 0
         self.counts: dict[str, int] = {}
@@ -77,9 +81,42 @@ class JobProgress(Progress):
     def _write(self) -> None:
         self._last_write = time.monotonic()
         try:
-            self.store.update_progress(self.job_id, self.done, self.total, self.counts)
+            self.store.update_progress(self.job_id, self.done, self.total, self.counts, worker=self.worker)
         except BlipsearchError as exc:  # a progress write lost is not worth failing the run for
             log.warning("could not record job progress", extra={"job": self.job_id, "reason": str(exc)})
+
+
+class Heartbeat:
+    """Renews a running job's lease from its own thread, so a long listing or one slow chunk
+    never lets it lapse; `lost` is set when the job stopped being this runner's (taken over)."""
+
+    def __init__(self, store: JobStore, job_id: int, worker: str, every: float) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.worker = worker
+        self.every = every
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def beat(self) -> None:
+        try:
+            if self.store.renew(self.job_id, self.worker) is None:
+                self.lost.set()
+        except BlipsearchError as exc:  # the catalog may come back before the lease runs out
+            log.warning("could not renew the job's lease", extra={"job": self.job_id, "reason": str(exc)})
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            self.beat()
 
 
 class JobRunner:
@@ -105,7 +142,7 @@ class JobRunner:
         self._captioner = captioner
         self._own_catalog = catalog is None
         self.catalog = catalog or Catalog.open(settings)
-        self.store = JobStore(self.catalog)
+        self.store = JobStore(self.catalog, lease_seconds=settings.job_lease_seconds)
         self.poll_seconds = poll_seconds
         self.progress_interval = progress_interval
         self.worker = PROCESS_WORKER
@@ -118,11 +155,11 @@ class JobRunner:
     # lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> JobRunner:
-        """Requeue interrupted runs (synchronously, so the queue is consistent when this returns)."""
+        """Requeue runs whose lease expired (synchronously, so the queue is consistent on return)."""
         if self._thread is not None and self._thread.is_alive():
             return self
         self._stopping.clear()
-        self.store.requeue_interrupted()
+        self.store.expire_leases()
         self._thread = threading.Thread(target=self._loop, name="ingest-jobs", daemon=True)
         self._thread.start()
         return self
@@ -171,38 +208,44 @@ class JobRunner:
     def _run(self, job: Job) -> bool:
         """Run one claimed job to an end state; True if the runner may claim the next at once."""
         self.current = job.id
+        mine = self.worker
         log.info("ingest job started", extra={"job": job.id, "path": job.path, "attempt": job.attempts})
+        heartbeat = Heartbeat(self.store, job.id, mine, self.settings.job_lease_seconds / 3)
         try:
-            report = self._index(job)
+            with heartbeat:
+                report = self._index(job, heartbeat)
         except IndexLockedError as exc:
             # Another writer (a CLI `blipsearch index`, another server) holds the data directory:
             # not the job's fault. It stays queued and is retried at the next poll.
-            released = self.store.release(job.id, f"Waiting: {exc}")
+            released = self.store.release(job.id, f"Waiting: {exc}", worker=mine)
             log.info("ingest job waiting for the writer lock", extra={"job": job.id, "reason": str(exc)})
             return released is not None and released.finished  # cancelled while it waited
         except BlipsearchError as exc:
-            self.store.finish(job.id, JobStatus.FAILED, error=str(exc))
+            self.store.finish(job.id, JobStatus.FAILED, error=str(exc), worker=mine)
             log.warning("ingest job failed", extra={"job": job.id, "reason": str(exc)})
             return True
         except Exception as exc:
             log.exception("ingest job crashed", extra={"job": job.id})
             message = f"Internal error while indexing ({type(exc).__name__}); the server log has details."
-            self.store.finish(job.id, JobStatus.FAILED, error=message)
+            self.store.finish(job.id, JobStatus.FAILED, error=message, worker=mine)
             return True
         finally:
             self.current = None
         counts = job_counts(report)
+        if heartbeat.lost.is_set():  # another runner holds it now; its run decides the outcome
+            log.warning("ingest job taken over by another runner", extra={"job": job.id})
+            return True
         if not report.cancelled:
-            self.store.finish(job.id, JobStatus.SUCCEEDED, counts)
+            self.store.finish(job.id, JobStatus.SUCCEEDED, counts, worker=mine)
         elif self._cancel_requested(job.id):
-            self.store.finish(job.id, JobStatus.CANCELLED, counts, "Cancelled on request.")
+            self.store.finish(job.id, JobStatus.CANCELLED, counts, "Cancelled on request.", worker=mine)
         else:  # the server is stopping: the next start resumes the job
-            self.store.release(job.id)
+            self.store.release(job.id, worker=mine)
             return False
         log.info("ingest job ended", extra={"job": job.id, "cancelled": report.cancelled})
         return True
 
-    def _index(self, job: Job) -> IndexReport:
+    def _index(self, job: Job, heartbeat: Heartbeat) -> IndexReport:
         options = job.options
         if self._model is None:
             self._model = RetrievalModel.load(self.settings.retrieval_model, self.settings)
@@ -213,7 +256,7 @@ class JobRunner:
             model=self._model,
             captioner=self._captioner,
             catalog=self.catalog,
-            progress=JobProgress(self.store, job.id, interval=self.progress_interval),
+            progress=JobProgress(self.store, job.id, interval=self.progress_interval, worker=self.worker),
         )
         return indexer.run(
             Path(job.path),
@@ -225,7 +268,9 @@ class JobRunner:
                 include_hidden=bool(options.get("include_hidden")),
                 index_kind=options.get("index_kind"),
                 roots=IngestRoots(self.settings.ingest_roots),
-                should_stop=lambda: self._stopping.is_set() or self._cancel_requested(job.id),
+                should_stop=lambda: (
+                    self._stopping.is_set() or heartbeat.lost.is_set() or self._cancel_requested(job.id)
+                ),
             ),
         )
 

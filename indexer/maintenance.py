@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from blipsearch.indexer.upload_files import IN_FLIGHT_SECONDS, UploadFolder
 
 from blipsearch.errors import IndexCorruptError
 from blipsearch.storage.catalog import Catalog, text_vector_ids
@@ -130,7 +131,31 @@ def verify(data_dir: Path, catalog: Catalog) -> VerifyReport:
                 name, index, catalog, fingerprint, np.intersect1d(np.setdiff1d(expected, pending), actual)
             )
         )
+    _check_uploads(data_dir, catalog, report)
     return report
+
+
+def _check_uploads(data_dir: Path, catalog: Catalog, report: VerifyReport) -> None:
+    """Files a crash left in uploads/: harmless, but litter; a server start removes them."""
+    uploads = UploadFolder(data_dir)
+    serving = uploads.servers_running()
+    litter = uploads.litter(catalog, older_than=IN_FLIGHT_SECONDS if serving else None)
+    report.checked["upload_orphans"] = len(litter.orphans)
+    report.checked["upload_temporary"] = len(litter.temporary)
+    if litter.orphans:
+        names = ", ".join(path.name for path in litter.orphans[:5])
+        report.problems.append(
+            f"uploads: {len(litter.orphans)} files no catalog item names ({names}"
+            f"{', ...' if len(litter.orphans) > 5 else ''}); the next server start removes them"
+        )
+    if litter.temporary:
+        report.problems.append(
+            f"uploads: {len(litter.temporary)} unfinished temporary files; the next server start removes them"
+        )
+    if serving:
+        report.notes.append(
+            "uploads: a server is running, so files younger than an hour were not judged (uploads in flight)"
+        )
 
 
 def _owned_ids(name: str, item_ids: list[int]) -> np.ndarray:

@@ -50,8 +50,9 @@ class IndexOptions:
     roots: IngestRoots | None = None
     """Where the source and every file it names must lie (a server-side job); None: anywhere (the CLI)."""
     should_stop: Callable[[], bool] | None = None
-    """Asked after each chunk is committed; True ends the run there (the indexes are still committed
-    and the report says `cancelled`), so a job can be cancelled or a server stopped without waiting."""
+    """Asked after each chunk is committed, and every few hundred files while listing; True ends the
+    run there (the indexes are still committed and the report says `cancelled`), so a job can be
+    cancelled or a server stopped without waiting."""
 
 
 @dataclass
@@ -165,6 +166,10 @@ class Indexer:
             return _Run(self, source, options).execute()
 
 
+LIST_STOP_CHECK = 256
+"""Records listed between two `should_stop` questions (one SQL read each in a job)."""
+
+
 class _Run:
     """State of one indexing run; `execute` is the whole pipeline."""
 
@@ -193,7 +198,7 @@ class _Run:
         started = time.perf_counter()
         self.live, opened = self.indexes.open(writer=True)
         self.report.rebuilt.update(opened.rebuilt)
-        records = list(self.source.records())
+        records = self._list_records()
         self.report.seen = len(records)
         policy = InspectPolicy(
             fingerprint=self.model.fingerprint,
@@ -207,7 +212,8 @@ class _Run:
         progress = self.indexer.progress
         progress.start(total=len(records), description=f"Indexing {Path(self.source.origin).name}")
         with ThreadPoolExecutor(self.settings.decode_workers, thread_name_prefix="decode") as pool:
-            for inspections in self._inspected_chunks(pool, records, policy):
+            chunks = self._inspected_chunks(pool, records, policy) if not self.report.cancelled else ()
+            for inspections in chunks:
                 self._write_chunk(inspections)
                 progress.advance(len(inspections), embedded=self.report.embedded, failed=self.report.failed)
                 if self.options.should_stop is not None and self.options.should_stop():
@@ -226,6 +232,18 @@ class _Run:
         self.report.seconds = time.perf_counter() - started
         log.info("index run finished", extra=self.report.as_dict())
         return self.report
+
+    def _list_records(self) -> list[SourceRecord]:
+        """The source's records, asking `should_stop` every `LIST_STOP_CHECK` of them on the way:
+        listing a large tree takes minutes, and a cancel must not wait for it to end."""
+        records: list[SourceRecord] = []
+        should_stop = self.options.should_stop
+        for record in self.source.records():
+            records.append(record)
+            if should_stop is not None and len(records) % LIST_STOP_CHECK == 0 and should_stop():
+                self.report.cancelled = True
+                break
+        return records
 
     def _model_input_side(self) -> int:
         sides = [self.model.image_size]

@@ -38,13 +38,14 @@ from blipsearch.search.vision import FileVisionTokens, vision_token_source
 from PIL import Image
 from sqlalchemy import select, tuple_
 
-from blipsearch.errors import InvalidInputError
+from blipsearch.errors import IndexLockedError, InvalidInputError
 from blipsearch.images import decode_image, open_image
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel, validate_texts
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog, text_vector_ids
 from blipsearch.storage.live import IndexSet, LiveIndexes
+from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import TEXT_SLOTS, Item, ItemText
 
 log = logging.getLogger(__name__)
@@ -222,14 +223,38 @@ class SearchService:
         with self._lock:
             return self._sync()
 
-    def _sync(self) -> int:
+    def checkpoint(self) -> bool:
+        """Commit the live indexes as a new generation if they hold changes no generation has yet.
+
+        The API's own writes (uploads, edits, deletes) reach the indexes only in memory; without
+        this every start would replay all of them. Same protocol and lock as the indexer: the
+        data directory's writer lock, taken without waiting. While an indexer holds it, its own
+        checkpoints include these changes (it replays the change log), so there is nothing to do.
+        """
+        lock = WriterLock(self.settings.data_dir, "server checkpoint")
+        try:
+            lock.acquire()
+        except IndexLockedError:
+            return False
+        try:
+            with self._lock:
+                self._sync(reload_check=True)  # never commit over a generation another writer made
+                if not self.live.pending_changes:
+                    return False
+                self.index_set.commit(self.live)
+                log.info("index checkpoint committed", extra={"generations": dict(self.live.generations)})
+                return True
+        finally:
+            lock.release()
+
+    def _sync(self, *, reload_check: bool = False) -> int:
         """Catch up with the catalog, first switching to a newer committed generation if there is one.
 
         A writer may have rebuilt an index (a new kind, compacted tombstones): its generation is
         loaded without a restart. Checked at most every `GENERATION_CHECK_SECONDS`.
         """
         now = time.monotonic()
-        if now - self._generation_checked >= GENERATION_CHECK_SECONDS:
+        if reload_check or now - self._generation_checked >= GENERATION_CHECK_SECONDS:
             self._generation_checked = now
             committed = {
                 name: manifest.generation

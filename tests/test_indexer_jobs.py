@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import create_catalog_engine, ensure_schema
 from blipsearch.storage.jobs import MAX_ATTEMPTS, PROCESS_WORKER, Job, JobStore
 from blipsearch.storage.lock import WriterLock
-from blipsearch.storage.schema import IngestJob
+from blipsearch.storage.schema import IngestJob, utcnow
 
 _SMALL_STEPS = {
     "image_batch_size": 2,
@@ -136,7 +137,13 @@ def test_cancel(store: JobStore) -> None:
     running = store.create("/b")
     assert store.claim_next() is not None  # /a
     _set(store, queued.id, status="queued", worker=None)  # put /a back, claim /b instead
-    _set(store, running.id, status="running", worker=PROCESS_WORKER)
+    _set(
+        store,
+        running.id,
+        status="running",
+        worker=PROCESS_WORKER,
+        lease_expires_at=utcnow() + timedelta(hours=1),
+    )
 
     cancelled = store.request_cancel(queued.id)
     assert cancelled is not None and cancelled.status == "cancelled" and cancelled.finished_at is not None
@@ -169,17 +176,18 @@ def test_release(store: JobStore) -> None:
     assert store.claim_next() is None and store.release(job.id) is None
 
 
-def test_requeue_interrupted(store: JobStore) -> None:
+def test_expired_leases_are_requeued(store: JobStore) -> None:
     crashed = store.create("/crashed")
     hopeless = store.create("/hopeless")
     alive = store.create("/alive")
     cancelled = store.create("/cancelled")
+    later = utcnow() + timedelta(minutes=5)
     _set(store, crashed.id, status="running", worker=None, attempts=1)
     _set(store, hopeless.id, status="running", worker="gone:1:x", attempts=MAX_ATTEMPTS)
-    _set(store, alive.id, status="running", worker=PROCESS_WORKER, attempts=1)
+    _set(store, alive.id, status="running", worker=PROCESS_WORKER, attempts=1, lease_expires_at=later)
     _set(store, cancelled.id, status="running", worker=None, attempts=1, cancel_requested=True)
 
-    changed = store.requeue_interrupted(lambda worker: worker == PROCESS_WORKER)
+    changed = store.expire_leases()
     assert {job.id for job in changed} == {crashed.id, hopeless.id, cancelled.id}
     requeued = store.get(crashed.id)
     assert requeued is not None and requeued.status == "queued" and requeued.worker is None
@@ -194,19 +202,6 @@ def test_requeue_interrupted(store: JobStore) -> None:
 
     reclaimed = store.claim_next()
     assert reclaimed is not None and reclaimed.id == crashed.id and reclaimed.attempts == 2
-
-
-def test_requeue_tells_dead_local_processes_from_live_ones(store: JobStore) -> None:
-    import socket
-
-    job = store.create("/x")
-    earlier_me = f"{socket.gethostname()}:{PROCESS_WORKER.split(':')[1]}:0ldt0ken"  # restarted container
-    _set(store, job.id, status="running", worker=earlier_me, attempts=1)
-    assert [j.id for j in store.requeue_interrupted()] == [job.id]
-    _set(store, job.id, status="running", worker=PROCESS_WORKER)
-    assert store.requeue_interrupted() == []
-    _set(store, job.id, status="running", worker="elsewhere.example:123:abc")
-    assert store.requeue_interrupted() == []  # another host: its own runner requeues it
 
 
 def test_racing_claims_never_share_a_job(store: JobStore) -> None:

@@ -4,6 +4,11 @@ State changes are single guarded UPDATEs (`... WHERE status = 'queued'`, then a 
 never read-modify-write, so two runners sharing one catalog (two API processes, or an API and a
 worker) can race for the same job and exactly one wins, on SQLite and PostgreSQL alike.
 
+A running job is held by a lease, not by the identity of its process: the runner renews
+`lease_expires_at` while it works, and once the lease has passed any runner, on any host, may take
+the job over. A host name or pid says nothing after a container restart (a new host name, a
+reused pid); an expired lease does. Time comes from the store's clock, so tests move it by hand.
+
 Callers get frozen `Job` snapshots, not ORM objects: they outlive the session that read them and
 turn into JSON with `as_dict()`.
 """
@@ -17,10 +22,10 @@ import socket
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, select, update
+from sqlalchemy import Engine, case, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -34,13 +39,15 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 """Starts a job gets before an interrupted run (a crash, a kill) is no longer retried."""
 
+DEFAULT_LEASE_SECONDS = 60.0
+
 FINISHED = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 _BOOL_OPTIONS = ("prune", "captions", "retry_failed", "follow_symlinks", "include_hidden")
 
 PROCESS_WORKER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-"""This process as a job's `worker`. The random token tells a restarted container, whose server
-is pid 1 again on the same host name, from the process that claimed a job before the restart."""
+"""This process as a job's `worker`: who holds a lease, for the log and for guarding its renewals.
+Never used to judge whether that process is alive; the lease's expiry does that."""
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -69,6 +76,7 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime | None = None
+    lease_expires_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -92,6 +100,7 @@ class Job:
             started_at=_aware(row.started_at),
             finished_at=_aware(row.finished_at),
             updated_at=_aware(row.updated_at),
+            lease_expires_at=_aware(row.lease_expires_at),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,6 +122,7 @@ class Job:
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
             "updated_at": iso(self.updated_at),
+            "lease_expires_at": iso(self.lease_expires_at),
         }
 
 
@@ -130,43 +140,25 @@ def normalize_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return normalized
 
 
-def worker_alive(worker: str | None) -> bool:
-    """Whether the process that claimed a job may still be running it.
-
-    Only processes on this host can be checked; a job claimed on another host is presumed alive
-    (its runner requeues it itself when it restarts there).
-    """
-    if not worker:
-        return False
-    host, _, rest = worker.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname():
-        return True
-    if worker == PROCESS_WORKER:
-        return True
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return False  # same pid, other token: an earlier incarnation (a restarted container)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 class JobStore:
     """Typed access to `ingest_jobs`; every method is one short transaction."""
 
-    def __init__(self, catalog_or_engine: Catalog | Engine) -> None:
+    def __init__(
+        self,
+        catalog_or_engine: Catalog | Engine,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.engine = (
             catalog_or_engine.engine if isinstance(catalog_or_engine, Catalog) else catalog_or_engine
         )
         self.sessions = session_factory(self.engine)
+        self.lease = timedelta(seconds=lease_seconds)
+        self.clock = clock
+
+    def _lease_end(self) -> datetime:
+        return self.clock() + self.lease
 
     def _fail(self, action: str, exc: SQLAlchemyError) -> CatalogError:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -192,6 +184,15 @@ class JobStore:
             with self.sessions() as session:
                 query = select(IngestJob).order_by(IngestJob.id.desc()).limit(max(1, limit))
                 return [Job.of(row) for row in session.scalars(query)]
+        except SQLAlchemyError as exc:
+            raise self._fail("read", exc) from None
+
+    def unfinished_count(self) -> int:
+        """Jobs queued or running: what a new job would wait behind."""
+        try:
+            with self.sessions() as session:
+                query = select(func.count()).where(IngestJob.status.not_in(FINISHED))
+                return int(session.scalar(query.select_from(IngestJob)) or 0)
         except SQLAlchemyError as exc:
             raise self._fail("read", exc) from None
 
@@ -226,7 +227,7 @@ class JobStore:
 
     def _update(self, job_id: int, *where: Any, **values: Any) -> Job | None:
         """One guarded UPDATE; the job afterwards if it matched, None if it did not."""
-        values.setdefault("updated_at", utcnow())
+        values.setdefault("updated_at", self.clock())
         try:
             with self.sessions() as session:
                 statement = update(IngestJob).where(IngestJob.id == job_id, *where).values(**values)
@@ -239,11 +240,13 @@ class JobStore:
             raise self._fail("write", exc) from None
 
     def claim_next(self, worker: str = PROCESS_WORKER) -> Job | None:
-        """Move the oldest queued job to running for `worker`; None when nothing is queued.
+        """Move the oldest queued job to running for `worker`, leased; None when nothing is queued.
 
-        The UPDATE only matches a row still queued, so of two racing runners exactly one gets a
-        rowcount of 1; the other tries the next candidate.
+        Jobs whose lease has expired are put back in the queue first, so a job abandoned by a
+        dead runner anywhere is taken over here. The UPDATE only matches a row still queued, so
+        of two racing runners exactly one gets a rowcount of 1; the other tries the next candidate.
         """
+        self.expire_leases()
         for _ in range(100):
             try:
                 with self.sessions() as session:
@@ -257,12 +260,13 @@ class JobStore:
                 raise self._fail("read", exc) from None
             if candidate is None:
                 return None
-            now = utcnow()
+            now = self.clock()
             claimed = self._update(
                 candidate,
                 IngestJob.status == JobStatus.QUEUED.value,
                 status=JobStatus.RUNNING.value,
                 worker=worker,
+                lease_expires_at=now + self.lease,
                 attempts=IngestJob.attempts + 1,
                 started_at=now,
                 updated_at=now,
@@ -272,13 +276,29 @@ class JobStore:
                 return claimed
         return None
 
+    def _held(self, worker: str | None) -> tuple[Any, ...]:
+        """The guard for a running job's own runner: with `worker`, only while it still holds it."""
+        running = IngestJob.status == JobStatus.RUNNING.value
+        return (running,) if worker is None else (running, IngestJob.worker == worker)
+
+    def renew(self, job_id: int, worker: str) -> Job | None:
+        """Extend `worker`'s lease; None if the job is no longer its own (finished or taken over)."""
+        return self._update(job_id, *self._held(worker), lease_expires_at=self._lease_end())
+
     def update_progress(
-        self, job_id: int, done: int, total: int, counts: Mapping[str, Any] | None = None
+        self,
+        job_id: int,
+        done: int,
+        total: int,
+        counts: Mapping[str, Any] | None = None,
+        *,
+        worker: str | None = None,
     ) -> Job | None:
-        values: dict[str, Any] = {"done": done, "total": total}
+        """Record progress, renewing the lease too: a runner making progress is alive."""
+        values: dict[str, Any] = {"done": done, "total": total, "lease_expires_at": self._lease_end()}
         if counts is not None:
             values["counts"] = dict(counts)
-        return self._update(job_id, IngestJob.status == JobStatus.RUNNING.value, **values)
+        return self._update(job_id, *self._held(worker), **values)
 
     def finish(
         self,
@@ -286,17 +306,24 @@ class JobStore:
         status: JobStatus | str,
         counts: Mapping[str, Any] | None = None,
         error: str | None = None,
+        *,
+        worker: str | None = None,
     ) -> Job | None:
-        """End a running job; None if it was not running (already finished or requeued)."""
+        """End a running job; None if it was not running (already finished, requeued, taken over)."""
         status = JobStatus(status)
         if status.value not in FINISHED:
             raise ValueError(f"{status.value} is not a final job status")
-        values: dict[str, Any] = {"status": status.value, "error": error, "finished_at": utcnow()}
+        values: dict[str, Any] = {
+            "status": status.value,
+            "error": error,
+            "finished_at": self.clock(),
+            "lease_expires_at": None,
+        }
         if counts is not None:
             values["counts"] = dict(counts)
-        return self._update(job_id, IngestJob.status == JobStatus.RUNNING.value, **values)
+        return self._update(job_id, *self._held(worker), **values)
 
-    def release(self, job_id: int, reason: str | None = None) -> Job | None:
+    def release(self, job_id: int, reason: str | None = None, *, worker: str | None = None) -> Job | None:
         """Put a running job back in the queue without counting the attempt.
 
         For runs that stopped for reasons of their own runner (shutdown, another writer holding
@@ -307,10 +334,11 @@ class JobStore:
         cancel = IngestJob.cancel_requested.is_(True)
         return self._update(
             job_id,
-            IngestJob.status == JobStatus.RUNNING.value,
+            *self._held(worker),
             status=case((cancel, JobStatus.CANCELLED.value), else_=JobStatus.QUEUED.value),
-            finished_at=case((cancel, utcnow()), else_=None),
+            finished_at=case((cancel, self.clock()), else_=None),
             worker=None,
+            lease_expires_at=None,
             attempts=IngestJob.attempts - 1,
             error=case((cancel, "Cancelled on request."), else_=reason),
         )
@@ -326,7 +354,7 @@ class JobStore:
                 IngestJob.status == JobStatus.QUEUED.value,
                 status=JobStatus.CANCELLED.value,
                 cancel_requested=True,
-                finished_at=utcnow(),
+                finished_at=self.clock(),
             )
             if cancelled is not None:
                 return cancelled
@@ -338,30 +366,30 @@ class JobStore:
                 return job
         return self.get(job_id)
 
-    def requeue_interrupted(
-        self, is_alive: Callable[[str | None], bool] = worker_alive
-    ) -> builtins.list[Job]:
-        """Jobs left running by a dead process: back to queued, or failed after MAX_ATTEMPTS starts.
+    def expire_leases(self) -> builtins.list[Job]:
+        """Running jobs whose lease has passed: back to queued, or failed after MAX_ATTEMPTS starts.
 
-        A job that was asked to cancel ends cancelled instead. Returns the jobs changed.
+        Whoever held them died, hung or lost the catalog for longer than a lease. A job that was
+        asked to cancel ends cancelled instead. Returns the jobs changed.
         """
+        now = self.clock()
+        expired = or_(IngestJob.lease_expires_at.is_(None), IngestJob.lease_expires_at < now)
         try:
             with self.sessions() as session:
                 running = session.execute(
                     select(IngestJob.id, IngestJob.worker, IngestJob.attempts, IngestJob.cancel_requested)
-                    .where(IngestJob.status == JobStatus.RUNNING.value)
+                    .where(IngestJob.status == JobStatus.RUNNING.value, expired)
                     .order_by(IngestJob.id)
                 ).all()
         except SQLAlchemyError as exc:
             raise self._fail("read", exc) from None
         changed: builtins.list[Job] = []
         for job_id, worker, attempts, cancel in running:
-            if is_alive(worker):
-                continue
-            # Guarded on the worker too: if another runner requeued and reclaimed the job
-            # meanwhile, its new run is left alone.
+            # Guarded on the expiry and the holder again: a renewal that landed since the read, or
+            # another runner that took the job over first, leaves it alone (exactly one winner).
             guard = (
                 IngestJob.status == JobStatus.RUNNING.value,
+                expired,
                 IngestJob.worker.is_(None) if worker is None else IngestJob.worker == worker,
             )
             if cancel:
@@ -369,25 +397,29 @@ class JobStore:
                     job_id,
                     *guard,
                     status=JobStatus.CANCELLED.value,
-                    finished_at=utcnow(),
-                    error="The server stopped while the job ran; it was cancelled as requested.",
+                    finished_at=now,
+                    lease_expires_at=None,
+                    error="Its runner stopped while the job ran; it was cancelled as requested.",
                 )
             elif attempts >= MAX_ATTEMPTS:
                 job = self._update(
                     job_id,
                     *guard,
                     status=JobStatus.FAILED.value,
-                    finished_at=utcnow(),
+                    finished_at=now,
+                    lease_expires_at=None,
                     error=(
-                        f"The job was interrupted {attempts} times (the server stopped or crashed while "
-                        "it ran) and is not retried again; check the server log, then start a new job."
+                        f"The job was interrupted {attempts} times (its runner stopped, crashed or hung "
+                        "while it ran) and is not retried again; check the server log, then start a new job."
                     ),
                 )
             else:
-                job = self._update(job_id, *guard, status=JobStatus.QUEUED.value, worker=None)
+                job = self._update(
+                    job_id, *guard, status=JobStatus.QUEUED.value, worker=None, lease_expires_at=None
+                )
             if job is not None:
                 log.warning(
-                    "ingest job interrupted",
+                    "ingest job lease expired",
                     extra={"job": job_id, "worker": worker, "attempts": attempts, "now": job.status},
                 )
                 changed.append(job)

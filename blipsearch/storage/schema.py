@@ -233,8 +233,9 @@ class IngestJob(Base):
     """An indexing run requested through the API, kept in SQL so that it survives a restart.
 
     A job is claimed by one runner (`status` goes queued -> running atomically), reports its
-    progress here while it runs, and ends succeeded, failed or cancelled. `worker` names the
-    process that runs it, so a restarted server can tell its own dead runs from another live one.
+    progress here while it runs, and ends succeeded, failed or cancelled. The running process
+    holds a lease (`lease_expires_at`) that it renews while it works; once the lease has expired,
+    any runner on any host may take the job over, so no process identity has to be trusted.
     """
 
     __tablename__ = "ingest_jobs"
@@ -255,6 +256,9 @@ class IngestJob(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, comment="times a runner started it")
     worker: Mapped[str | None] = mapped_column(String(200), comment="host:pid:token of the runner")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), comment="a running job whose lease has passed may be taken over"
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -6,7 +6,9 @@ names the file, its size and sha256, the number of vectors, the last catalog cha
 and the model that made the vectors. A crash at any point leaves either the previous manifest
 (pointing at the previous, untouched file) or the new one: never a manifest pointing at a partial
 file. Older generations and stray temporary files are deleted only after the new manifest is
-durable. Readers load whatever the manifest names and verify the checksum first.
+durable. Readers load whatever the manifest names and verify the checksum first; a reader that
+finds the named file already removed (a writer committed and cleaned up in between) reads the
+manifest once more and loads the newer generation instead of treating the race as corruption.
 """
 
 from __future__ import annotations
@@ -88,20 +90,20 @@ class IndexStore:
         manifest = self.read_manifest()
         if manifest is None:
             return None
-        if expected_fingerprint is not None and manifest.model_fingerprint != expected_fingerprint:
-            raise ModelMismatchError(
-                f"the {self.name} index in {self.directory} was built with model "
-                f"{manifest.model_fingerprint}, but this process uses {expected_fingerprint}. "
-                "Use the model it was built with, or re-index with the new one "
-                "(`blipsearch index PATH --model ...`)."
-            )
-        path = self.directory / manifest.file
         try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise IndexCorruptError(f"{path} is missing (generation {manifest.generation})") from exc
-        except OSError as exc:
-            raise IndexCorruptError(f"{path} cannot be read: {exc}") from exc
+            data = self._read_generation(manifest, expected_fingerprint)
+        except FileNotFoundError:
+            # A writer may have committed a newer generation between our reading the manifest and
+            # the file, and removed the file we were about to read: a race, not damage. Once.
+            newer = self.read_manifest()
+            if newer is None or newer.file == manifest.file:
+                raise self._missing(manifest) from None
+            manifest = newer
+            try:
+                data = self._read_generation(manifest, expected_fingerprint)
+            except FileNotFoundError:
+                raise self._missing(manifest) from None
+        path = self.directory / manifest.file
         if len(data) != manifest.size_bytes:
             raise IndexCorruptError(
                 f"{path} is {len(data)} bytes, its manifest says {manifest.size_bytes} (truncated?)"
@@ -113,6 +115,27 @@ class IndexStore:
         except (RuntimeError, ValueError) as exc:
             raise IndexCorruptError(f"{path} cannot be read by FAISS: {exc}") from exc
         return index, manifest
+
+    def _missing(self, manifest: IndexManifest) -> IndexCorruptError:
+        path = self.directory / manifest.file
+        return IndexCorruptError(f"{path} is missing (generation {manifest.generation})")
+
+    def _read_generation(self, manifest: IndexManifest, expected_fingerprint: str | None) -> bytes:
+        """The bytes of the file `manifest` names; FileNotFoundError is left to the caller."""
+        if expected_fingerprint is not None and manifest.model_fingerprint != expected_fingerprint:
+            raise ModelMismatchError(
+                f"the {self.name} index in {self.directory} was built with model "
+                f"{manifest.model_fingerprint}, but this process uses {expected_fingerprint}. "
+                "Use the model it was built with, or re-index with the new one "
+                "(`blipsearch index PATH --model ...`)."
+            )
+        path = self.directory / manifest.file
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise IndexCorruptError(f"{path} cannot be read: {exc}") from exc
 
     def commit(self, index: VectorIndex, *, last_change_id: int, model_fingerprint: str) -> IndexManifest:
         """Make `index` the committed generation, durably, then drop the older ones."""

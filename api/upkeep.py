@@ -1,0 +1,32 @@
+"""What a serving process looks after besides requests: the uploads folder and index checkpoints.
+
+At start it removes what a crash left in `uploads/` (files no item names, unfinished temporary
+files); while it runs it commits the API's writes as index generations in the background; at a
+clean shutdown it commits what is left.
+"""
+
+from __future__ import annotations
+
+from blipsearch.indexer.upload_files import UploadFolder
+from blipsearch.search.checkpoint import Checkpointer
+from blipsearch.search.service import SearchService
+
+from blipsearch.settings import Settings
+
+
+class ServerUpkeep:
+    def __init__(self, settings: Settings, service: SearchService) -> None:
+        self.service = service
+        self.uploads = UploadFolder(settings.data_dir)
+        self.checkpointer = Checkpointer(
+            service, changes=settings.api_checkpoint_changes, seconds=settings.api_checkpoint_seconds
+        )
+
+    def start(self) -> ServerUpkeep:
+        self.uploads.open(self.service.catalog)
+        self.checkpointer.start()
+        return self
+
+    def stop(self) -> None:
+        self.checkpointer.stop()
+        self.uploads.close()
