@@ -27,7 +27,6 @@ def page_options(
         bool | None, Query(description="Re-rank text queries with ITM (default: setting).")
     ] = None,
     rerank_k: Annotated[int | None, Query(ge=1, le=1000, description="ITM shortlist size.")] = None,
-    caption: Annotated[bool, Query(description="Include captions (generated once, then stored).")] = False,
     mode: Annotated[
         str | None, Query(pattern="^(vector|keyword|hybrid)$", description="Text query mode.")
     ] = None,
@@ -43,7 +42,6 @@ def page_options(
         offset=offset,
         rerank=rerank,
         rerank_k=rerank_k,
-        caption=caption,
         filters=parse_filters(filter or []),
         mode=mode,
         include_noisy=include_noisy,
