@@ -31,7 +31,10 @@ def page_options(
         str | None, Query(pattern="^(vector|keyword|hybrid)$", description="Text query mode.")
     ] = None,
     filter: Annotated[
-        list[str] | None, Query(description="FIELD=VALUE, FIELD<=N, FIELD in A,B (repeatable; all hold).")
+        list[str] | None,
+        Query(
+            description="FIELD=VALUE, FIELD<=N, FIELD in A,B (repeatable; all hold; an empty one is a 400)."
+        ),
     ] = None,
     include_noisy: Annotated[
         bool, Query(description="Image-to-text: also return texts CapFilt marked noisy.")

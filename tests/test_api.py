@@ -240,7 +240,7 @@ def test_bad_input_gets_clear_errors(client: httpx.Client) -> None:
     _error(client.get("/v1/items/999999"), 404, "item_not_found")
     _error(client.get(f"/v1/items/{2**70}"), 422, "invalid_request")
     _error(client.get("/v1/items/0/similar"), 422, "invalid_request")
-    _error(client.get("/v1/items/1/thumbnail", params={"size": 13}), 400, "invalid_input")
+    _error(client.get("/v1/items/1/thumbnail", params={"size": 13}), 422, "invalid_request")
     _error(client.get("/v1/nowhere"), 404, "not_found")
     _error(client.post("/v1/items/1/ask", json={"question": ""}), 422, "invalid_request")
 
