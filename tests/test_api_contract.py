@@ -13,20 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
+import schemathesis
 from blipsearch.indexer.pipeline import Indexer
 from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as run_settings
 from hypothesis.errors import Unsatisfiable
 from imagesets import write_valid_images
+from schemathesis.checks import CHECKS, is_check_class, load_all_checks
+from schemathesis.config import SchemathesisConfig
+from schemathesis.generation import GenerationMode
 
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
-
-schemathesis = pytest.importorskip("schemathesis")
-from schemathesis.checks import CHECKS, is_check_class, load_all_checks  # noqa: E402
-from schemathesis.config import SchemathesisConfig  # noqa: E402
-from schemathesis.generation import GenerationMode  # noqa: E402
 
 KEY = "contract-key"
 EXAMPLES = 30
