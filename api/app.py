@@ -16,15 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from blipsearch.api import items, search_routes
+from blipsearch.api import captions, items, search_routes
+from blipsearch.api.contract import declare_error_responses
 from blipsearch.api.deps import AppState, InferenceGate
-from blipsearch.api.errors import ApiError, install_error_handlers
+from blipsearch.api.errors import ApiError, UnexpectedErrors, errors, install_error_handlers
+from blipsearch.api.headers import SecurityHeaders
+from blipsearch.api.limits import BodyLimit
 from blipsearch.api.metrics import Metrics, install_metrics
 from blipsearch.api.upkeep import ServerUpkeep
 from blipsearch.search.service import SearchService
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from blipsearch import __version__
@@ -78,6 +81,7 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
     )
     install_error_handlers(app)
     install_metrics(app, metrics)
+    app.add_middleware(BodyLimit, fastapi=app, max_upload_bytes=settings.max_image_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -85,10 +89,14 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
+    app.add_middleware(UnexpectedErrors)
+    app.add_middleware(SecurityHeaders)  # outermost: every answer carries the headers
     app.include_router(search_routes.router)
     app.include_router(items.router)
+    app.include_router(captions.router)
     _include_jobs(app)
     _health_routes(app, metrics)
+    declare_error_responses(app, keyed_reads=settings.api_keyed_reads)
     web = web_directory()
     if (web / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=web), name="static")
@@ -123,7 +131,12 @@ def _health_routes(app: FastAPI, metrics: Metrics) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Model loaded, index generation, item count")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Model loaded, index generation, item count",
+        responses=errors(503),
+    )
     async def readyz(request: Request) -> dict[str, Any]:
         state: AppState | None = getattr(request.app.state, "blip", None)
         if state is None:
@@ -141,7 +154,7 @@ def _health_routes(app: FastAPI, metrics: Metrics) -> None:
             "uptime_seconds": round(time.time() - state.started, 1),
         }
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus(request: Request) -> Response:
         state: AppState | None = getattr(request.app.state, "blip", None)
         if state is not None:

@@ -9,12 +9,13 @@ is, live in `item_files`.
 from __future__ import annotations
 
 import io
+from enum import IntEnum
 from typing import Annotated, Any
 
 import anyio
 from blipsearch.api.deps import AppState, ItemId, app_state, require_read_access, require_write_key
 from blipsearch.api.errors import ApiError
-from blipsearch.api.item_files import content_disposition, image_type, open_verified
+from blipsearch.api.item_files import IMAGE_TYPES, content_disposition, image_type, open_verified
 from blipsearch.api.uploads import read_upload
 from blipsearch.indexer.items import ItemWriter
 from blipsearch.indexer.sources import metadata_from_fields
@@ -33,7 +34,18 @@ Read = [Depends(require_read_access)]
 Write = [Depends(require_write_key)]
 
 _CACHE = "public, max-age=86400"
-THUMBNAIL_SIZES = (64, 128, 256, 512)
+
+
+class ThumbnailSize(IntEnum):
+    """Longest side of a thumbnail: a few sizes, so the cache stays small and the schema says so."""
+
+    TINY = 64
+    SMALL = 128
+    MEDIUM = 256
+    LARGE = 512
+
+
+THUMBNAIL_SIZES: tuple[int, ...] = tuple(ThumbnailSize)
 
 
 def item_json(item: Item, request: Request) -> dict[str, Any]:
@@ -167,7 +179,18 @@ def _open(state: AppState, item: Item, *, at_least: tuple[int, int] | None = Non
     ).image
 
 
-@router.get("/{item_id}/image", name="item_image", dependencies=Read, summary="The original image")
+_IMAGE = {"schema": {"type": "string", "format": "binary"}}
+_IMAGE_MEDIA_TYPES = sorted({kind.media_type for kind in IMAGE_TYPES.values()})
+
+
+@router.get(
+    "/{item_id}/image",
+    name="item_image",
+    dependencies=Read,
+    summary="The original image",
+    response_class=Response,
+    responses={200: {"content": {media: _IMAGE for media in _IMAGE_MEDIA_TYPES}}},
+)
 def item_image(request: Request, state: State, item_id: ItemId) -> Response:
     item = _item(state, item_id)
     kind = image_type(item)
@@ -186,16 +209,21 @@ def item_image(request: Request, state: State, item_id: ItemId) -> Response:
     return StreamingResponse(verified.chunks(), media_type=kind.media_type, headers=headers)
 
 
-@router.get("/{item_id}/thumbnail", name="item_thumbnail", dependencies=Read, summary="A JPEG thumbnail")
+@router.get(
+    "/{item_id}/thumbnail",
+    name="item_thumbnail",
+    dependencies=Read,
+    summary="A JPEG thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": _IMAGE}}},
+)
 def item_thumbnail(
     request: Request,
     state: State,
     item_id: ItemId,
-    size: Annotated[int, Query(description=f"Longest side: one of {THUMBNAIL_SIZES}.")] = 256,
+    size: Annotated[ThumbnailSize, Query(description="Longest side in pixels.")] = ThumbnailSize.MEDIUM,
 ) -> Response:
     """Decoding and resizing is not model work: it runs in the route's worker thread, not the gate."""
-    if size not in THUMBNAIL_SIZES:
-        raise ApiError(400, "invalid_input", f"size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}.")
     item = _item(state, item_id)
     image_type(item)
     etag = f'"{item.content_hash}-{size}"'

@@ -27,12 +27,14 @@ def page_options(
         bool | None, Query(description="Re-rank text queries with ITM (default: setting).")
     ] = None,
     rerank_k: Annotated[int | None, Query(ge=1, le=1000, description="ITM shortlist size.")] = None,
-    caption: Annotated[bool, Query(description="Include captions (generated once, then stored).")] = False,
     mode: Annotated[
         str | None, Query(pattern="^(vector|keyword|hybrid)$", description="Text query mode.")
     ] = None,
     filter: Annotated[
-        list[str] | None, Query(description="FIELD=VALUE, FIELD<=N, FIELD in A,B (repeatable; all hold).")
+        list[str] | None,
+        Query(
+            description="FIELD=VALUE, FIELD<=N, FIELD in A,B (repeatable; all hold; an empty one is a 400)."
+        ),
     ] = None,
     include_noisy: Annotated[
         bool, Query(description="Image-to-text: also return texts CapFilt marked noisy.")
@@ -43,7 +45,6 @@ def page_options(
         offset=offset,
         rerank=rerank,
         rerank_k=rerank_k,
-        caption=caption,
         filters=parse_filters(filter or []),
         mode=mode,
         include_noisy=include_noisy,

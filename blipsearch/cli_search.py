@@ -47,7 +47,7 @@ def search(
     ] = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Pure ITC order, no ITM.")] = False,
     caption: Annotated[
-        bool, typer.Option("--caption", help="Show captions (generated once, then stored).")
+        bool, typer.Option("--caption", help="Show captions, generating and storing those missing.")
     ] = False,
     filters: Annotated[
         list[str] | None,
@@ -86,7 +86,7 @@ def search(
         offset=offset,
         rerank=False if no_rerank else None,
         rerank_k=rerank_k,
-        caption=caption,
+        generate_captions=caption,
         filters=parse_filters(filters or []),
         mode=mode,
         include_noisy=include_noisy,

@@ -28,11 +28,18 @@ def _run(settings: Any) -> None:
     import uvicorn
 
     from blipsearch.api.app import create_app
+    from blipsearch.api.limits import server_protocol_options
 
     console.print(
         f"blipsearch serving {settings.data_dir} on http://{settings.host}:{settings.port}/", highlight=False
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        **server_protocol_options(),
+    )
 
 
 def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DataDirOpt = None) -> None:

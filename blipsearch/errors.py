@@ -25,6 +25,10 @@ class InvalidInputError(BlipsearchError, ValueError):
     """A caller passed input the engine refuses (empty text, undecodable image, bad size)."""
 
 
+class TooLargeError(InvalidInputError):
+    """The input is over a size or pixel limit: the same request with a smaller input would work."""
+
+
 class ConflictError(InvalidInputError):
     """The input clashes with what the catalog already holds (a SKU owned by another item)."""
 

@@ -38,7 +38,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import ExifTags, Image, ImageFile
 
-from blipsearch.errors import InvalidInputError
+from blipsearch.errors import InvalidInputError, TooLargeError
 
 ALLOWED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 """Pillow format names decoded; anything else Pillow recognises is refused by name."""
@@ -120,7 +120,12 @@ def read_image_file(path: Path | str, *, max_bytes: int, name: str | None = None
 
 
 def decode_image(
-    data: bytes, *, max_pixels: int, name: str = "image", at_least: tuple[int, int] | None = None
+    data: bytes,
+    *,
+    max_pixels: int,
+    name: str = "image",
+    at_least: tuple[int, int] | None = None,
+    max_decoded_pixels: int | None = None,
 ) -> DecodedImage:
     """Decode untrusted bytes to an RGB picture, or refuse them with a reason naming `name`.
 
@@ -139,13 +144,20 @@ def decode_image(
     try:
         image = _identify(source, name)
         try:
-            return _decode(image, source, max_pixels=max_pixels, name=name, at_least=at_least)
+            return _decode(
+                image,
+                source,
+                max_pixels=max_pixels,
+                name=name,
+                at_least=at_least,
+                max_decoded_pixels=max_decoded_pixels,
+            )
         finally:
             image.close()
     except InvalidInputError:
         raise
     except Image.DecompressionBombError as exc:
-        raise InvalidInputError(f"{name} exceeds the pixel limit ({_detail(exc)}).") from None
+        raise TooLargeError(f"{name} exceeds the pixel limit ({_detail(exc)}).") from None
     except MemoryError:
         raise InvalidInputError(f"{name} is too large to decode in memory.") from None
     except Exception as exc:
@@ -270,6 +282,7 @@ def _decode(
     max_pixels: int,
     name: str,
     at_least: tuple[int, int] | None = None,
+    max_decoded_pixels: int | None = None,
 ) -> DecodedImage:
     source.ran_dry = False
     fmt = image.format or "unknown"
@@ -277,12 +290,17 @@ def _decode(
         raise InvalidInputError(f"{name} has unsupported format {fmt}.")
     width, height = image.size
     if width * height > max_pixels:
-        raise InvalidInputError(f"{name} is {width}x{height} pixels, over the {max_pixels}-pixel limit.")
+        raise TooLargeError(f"{name} is {width}x{height} pixels, over the {max_pixels}-pixel limit.")
     frames = max(1, int(getattr(image, "n_frames", 1)))
     if frames > 1:
         image.seek(0)
     if at_least is not None and fmt == "JPEG" and image.mode in ("RGB", "L"):
-        image.draft(image.mode, at_least)
+        image.draft(image.mode, at_least)  # changes image.size to the reduced size
+    if max_decoded_pixels is not None and image.size[0] * image.size[1] > max_decoded_pixels:
+        raise TooLargeError(
+            f"{name} is {width}x{height} pixels, over the {max_decoded_pixels}-pixel limit for "
+            "images that cannot be reduced while decoding."
+        )
     source.ran_dry, source.watching = False, True
     image.load()
     source.watching = False

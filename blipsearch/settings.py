@@ -143,6 +143,17 @@ class Settings(BaseSettings):
         description="Decoding refuses larger images (decompression-bomb guard).",
     )
     max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="Largest image file accepted.")
+    max_query_pixels: int = Field(
+        default=16_000_000,
+        ge=1,
+        description=(
+            "Query images (API uploads) are refused above this many decoded pixels, read from the header; "
+            "JPEGs count after reduced decoding, so large photos still pass."
+        ),
+    )
+    max_concurrent_decodes: int = Field(
+        default=2, ge=1, le=64, description="Query images the server decodes at once; more wait their turn."
+    )
 
     index_kind: IndexKindSetting = Field(
         default="auto",

@@ -26,6 +26,7 @@ from blipsearch.errors import InvalidInputError
 from blipsearch.images import IMAGE_SUFFIXES
 from blipsearch.paths import IngestRoots, canonical_path, check_path_text
 from blipsearch.storage.catalog import ItemMetadata
+from blipsearch.text_input import refuse_nul
 
 MANIFEST_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -297,6 +298,7 @@ def _text(value: Any, name: str, limit: int = MAX_FIELD_CHARS) -> str | None:
         return None
     if isinstance(value, (dict, list)):
         raise InvalidInputError(f"{name} must be text, not a {type(value).__name__}.")
+    refuse_nul(str(value), name)
     text = " ".join(str(value).split())
     if len(text) > limit:
         raise InvalidInputError(f"{name} is {len(text)} characters, over the {limit}-character limit.")
@@ -355,6 +357,7 @@ def metadata_from_fields(fields: dict[str, Any]) -> ItemMetadata:
         attributes = _json_object(attributes, "attributes")
     if not isinstance(attributes, dict):
         raise InvalidInputError("attributes must be an object.")
+    refuse_nul(attributes, "attributes")
     if len(json.dumps(attributes, default=str)) > 4 * MAX_FIELD_CHARS:
         raise InvalidInputError("attributes are too large.")
     return ItemMetadata(

@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, and_, exists, select
 from blipsearch.errors import InvalidInputError
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.schema import Item, ItemStatus, ItemTag
+from blipsearch.text_input import refuse_nul
 
 Operator = Literal["eq", "ne", "lt", "le", "gt", "ge", "in"]
 FieldType = Literal["text", "number", "integer", "tag", "attribute"]
@@ -97,6 +98,7 @@ def parse_filter(text: str) -> Condition:
     """A condition from its text form, e.g. `price<=50` or `category in shoes,boots`."""
     if len(text) > 2000:
         raise InvalidInputError("A filter is at most 2000 characters.")
+    refuse_nul(text, "A filter")
     match = _TEXT_FORM.match(text)
     if match is None:
         raise InvalidInputError(
@@ -133,6 +135,7 @@ def make_condition(field: str, op: str, value: Any) -> Condition:
 
 
 def _field_spec(field: str) -> FieldSpec:
+    refuse_nul(field, "A filter field name")
     if field in FIELDS:
         return FIELDS[field]
     if field.startswith(ATTRIBUTE_PREFIX):
@@ -150,6 +153,7 @@ def _typed(field: str, spec: FieldSpec, value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, dict | list | tuple):
         raise InvalidInputError(f"Filter {field} needs a single text or number value.")
     text = str(value).strip()
+    refuse_nul(text, f"Filter {field}")
     if not text:
         raise InvalidInputError(f"Filter {field} has an empty value.")
     if len(text) > MAX_VALUE_LENGTH:

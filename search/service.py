@@ -15,7 +15,7 @@ Two-stage retrieval, as BLIP intends it:
    each candidate text); image-to-image has no ITM (it needs a text) and is ITC only.
 
 Every hit carries its ITC score (also for keyword-only hits, computed from the index), its ITM
-score when re-ranked, its keyword score when matched, the final rank, and the caption when asked.
+score when re-ranked, its keyword score when matched, the final rank, and its stored caption.
 Equal scores are ordered by item id, so a query always returns the same order.
 """
 
@@ -62,7 +62,9 @@ class SearchOptions:
     offset: int = 0
     rerank: bool | None = None
     rerank_k: int | None = None
-    caption: bool = False
+    generate_captions: bool = False
+    """Write: caption the page's items that have none and store the captions (the CLI's
+    `--caption`). Without it a page shows stored captions only, so a search never writes."""
     filters: Sequence[Condition] = ()
     mode: QueryMode | None = None
     include_noisy: bool = False
@@ -184,6 +186,8 @@ class SearchService:
         self.model = model
         self.catalog = catalog
         self._captioner = captioner
+        self._decode_slots = threading.BoundedSemaphore(settings.max_concurrent_decodes)
+        """Query decodes at once: each may hold up to max_query_pixels of RGB in memory."""
         self.vision = vision or vision_token_source(model, settings)
         self.keyword = KeywordSearch(catalog)
         self.index_set = IndexSet(
@@ -553,9 +557,14 @@ class SearchService:
         if isinstance(image, Image.Image):
             return image
         side = self.model.image_size
-        return decode_image(
-            image, max_pixels=self.settings.max_image_pixels, name="the query image", at_least=(side, side)
-        ).image
+        with self._decode_slots:
+            return decode_image(
+                image,
+                max_pixels=self.settings.max_image_pixels,
+                name="the query image",
+                at_least=(side, side),
+                max_decoded_pixels=self.settings.max_query_pixels,
+            ).image
 
     def _image_query_vector(
         self, image: Image.Image | bytes | None, item_id: int | None, timings: dict[str, float]
@@ -598,7 +607,7 @@ class SearchService:
         started = time.perf_counter()
         items = {item.id: item for item in self.catalog.items_by_ids(page_ids)}
         page_ids = [item_id for item_id in page_ids if item_id in items]
-        captions = self._captions([items[i] for i in page_ids]) if options.caption else {}
+        captions = self._captions([items[i] for i in page_ids]) if options.generate_captions else {}
         timings["fetch"] = time.perf_counter() - started
         hits = []
         for position, item_id in enumerate(page_ids):
@@ -620,9 +629,16 @@ class SearchService:
         next_offset = options.offset + options.k if more else None
         return SearchPage(mode, hits, options.k, options.offset, next_offset, reranked, timings)
 
-    def _captions(self, items: list[Item]) -> dict[int, str]:
+    def caption_items(self, item_ids: Sequence[int], *, replace: bool = False) -> dict[int, str]:
+        """Generate and store captions for these items (all of them with `replace`, else those
+        without one); returns the captions generated, by item id. Items whose image cannot be
+        decoded are skipped (and logged)."""
+        items = self.catalog.items_by_ids(list(item_ids))
+        return self._captions(items, replace=replace)
+
+    def _captions(self, items: list[Item], *, replace: bool = False) -> dict[int, str]:
         """Captions for items without one: generated once, stored, and then read from the catalog."""
-        needed = [item for item in items if not item.caption]
+        needed = [item for item in items if replace or not item.caption]
         if not needed:
             return {}
         images, ids = [], []

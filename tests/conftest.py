@@ -154,6 +154,7 @@ def api_server() -> Iterator[Callable[..., str]]:
 
     import uvicorn
     from blipsearch.api.app import create_app
+    from blipsearch.api.limits import server_protocol_options
 
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
@@ -162,7 +163,9 @@ def api_server() -> Iterator[Callable[..., str]]:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         app = create_app(settings, **kwargs)  # type: ignore[arg-type]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        options = server_protocol_options()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
+        server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 120

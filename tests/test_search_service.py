@@ -286,9 +286,13 @@ def test_captions_are_generated_once_and_stored(
         return original(images, *args, **kwargs)
 
     monkeypatch.setattr(captioner, "caption", counting)
-    first = service.text_to_images(QUERY, SearchOptions(k=3, rerank=False, caption=True, mode="vector"))
+    first = service.text_to_images(
+        QUERY, SearchOptions(k=3, rerank=False, generate_captions=True, mode="vector")
+    )
     assert all(hit.caption for hit in first.hits) and calls == [3]
-    second = service.text_to_images(QUERY, SearchOptions(k=3, rerank=False, caption=True, mode="vector"))
+    second = service.text_to_images(
+        QUERY, SearchOptions(k=3, rerank=False, generate_captions=True, mode="vector")
+    )
     assert [hit.caption for hit in second.hits] == [hit.caption for hit in first.hits] and calls == [3]
     stored = collection.catalog.items_by_ids([first.hits[0].item_id])[0]
     assert stored.caption == first.hits[0].caption and stored.caption_fingerprint == captioner.fingerprint

@@ -274,7 +274,6 @@ function searchRequest(search, offset, signal) {
   const common = [
     ["k", PAGE_SIZE],
     ["offset", offset],
-    ["caption", options.caption],
     ...options.filters.map((filter) => ["filter", filter]),
   ];
   if (search.kind === "image") {
@@ -306,7 +305,7 @@ async function runSearch(search, { append = false } = {}) {
     const page = await searchRequest(search, offset, controller.signal);
     if (state.controller !== controller) return;
     if (!append) ui.results.replaceChildren();
-    renderHits(ui.results, page.hits || [], { showScores: true });
+    renderHits(ui.results, page.hits || [], { showScores: true, showCaptions: search.options.caption });
     state.nextOffset = page.next_offset ?? null;
     show(ui["more-results"], state.nextOffset !== null && (page.hits || []).length > 0);
     ui.summary.textContent = describePage(search, page, ui.results.children.length);
@@ -346,15 +345,15 @@ function describePage(search, page, shown) {
   return parts.join(" · ");
 }
 
-function renderHits(list, hits, { showScores }) {
+function renderHits(list, hits, { showScores, showCaptions = true }) {
   const fragment = document.createDocumentFragment();
   const before = list.children.length;
   // the first dozen cards load at once, the rest as they scroll into view
-  hits.forEach((hit, index) => fragment.append(resultCard(hit, { showScores, lazy: before + index >= 12 })));
+  hits.forEach((hit, index) => fragment.append(resultCard(hit, { showScores, showCaptions, lazy: before + index >= 12 })));
   list.append(fragment);
 }
 
-function resultCard(hit, { showScores, lazy }) {
+function resultCard(hit, { showScores, showCaptions, lazy }) {
   const name = itemName(hit);
   const image = el("img", {
     class: "card-thumb",
@@ -405,7 +404,7 @@ function resultCard(hit, { showScores, lazy }) {
       el("span", { class: "card-sub" },
         [hit.brand, hit.category].filter(Boolean).join(" · "),
         price ? el("span", { class: "card-price", text: price }) : null),
-      hit.caption ? el("span", { class: "card-caption", "data-testid": "result-caption", text: hit.caption }) : null,
+      showCaptions && hit.caption ? el("span", { class: "card-caption", "data-testid": "result-caption", text: hit.caption }) : null,
     ),
   );
   link.addEventListener("click", () => {

@@ -23,6 +23,7 @@ from blipsearch.models.fast import accelerate
 from blipsearch.models.loading import LoadedCheckpoint, load_configured, preprocess_images
 from blipsearch.models.runtime import chunks
 from blipsearch.settings import BLIP_MAX_TEXT_TOKENS, Settings
+from blipsearch.text_input import refuse_nul
 
 ImageBatch = Sequence[Image.Image] | torch.Tensor
 """PIL images (any size, converted to RGB) or already preprocessed `pixel_values` [N, 3, H, W]."""
@@ -44,6 +45,7 @@ def validate_texts(texts: Sequence[str]) -> list[str]:
     for position, text in enumerate(texts):
         if not isinstance(text, str):
             raise InvalidInputError(f"Text #{position} is a {type(text).__name__}, not a string.")
+        refuse_nul(text, f"Text #{position}")
         stripped = " ".join(text.split())
         if not stripped:
             raise InvalidInputError(f"Text #{position} is empty; a query needs at least one word.")
