@@ -250,8 +250,13 @@ class Settings(BaseSettings):
     inference_queue: int = Field(
         default=16, ge=0, le=10_000, description="Requests waiting for a model slot before 503 Overloaded."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="WARNING",
+        description="Lowest level logged on stderr by every command and by `serve` (uvicorn's logs too).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`text`: one key=value line per event; `json`: one JSON object per line."
+    )
 
     @field_validator("offline", mode="before")
     @classmethod
