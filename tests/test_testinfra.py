@@ -85,6 +85,15 @@ def test_the_training_extra_is_hash_pinned_at_the_constrained_versions() -> None
     for requirement in extra["demo-train"]:
         name = requirement.split("==")[0].split(">")[0].split("<")[0].lower()
         assert name in locked, f"{name} of the demo-train extra is not hash-pinned"
+    # Installed with --no-deps, the lock must hold everything the extra adds to the base install.
+    closure = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "extra_closure.py"), "demo-train"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
+    assert sorted(locked) == sorted(closure)
     for name, version in locked.items():
         assert constraints.get(name) == version, (
             f"{name}: {version} locked, {constraints.get(name)} constrained"
