@@ -67,9 +67,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 def _settings(**overrides: Any) -> Settings:
     from blipsearch import faults
+    from blipsearch.logs import configure_logging
 
     merged = {**_state, **overrides}
     settings = load_settings(**merged)
+    # The settings decide how the command logs; --log-level/--log-json reached them through _state.
+    configure_logging(settings.log_level, settings.log_format)
+    _log_level[0] = settings.log_level
+    logging.getLogger("blipsearch").debug(
+        "settings loaded",
+        extra={"config_file": settings.config_file, "data_dir": str(settings.data_dir)},
+    )
     faults.arm(settings.fault_injection)
     return settings
 
@@ -91,8 +99,16 @@ def _print_json(data: Any) -> None:
 @app.callback()
 def _root(
     config: ConfigOpt = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = "WARNING",
-    log_json: Annotated[bool, typer.Option("--log-json", help="Structured JSON logs on stderr.")] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: setting log_level)."),
+    ] = None,
+    log_json: Annotated[
+        bool | None,
+        typer.Option(
+            "--log-json/--log-text", help="JSON or key=value logs on stderr (default: setting log_format)."
+        ),
+    ] = None,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     """Cross-modal image search on BLIP."""
@@ -104,9 +120,19 @@ def _root(
     _state.clear()
     if config is not None:
         _state["config_file"] = config
-    configure_logging(log_level.upper(), "json" if log_json else "text")
+    if log_level is not None:
+        _state["log_level"] = log_level.upper()
+    if log_json is not None:
+        _state["log_format"] = "json" if log_json else "text"
+    # Until a command loads its settings (which then decide), the flags or the settings' defaults.
+    defaults = Settings.model_fields
+    level = _state.get("log_level", defaults["log_level"].default)
+    configure_logging(
+        level if level in logging.getLevelNamesMapping() else "WARNING",
+        _state.get("log_format", defaults["log_format"].default),
+    )
     _quiet_library_progress_bars()
-    _log_level[0] = log_level.upper()
+    _log_level[0] = level
 
 
 def _quiet_library_progress_bars() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,15 +30,21 @@ def _run(settings: Any) -> None:
 
     from blipsearch.api.app import create_app
     from blipsearch.api.limits import server_protocol_options
+    from blipsearch.logs import uvicorn_log_config
 
-    console.print(
-        f"blipsearch serving {settings.data_dir} on http://{settings.host}:{settings.port}/", highlight=False
-    )
+    address = f"http://{settings.host}:{settings.port}/"
+    if settings.log_format == "json":  # a log pipeline reads stderr: nothing there but JSON lines
+        logging.getLogger("blipsearch.serve").info(
+            "serving", extra={"url": address, "data_dir": str(settings.data_dir)}
+        )
+    else:
+        console.print(f"blipsearch serving {settings.data_dir} on {address}", highlight=False)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level="warning",
+        log_config=uvicorn_log_config(settings.log_level, settings.log_format),
+        log_level=settings.log_level.lower(),
         **server_protocol_options(),
     )
 

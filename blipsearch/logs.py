@@ -8,7 +8,8 @@ import sys
 import time
 from typing import Any
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# uvicorn adds `color_message` (the message with ANSI colours) to its records: not a field of ours.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -37,10 +38,14 @@ class KeyValueFormatter(logging.Formatter):
         return f"{line} {extras}".rstrip()
 
 
+def _formatter(fmt: str) -> logging.Formatter:
+    return JsonFormatter() if fmt == "json" else KeyValueFormatter()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Route blipsearch logs to stderr; quiet the libraries' progress chatter below WARNING."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
+    handler.setFormatter(_formatter(fmt))
     root = logging.getLogger("blipsearch")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -48,3 +53,24 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     for noisy in ("transformers", "huggingface_hub", "httpx"):
         # Their retry chatter ("... thrown while requesting HEAD") precedes our own clear error.
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def uvicorn_log_config(level: str, fmt: str) -> dict[str, Any]:
+    """uvicorn's loggers (server events, access lines) in the same format and level as ours, so that
+    a JSON log pipeline never meets uvicorn's own plain-text lines."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"blipsearch": {"()": _formatter, "fmt": fmt}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "blipsearch",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            name: {"handlers": ["stderr"], "level": level, "propagate": False}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+        },
+    }

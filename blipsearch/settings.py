@@ -299,8 +299,13 @@ class Settings(BaseSettings):
             "Ingest jobs queued or running at once; beyond this POST /v1/jobs answers 503 with Retry-After."
         ),
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="WARNING",
+        description="Lowest level logged on stderr by every command and by `serve` (uvicorn's logs too).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`text`: one key=value line per event; `json`: one JSON object per line."
+    )
 
     @field_validator("offline", mode="before")
     @classmethod

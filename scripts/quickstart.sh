@@ -19,7 +19,7 @@ fi
 # torch first and pinned: the CPU wheel; anything looser pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"  # tested versions (scripts/lock.sh)
 
 work=${BLIPSEARCH_QUICKSTART_DIR:-.quickstart}
 mkdir -p "$work"

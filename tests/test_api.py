@@ -8,14 +8,15 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from blipsearch.search.service import GENERATION_CHECK_SECONDS, SearchOptions, SearchPage, SearchService
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 from PIL import Image
+from test_search_clock import ManualClock
 
 from blipsearch.settings import Settings
 
@@ -274,28 +275,57 @@ def test_keyed_reads_and_cors(shop, api_server) -> None:  # type: ignore[no-unty
         assert "access-control-allow-origin" not in evil.headers
 
 
+class HeldSearchService(SearchService):
+    """The real service, except that a text query waits inside the inference slot until released."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def text_to_images(self, text: str, options: SearchOptions | None = None) -> SearchPage:
+        self.entered.set()
+        assert self.release.wait(120), "the test never released the held query"
+        return super().text_to_images(text, options)
+
+
 def test_overload_is_a_clear_503(shop, api_server) -> None:  # type: ignore[no-untyped-def]
     settings, _ = shop
     tight = settings.model_copy(update={"inference_workers": 1, "inference_queue": 0})
-    base = api_server(tight)
+    held = HeldSearchService.open(tight)
+    base = api_server(tight, service=held)
     statuses: list[int] = []
 
     def query() -> None:
         with httpx.Client(base_url=base, timeout=120) as session:
             statuses.append(session.get("/v1/search", params={"q": "a red bag", "rerank_k": 6}).status_code)
 
-    threads = [threading.Thread(target=query) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert 200 in statuses and 503 in statuses and set(statuses) <= {200, 503}
+    first = threading.Thread(target=query)
+    try:
+        first.start()
+        assert held.entered.wait(120), "the first query never reached the service"
+        # The only worker is busy and nobody may wait: the next queries are refused at once.
+        with httpx.Client(base_url=base, timeout=120) as session:
+            for _ in range(3):
+                refused = session.get("/v1/search", params={"q": "another bag"})
+                _error(refused, 503, "overloaded")
+                assert refused.headers.get("retry-after")
+    finally:
+        held.release.set()
+        first.join(timeout=120)
+    assert statuses == [200]
+    with httpx.Client(base_url=base, timeout=120) as session:
+        assert session.get("/v1/search", params={"q": "a red bag"}).status_code == 200  # free again
+    held.close()
 
 
 def test_a_new_index_generation_and_new_items_are_picked_up_without_restart(
-    client: httpx.Client, shop, tiny_checkpoints
+    shop, api_server, tiny_checkpoints
 ) -> None:  # type: ignore[no-untyped-def]
     settings, _ = shop
+    clock = ManualClock()
+    service = SearchService.open(settings, clock=clock)
+    client = httpx.Client(base_url=api_server(settings, service=service), timeout=120)
     before = client.get("/readyz").json()
     more = write_valid_images(settings.data_dir.parent / "more", 3, seed=77)
     env = {
@@ -322,10 +352,15 @@ def test_a_new_index_generation_and_new_items_are_picked_up_without_restart(
         timeout=300,
     )
     assert rebuilt.returncode == 0, rebuilt.stderr
-    time.sleep(2.1)  # the service looks for a new generation at most every 2 s
+    unchanged = client.get("/readyz").json()
+    assert unchanged["items"] == before["items"] + len(more)  # new items: caught up from the catalog
+    assert unchanged["generation"] == before["generation"]  # a new generation: not looked for yet
+    clock.advance(GENERATION_CHECK_SECONDS)
     after = client.get("/readyz").json()
     assert after["items"] == before["items"] + len(more)
     assert after["generation"]["images"] > before["generation"].get("images", 0)
     upload = {"file": (more[0].name, more[0].read_bytes(), "application/octet-stream")}
     hit = client.post("/v1/search/image", files=upload, params={"k": 1}).json()["hits"][0]
     assert client.get(f"/v1/items/{hit['item_id']}").json()["width"]
+    client.close()
+    service.close()

@@ -50,6 +50,9 @@ def indexed(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoints) -> tuple
         "BLIPSEARCH_DEVICE": "cpu",
         "BLIPSEARCH_OFFLINE": "1",
         "BLIPSEARCH_MAX_IMAGE_PIXELS": str(TEST_MAX_PIXELS),
+        # every shortlisted candidate is re-ranked however loaded the machine (the budget's own
+        # behaviour: tests/test_search_clock.py)
+        "BLIPSEARCH_RERANK_BUDGET_MS": "600000",
     }
     result = _cli("index", str(root / "products.csv"), "--no-progress", env=env)
     assert result.returncode == 0, result.stderr

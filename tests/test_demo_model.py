@@ -1,7 +1,8 @@
 """The shipped demo model (demo/model) really works: it is what `blipsearch demo` and the README use.
 
 These guard the shipped files against regressions (a broken export, a loader change, a wrong
-processor) with thresholds well below what the model card measured, on a slice of the catalog.
+processor). The shipped model is deterministic on a CPU, so each threshold sits a query or two
+under what these same computations measure with it: a change that costs a few queries fails.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def test_names_find_their_emoji_among_the_catalog(shipped, products) -> None:
     texts = retrieval.embed_texts([f"a {_name(row)}" for row in products])
     ranks = np.argsort(-(texts @ images.T), axis=1)
     recall_at_1 = float(np.mean(ranks[:, 0] == np.arange(len(products))))
-    assert recall_at_1 >= 0.8
+    assert recall_at_1 >= 0.97
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +90,11 @@ def test_queries_in_a_persons_own_words_find_the_emoji(shipped, catalog_vectors,
 
 
 def test_most_paraphrase_queries_find_an_emoji_a_person_would_accept(shipped, catalog_vectors) -> None:
-    """The broad check behind the three examples above: 71 queries in other words than the names
-    (the shipped model: 73 %)."""
+    """The broad check behind the three examples above: 71 queries in other words than the names."""
     retrieval, _ = shipped
     rows, vectors = catalog_vectors
     queries = retrieval.embed_texts([query for query, _ in PARAPHRASE_QUERIES])
-    assert paraphrase_hit_rate(queries, vectors, [_name(row) for row in rows]) >= 0.65
+    assert paraphrase_hit_rate(queries, vectors, [_name(row) for row in rows]) >= 0.83
 
 
 def test_itm_and_captions_agree_with_the_picture(shipped, products) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from imagesets import TEST_MAX_PIXELS, write_broken_images, write_valid_images
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 # (fault, whether SQL already holds committed items when it fires, so the re-run must resume).
 # The first two index writes commit the empty indexes of a fresh data directory; writes 3 and 4
@@ -123,22 +124,48 @@ def test_sigkill_inside_a_sql_transaction_on_each_database(
     )
 
 
+def _settled_items(url: str) -> int:
+    """Items the indexer has committed so far (0 before its first transaction created the table)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(
+                text("SELECT count(*) FROM items WHERE status IN ('indexed', 'failed')")
+            ).scalar_one()
+    except OperationalError:
+        return 0
+    finally:
+        engine.dispose()
+
+
 def test_sigkill_from_outside_at_random_moments(tmp_path: Path, collection, tiny_checkpoints) -> None:
+    """Each kill lands in the middle of the work: after this run committed items of its own and
+    before the last one, at a random moment within a chunk (start-up alone would test nothing)."""
     root, valid, broken = collection
     data_dir = tmp_path / "data"
     url = f"sqlite:///{data_dir / 'catalog.sqlite3'}"
-    env = _env(data_dir, tiny_checkpoints, None, url)
+    env = {**_env(data_dir, tiny_checkpoints, None, url), "BLIPSEARCH_INDEX_CHUNK_ITEMS": "3"}
     rng = random.Random(5)
-    for _ in range(3):
+    settled = 0
+    for kill in range(3):
         process = subprocess.Popen(
             [sys.executable, "-m", "blipsearch", "index", str(root), "--no-progress"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(2.0, 6.0))
+        deadline = time.monotonic() + 240
+        while _settled_items(url) <= settled:
+            assert process.poll() is None, f"kill {kill}: the indexer ended before committing anything new"
+            assert time.monotonic() < deadline, f"kill {kill}: no progress"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.1))
         process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    rerun = _cli("index", str(root), "--no-progress", env=env)
+        assert process.wait(timeout=60) == -signal.SIGKILL, f"kill {kill}: the indexer had already finished"
+        now = _settled_items(url)
+        assert settled < now < valid + broken, f"kill {kill}: {settled} -> {now} of {valid + broken} items"
+        settled = now
+    rerun = _cli("index", str(root), "--no-progress", "--json", env=env)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert json.loads(rerun.stdout)["unchanged"] >= settled - broken  # what the kills left is kept
     _check_consistent(data_dir, env, valid, broken, url)

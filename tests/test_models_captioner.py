@@ -6,15 +6,25 @@ import torch
 from blipsearch.errors import InvalidInputError
 from blipsearch.models.captioner import CaptionOptions
 
+# What each strategy means in transformers' own terms, written out here rather than taken from
+# CaptionOptions: BLIP's paper decodes by beam search with 3 beams or nucleus sampling at p = 0.9.
+STOCK_DECODING = {
+    "greedy": {"do_sample": False, "num_beams": 1},
+    "beam": {"do_sample": False, "num_beams": 3},
+    "nucleus": {"do_sample": True, "top_p": 0.9, "top_k": 0, "num_beams": 1},
+}
 
-def _stock_generate(captioner, images, prompt, options: CaptionOptions) -> list[list[int]]:
+
+def _stock_generate(captioner, images, prompt, strategy: str, seed: int) -> list[list[int]]:
     kwargs = {"images": [i.convert("RGB") for i in images], "return_tensors": "pt"}
     if prompt is not None:
         kwargs["text"] = [prompt] * len(images)
     inputs = captioner.processor(**kwargs)
-    torch.manual_seed(options.seed)
+    torch.manual_seed(seed)
     with torch.no_grad():
-        out = captioner.model.generate(**inputs, **options.generate_kwargs())
+        out = captioner.model.generate(
+            **inputs, max_new_tokens=8, min_new_tokens=2, repetition_penalty=1.0, **STOCK_DECODING[strategy]
+        )
     return [row.tolist() for row in out]
 
 
@@ -23,7 +33,18 @@ def _stock_generate(captioner, images, prompt, options: CaptionOptions) -> list[
 def test_caption_ids_equal_stock_generate(captioner, images, strategy, prompt) -> None:
     batch = images[:2]  # one caption batch, so the sampling seed lines up with the stock call
     options = CaptionOptions(strategy=strategy, max_new_tokens=8, min_new_tokens=2, seed=7)
-    assert captioner.caption_ids(batch, prompt, options) == _stock_generate(captioner, batch, prompt, options)
+    expected = _stock_generate(captioner, batch, prompt, strategy, seed=7)
+    assert captioner.caption_ids(batch, prompt, options) == expected
+
+
+def test_the_strategies_decode_differently(captioner, images) -> None:
+    """Otherwise the stock comparison above could not tell one strategy's settings from another's."""
+    batch = images[:2]
+    decoded = {
+        strategy: tuple(map(tuple, _stock_generate(captioner, batch, None, strategy, seed=7)))
+        for strategy in STOCK_DECODING
+    }
+    assert len(set(decoded.values())) == len(STOCK_DECODING), decoded
 
 
 def test_captions_are_text_without_the_prompt(captioner, images) -> None:

@@ -7,10 +7,24 @@ from blipsearch.errors import ConfigError
 from blipsearch.models.runtime import chunks, resolve_device, resolve_dtype, training_bf16
 
 
-def test_auto_device_is_a_real_device() -> None:
-    device = resolve_device("auto")
-    assert device.type == ("cuda" if torch.cuda.is_available() else device.type)
-    assert resolve_device("cpu") == torch.device("cpu")
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"), [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]
+)
+def test_auto_device_prefers_cuda_then_mps_then_cpu(
+    monkeypatch, cuda: bool, mps: bool, expected: str
+) -> None:
+    # Which accelerators exist is the machine's business; the preference among them is ours.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device("auto") == torch.device(expected)
+
+
+def test_auto_device_on_this_machine_and_explicit_names() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert resolve_device("auto") == torch.device(expected)
+    assert resolve_device(" CPU ") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="Unknown device 'tpu'"):
+        resolve_device("tpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
