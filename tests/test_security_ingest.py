@@ -22,11 +22,12 @@ from blipsearch.indexer.pipeline import Indexer, IndexOptions
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 from sqlalchemy import create_engine, insert, select, text, update
 
+from alembic import command
 from blipsearch.errors import ConfigError
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings, load_settings
 from blipsearch.storage.catalog import Catalog
-from blipsearch.storage.database import ensure_schema
+from blipsearch.storage.database import _alembic_config, ensure_schema
 from blipsearch.storage.schema import Item
 
 KEY = "ingest-key"
@@ -328,6 +329,10 @@ def test_catalogs_keyed_by_unresolved_paths_are_migrated(
     via = tmp_path / "via"
     engine = create_engine(settings.effective_database_url)
     with engine.begin() as connection:
+        config = _alembic_config(engine.url.render_as_string(hide_password=False))
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005")
+    with engine.begin() as connection:
         target = str(photos / "photo-48-000.jpg")
         canonical = connection.execute(select(Item.id, Item.source).order_by(Item.source != target)).all()
         for item_id, source in canonical[1:]:
@@ -338,7 +343,6 @@ def test_catalogs_keyed_by_unresolved_paths_are_migrated(
         connection.execute(
             insert(Item).values(source=str(via / "alias.jpg"), origin=str(via), status="indexed")
         )
-        connection.execute(text("UPDATE alembic_version SET version_num = '0005'"))
     ensure_schema(engine)
     with engine.connect() as connection:
         rows = connection.execute(select(Item.source, Item.origin)).all()
