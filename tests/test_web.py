@@ -185,6 +185,15 @@ class Page:
         self.script_errors: list[str] = []
         self.server_errors: list[str] = []
         page.on("pageerror", lambda error: self.script_errors.append(str(error)))
+        # The server's Content-Security-Policy is in force: a violation by the UI is a failure.
+        page.on(
+            "console",
+            lambda message: (
+                self.script_errors.append(message.text)
+                if message.type == "error" and "Content Security Policy" in message.text
+                else None
+            ),
+        )
         page.on(
             "response",
             lambda response: (
@@ -198,13 +207,25 @@ class Page:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.page, name)
 
+    def wait_for_function(self, expression: str, arg: Any = None, timeout: float = 60.0) -> None:
+        """Poll `expression` until it is truthy.
+
+        Playwright's own wait_for_function compiles the predicate inside the page, which the UI's
+        Content-Security-Policy (no eval) forbids; `evaluate` runs through the DevTools protocol.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.page.evaluate(expression, arg):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still false after {timeout:.0f} s: {expression}")
+            self.page.wait_for_timeout(50)
+
     def tid(self, test_id: str) -> Any:
         return self.page.get_by_test_id(test_id)
 
     def open(self, path: str = "/") -> None:
         self.page.goto(self.base_url + path)
         # the module has started and the filters have been built from the facets
-        self.page.wait_for_function(
+        self.wait_for_function(
             "document.documentElement.dataset.ready === 'true' && !!document.documentElement.dataset.facets"
         )
 
@@ -217,7 +238,7 @@ class Page:
 
     def wait_idle(self) -> None:
         """Every loading indicator is gone (none of the searches or loads is in flight)."""
-        self.page.wait_for_function("[...document.querySelectorAll('.status')].every((node) => node.hidden)")
+        self.wait_for_function("[...document.querySelectorAll('.status')].every((node) => node.hidden)")
 
     def wait_item(self, item_id: str) -> None:
         """The item view shows this item, loaded."""
@@ -235,7 +256,7 @@ class Page:
 
     def assert_thumbnails_loaded(self, grid: str = "results", count: int = 4) -> None:
         """The first `count` thumbnails really decoded (naturalWidth > 0), not just exist."""
-        self.page.wait_for_function(
+        self.wait_for_function(
             """([grid, count]) => {
                 const images = [...document.querySelectorAll(`[data-testid="${grid}"] img`)].slice(0, count);
                 return images.length > 0 && images.every((image) => image.complete && image.naturalWidth > 0);
