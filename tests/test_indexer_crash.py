@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +21,6 @@ from pathlib import Path
 import pytest
 from imagesets import TEST_MAX_PIXELS, write_broken_images, write_valid_images
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 # (fault, whether SQL already holds committed items when it fires, so the re-run must resume).
 # The first two index writes commit the empty indexes of a fresh data directory; writes 3 and 4
@@ -124,27 +124,36 @@ def test_sigkill_inside_a_sql_transaction_on_each_database(
     )
 
 
-def _settled_items(url: str) -> int:
-    """Items the indexer has committed so far (0 before its first transaction created the table)."""
-    engine = create_engine(url)
+def _settled_items(database: Path) -> int:
+    """Items the indexer has committed so far (0 before its first transaction created the table).
+
+    Plain sqlite3, so a poll costs about a millisecond and the kill follows a commit closely.
+    """
     try:
-        with engine.connect() as connection:
-            return connection.execute(
-                text("SELECT count(*) FROM items WHERE status IN ('indexed', 'failed')")
-            ).scalar_one()
-    except OperationalError:
+        connection = sqlite3.connect(database, timeout=30)
+    except sqlite3.OperationalError:
+        return 0
+    try:
+        query = "SELECT count(*) FROM items WHERE status IN ('indexed', 'failed')"
+        return int(connection.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:
         return 0
     finally:
-        engine.dispose()
+        connection.close()
 
 
 def test_sigkill_from_outside_at_random_moments(tmp_path: Path, collection, tiny_checkpoints) -> None:
     """Each kill lands in the middle of the work: after this run committed items of its own and
-    before the last one, at a random moment within a chunk (start-up alone would test nothing)."""
+    before the last one, at a random moment within a chunk (start-up alone would test nothing).
+
+    The process is frozen (SIGSTOP) before it is counted and killed, so however fast the machine
+    runs it on, what the count sees is exactly what the kill leaves.
+    """
     root, valid, broken = collection
     data_dir = tmp_path / "data"
-    url = f"sqlite:///{data_dir / 'catalog.sqlite3'}"
-    env = {**_env(data_dir, tiny_checkpoints, None, url), "BLIPSEARCH_INDEX_CHUNK_ITEMS": "3"}
+    database = data_dir / "catalog.sqlite3"
+    url = f"sqlite:///{database}"
+    env = {**_env(data_dir, tiny_checkpoints, None, url), "BLIPSEARCH_INDEX_CHUNK_ITEMS": "2"}
     rng = random.Random(5)
     settled = 0
     for kill in range(3):
@@ -155,14 +164,15 @@ def test_sigkill_from_outside_at_random_moments(tmp_path: Path, collection, tiny
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 240
-        while _settled_items(url) <= settled:
+        while _settled_items(database) <= settled:
             assert process.poll() is None, f"kill {kill}: the indexer ended before committing anything new"
             assert time.monotonic() < deadline, f"kill {kill}: no progress"
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.1))
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.02))
+        process.send_signal(signal.SIGSTOP)
+        now = _settled_items(database)
         process.send_signal(signal.SIGKILL)
         assert process.wait(timeout=60) == -signal.SIGKILL, f"kill {kill}: the indexer had already finished"
-        now = _settled_items(url)
         assert settled < now < valid + broken, f"kill {kill}: {settled} -> {now} of {valid + broken} items"
         settled = now
     rerun = _cli("index", str(root), "--no-progress", "--json", env=env)
