@@ -18,12 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
+from blipsearch.api.item_files import IMAGE_TYPES
 from blipsearch.indexer.pipeline import Indexer, IndexOptions
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 from sqlalchemy import create_engine, insert, select, text, update
 
 from alembic import command
 from blipsearch.errors import ConfigError
+from blipsearch.images import ALLOWED_FORMATS
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings, load_settings
 from blipsearch.storage.catalog import Catalog
@@ -368,3 +370,9 @@ def test_ingest_roots_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().ingest_roots == [Path("/srv/photos"), Path("/srv/shop")]
     with pytest.raises(ConfigError, match="ingest roots must be absolute"):
         load_settings(ingest_roots=["photos"])
+
+
+def test_every_format_the_decoder_accepts_has_a_served_type() -> None:
+    """The serving table and the decoder's allowlist are two lists: a format added to one only
+    would be indexed but never served (or served without having been decodable)."""
+    assert frozenset(IMAGE_TYPES) == ALLOWED_FORMATS
