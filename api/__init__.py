@@ -1,4 +1,4 @@
 """The HTTP API (FastAPI) that serves search and ingestion, and the web UI in `web/`.
 
-Depends on `blipsearch.search` and `blipsearch.indexer`. Arrives with issue #5.
+Depends on `blipsearch.search` (queries) and `blipsearch.indexer` (upload and ingest jobs), never on `train`.
 """

@@ -114,7 +114,8 @@ class Settings(BaseSettings):
         description=(
             "Int8 dynamic quantisation of the retrieval model's linear layers (CPU, float32 only): "
             "vision = the ViT, all = ViT and text side; auto: vision where the model runs in float32 "
-            "on a CPU (3x faster, top-10 agreement 0.96); all also makes queries 5x faster but agrees 0.72."
+            "on a CPU, where it was measured faster at close agreement with float32; all also speeds up "
+            "queries but agrees less (figures: bench/results/)."
         ),
     )
     text_batch_size: int = Field(default=64, ge=1, le=4096)

@@ -1,4 +1,4 @@
 """The write path: image collections (folders, catalog manifests) into the vector index and catalog.
 
-Depends only on the shared core (`blipsearch.models`, storage, settings). Arrives with issue #3.
+Depends only on the shared core (models, storage, settings), never on `search` or `api`.
 """

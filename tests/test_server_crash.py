@@ -40,7 +40,7 @@ KEY = "crash-key"
 AUTH = {"X-API-Key": KEY}
 KILLS_PER_DATABASE = 20
 """Per database, plus one more after the final checks. Each start of the server imports torch and
-transformers (5-25 s on 2 shared cores), which is most of this test's time."""
+transformers, which is most of this test's time."""
 
 
 def png(seed: int) -> bytes:

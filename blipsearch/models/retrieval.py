@@ -60,10 +60,9 @@ CPU_BATCH_ONE_ACTIVATIONS = 100_000
 def default_image_batch_size(
     device: torch.device, vision_config: Any | None = None, dtype: torch.dtype = torch.float32
 ) -> int:
-    """Measured (bench/results/): on CPU, ViT-B/16 at 384 px in fp32 or int8 costs least per
-    image one at a time (1.63 images/s against 1.28 in batches of 8: batching only adds memory
-    traffic), in bf16 batches of 8 are faster (4.0 against 3.0 images/s), and a small ViT such as
-    the demo model's runs 2-3x faster in batches; accelerators need batches to fill up."""
+    """As measured (bench/results/): on CPU, ViT-B/16 at 384 px in fp32 or int8 costs least per
+    image one at a time (batching only adds memory traffic), in bf16 batches of 8 are faster, and
+    a small ViT such as the demo model's gains from batches; accelerators need batches to fill up."""
     if device.type != "cpu":
         return 32
     if dtype == torch.bfloat16:

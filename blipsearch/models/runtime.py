@@ -50,8 +50,8 @@ def training_bf16(requested: bool | None, device: torch.device) -> bool:
 
 def resolve_dtype(requested: str, device: torch.device, *, role: str | None = None) -> torch.dtype:
     """bf16/fp16 on CUDA; on a CPU with native bf16 (AVX512-BF16, AMX) bf16 for the retrieval
-    model, where it was measured (bench/results/: 3x faster queries and ITM, top-10 agreement
-    0.98 with fp32); fp32 elsewhere, where reduced precision buys nothing or is unsafe."""
+    model, where it was measured faster at close top-10 agreement with fp32 (bench/results/);
+    fp32 elsewhere, where reduced precision buys nothing or is unsafe."""
     name = requested.strip().lower()
     if name == "auto":
         if device.type == "cuda":
