@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from blipsearch.search.evaluation import evaluate, load_caption_set
+from blipsearch.search.caption_sets import load_caption_set
+from blipsearch.search.evaluation import evaluate
 from blipsearch.train.demo_recipe import EmojiClasses, flatten_on_white
 from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 from PIL import Image

@@ -11,7 +11,7 @@ integrity recorded below, so a later run from the cache is offline and byte-for-
 input. Everything is read straight from the tarball; nothing is unpacked to disk.
 
 Outputs (see `build_emoji_data`): per style a folder of composited PNGs and a BLIP-style caption
-file (`[{"image", "caption": [...]}]`, read by `search.evaluation.load_caption_set`) plus the same
+file (`[{"image", "caption": [...]}]`, read by `search.caption_sets.load_caption_set`) plus the same
 pairs as an `image<TAB>caption` TSV for `blipsearch train`, so "train on Noto, measure on Twemoji"
 is two files; optionally a CSV product manifest for `blipsearch index`;
 and always a LICENSES.txt with the attribution the licences require.

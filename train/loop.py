@@ -97,7 +97,7 @@ def load_pairs(source: Path | Sequence[tuple[Image.Image, str]]) -> PairSet:
     The TSV goes through the evaluation loader, so training and `blipsearch eval` read one format.
     """
     if isinstance(source, Path | str):
-        from blipsearch.search.evaluation import load_caption_set
+        from blipsearch.search.caption_sets import load_caption_set
 
         dataset = load_caption_set(Path(source), fmt="tsv")
         ids = [int(i) for i in dataset.text_to_image]
