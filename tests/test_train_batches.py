@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from blipsearch.train.batches import class_batches, hard_negative_share, negative_weights, neighbour_batches
 
 
-def test_class_batches_hold_distinct_classes_and_cover_every_class_each_pass() -> None:
+def test_class_batches_never_repeat_a_class_within_a_pass_and_follow_the_seed() -> None:
     batches = class_batches(10, 3, torch.Generator().manual_seed(0))
     first_pass = [next(batches) for _ in range(3)]  # 3 batches of 3 from one permutation of 10
     drawn = torch.cat(first_pass).tolist()

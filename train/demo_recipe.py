@@ -26,6 +26,10 @@ The recipe runs on the CPU or a CUDA GPU (`device`). Images are drawn and augmen
 from its seeded generator, and ITM's negatives are sampled there too, so a seed draws the same
 batches on either device. `bf16` runs the ViT's and the text side's forwards under bfloat16
 autocast, with projections, normalisation and losses in float32.
+
+This module is the trainer; the recipe's settings are `demo_settings`, its images `emoji_classes`
+and `augment`, its batches and ITM negatives `batches`, its captions `text_bank`, and the split
+forward passes and caption loss `demo_layers`.
 """
 
 from __future__ import annotations
