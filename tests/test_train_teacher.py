@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from blipsearch.train import teacher
-from blipsearch.train.demo_recipe import flatten_on_white, has_image
+from blipsearch.train.emoji_classes import flatten_on_white, has_image
 
 from blipsearch.errors import InvalidInputError
 

@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 from blipsearch.train.demo_eval import evaluate_demo_model, write_style_set
-from blipsearch.train.demo_recipe import DemoRecipe, DemoTrainer, EmojiClasses, StepCallback, load_classes
-from blipsearch.train.emoji import EmojiPackage
+from blipsearch.train.demo_recipe import DemoTrainer, StepCallback
+from blipsearch.train.demo_settings import DemoRecipe
+from blipsearch.train.emoji_classes import EmojiClasses, load_classes
+from blipsearch.train.emoji_packages import EmojiPackage
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError

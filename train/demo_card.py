@@ -10,8 +10,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from blipsearch.train.demo_recipe import DemoRecipe
-from blipsearch.train.emoji import PACKAGES
+from blipsearch.train.demo_settings import DemoRecipe
+from blipsearch.train.emoji_packages import PACKAGES
 from blipsearch.train.paraphrases import PARAPHRASE_QUERIES
 
 from blipsearch.machine import machine_description

@@ -2,7 +2,7 @@
 
 Retrieval figures come from `blipsearch.search.evaluation.evaluate` (ITC-only and ITM re-ranked
 shortlists, the service's rule) on each style's emoji with one canonical caption each
-("a red apple"), so chance is 1 in ~1,900. Captions come from `Captioner.caption`; a caption
+("a red apple"), so chance is one in the number of emoji. Captions come from `Captioner.caption`; a caption
 "names the right emoji" when the emoji's name, or one of its short names, appears in it as whole
 words. The paraphrase hit rate (`PARAPHRASE_QUERIES`, top 5 by ITC) measures queries in a person's
 own words, which no training caption has.
@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from blipsearch.search.evaluation import evaluate, load_caption_set
-from blipsearch.train.demo_recipe import EmojiClasses, flatten_on_white
+from blipsearch.search.caption_sets import load_caption_set
+from blipsearch.search.evaluation import evaluate
+from blipsearch.train.emoji_classes import EmojiClasses, flatten_on_white
 from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 from PIL import Image
 

@@ -5,7 +5,7 @@ Three phases, each a fixed number of steps so that a seed reproduces the run:
 1. **ITC.** The ViT learns from scratch against the frozen MiniLM text side. Because the text
    encoder is frozen, each caption's [CLS] state is computed once; a step then projects every
    class's caption (one phrasing drawn per class per step) through `text_proj`, so each image is
-   contrasted with all ~1,900 emoji rather than with a batch, the role BLIP's feature queue plays.
+   contrasted with every emoji class rather than with a batch, the role BLIP's feature queue plays.
    Both directions are scored (image to all texts, batch texts to batch images) with BLIP's
    learned, clamped temperature. Augmentation (scale, position, rotation, background, light
    colour jitter, blur, posterisation) is done on tensors, since PIL per image would dominate.
@@ -26,45 +26,42 @@ The recipe runs on the CPU or a CUDA GPU (`device`). Images are drawn and augmen
 from its seeded generator, and ITM's negatives are sampled there too, so a seed draws the same
 batches on either device. `bf16` runs the ViT's and the text side's forwards under bfloat16
 autocast, with projections, normalisation and losses in float32.
+
+This module is the trainer; the recipe's settings are `demo_settings`, its images `emoji_classes`
+and `augment`, its batches and ITM negatives `batches`, its captions `text_bank`, and the split
+forward passes and caption loss `demo_layers`.
 """
 
 from __future__ import annotations
 
 import copy
-import io
 import json
 import logging
-import math
-import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from blipsearch.train import losses, teacher
-from blipsearch.train.demo_model import DemoArchitecture, build_demo_models
-from blipsearch.train.emoji import (
-    PACKAGES,
-    EmojiArchive,
-    EmojiPackage,
-    EmojiRecord,
-    captions_for,
-    codepoint_key,
-    fetch_package,
-    parse_records,
+from blipsearch.train.augment import augment, pick_images, train_images
+from blipsearch.train.batches import class_batches, hard_negative_share, negative_weights, neighbour_batches
+from blipsearch.train.demo_layers import (
+    caption_loss,
+    itm_text_parameters,
+    vision_tail,
+    vision_tail_parameters,
+    vision_trunk,
 )
+from blipsearch.train.demo_model import build_demo_models
+from blipsearch.train.demo_settings import DemoRecipe, check_caption_styles
+from blipsearch.train.emoji_classes import flatten_on_white, has_image, load_classes
+from blipsearch.train.emoji_packages import PACKAGES, EmojiPackage
 from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
-from PIL import Image
-from transformers import (
-    BlipForConditionalGeneration,
-    BlipForImageTextRetrieval,
-    BlipProcessor,
-    BlipVisionModel,
-)
+from blipsearch.train.schedule import make_optimizer
+from blipsearch.train.text_bank import TextBank, encode_frozen, pad_token_ids, token_ids
+from transformers import BlipProcessor
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.machine import cpu_has_native_bf16, machine_description
@@ -76,517 +73,11 @@ StepCallback = Callable[[str, int, int, dict[str, float]], None]
 """Called as (phase, step, total steps, numbers) after each optimizer step."""
 
 
-@dataclass
-class DemoRecipe:
-    """Every setting of a demo-model run; written to `recipe.json` in full. The defaults are the
-    shipped model's recipe (demo/model/README.md), so `blipsearch train demo OUT` reproduces it."""
-
-    out: Path
-    cache: Path
-    train_styles: tuple[str, ...] = ("google", "emojione", "fluent-3d", "fluent-flat")
-    holdout_style: str = "twitter"
-    style_weights: tuple[float, ...] | None = (2.0, 1.0, 1.0, 1.0)
-    """How often each training style is drawn, among those that have the emoji (None: equally)."""
-    arch: DemoArchitecture = field(default_factory=DemoArchitecture)
-    seed: int = 0
-    itc_steps: int = 5000
-    itc_batch: int = 256
-    itc_lr: float = 5e-4
-    warmup_steps: int = 200
-    weight_decay: float = 0.05
-    temp_init: float = 0.07
-    itm_steps: int = 600
-    itm_batch: int = 48
-    itm_lr: float = 5e-4
-    caption_steps: int = 800
-    caption_batch: int = 96
-    caption_lr: float = 3e-4
-    prompt: str = "a picture of "
-    label_smoothing: float = 0.1
-    clean_fraction: float = 0.2
-    """Share of training images shown un-augmented, exactly as the index will see them."""
-    corrupt_fraction: float = 0.0
-    """CapFilt experiment: this share of captions replaced by another emoji's caption."""
-    drop_captions: Path | None = None
-    """CapFilt experiment: a JSON list of [unified, caption] pairs the filter marked noisy."""
-    train_captioner: bool = True
-    caption_styles: tuple[str, ...] | None = ("google",)
-    """Training styles phase 3 draws from, with their `style_weights` (None: all of them). The captioner
-    stays on the catalog's style while retrieval learns from many: the same caption steps spread over
-    four styles named the emoji on Noto for 78% of images instead of 93%."""
-    itm_neighbours: int = 4
-    """ITM batches pair random anchors with one of their `itm_neighbours` ITC-nearest classes (0: random)."""
-    itm_text_lr: float = 2e-5
-    """Phase 2 learning rate of the text layers' own weights (0: frozen, only cross-attention learns)."""
-    itm_keep_text: float = 200.0
-    """Weight of the penalty on moving the captions' ITC embeddings in phase 2 (see `_text_drift`)."""
-    itm_vision_layers: int = 1
-    """Phase 2 also trains the ViT's last this many layers (and its final norm) for ITM. Phase 1 trains
-    the patch tokens of the last layer for nothing (ITC reads only [CLS]), yet they are most of what
-    ITM's cross-attention reads."""
-    itm_vision_lr: float = 1e-4
-    itm_keep_image: float = 200.0
-    """Weight of the penalty on moving the images' ITC embeddings in phase 2 (see `itc_drift`)."""
-    itm_rank_weight: float = 5.0
-    """Weight of `losses.served_rank_loss` in phase 2: the re-ranking rule's own order (ITM log-odds
-    plus ITC cosine / temperature), positive above each mined negative, beside BLIP's binary loss."""
-    itm_curriculum: float = 0.3
-    """Share of ITM steps over which negatives go from uniformly random to fully ITC-mined. Hard
-    negatives alone give a head that starts from scratch nothing it can tell apart: it sat at the
-    label prior for hundreds of steps."""
-    itc_from: Path | None = None
-    """Skip phase 1 and take its weights (ViT, projections, temperature) from this earlier run's output."""
-    teacher: str | None = "efficientnet-lite0"
-    """Phase 1 distils this pretrained CNN's caption distribution into the ViT (`train.teacher`)."""
-    distill_alpha: float = 1.0
-    """Share of the teacher's distribution in the ITC targets (the rest: the true class)."""
-    distill_temp: float = 0.1
-    """Softmax temperature of the teacher's distribution."""
-    distill_text_to_image: bool = False
-    """Also mix the teacher into the caption-to-images direction: more paraphrases, a point less
-    held-out R@1 in the A/B (demo/model/notes.md), so off by default."""
-    teacher_head_steps: int = 1500
-    validate_every: int = 500
-    """ITC steps between quick Recall@1 checks (logged to history.jsonl; never used to pick weights)."""
-    threads: int | None = None
-    device: str = "auto"
-    """auto, cpu or cuda[:N] (`blipsearch.models.runtime.resolve_device`)."""
-    bf16: bool | None = None
-    """bfloat16 autocast of the model forwards; None: on a CUDA GPU that has it, off on a CPU, where
-    only AMX or AVX512-BF16 units make it faster (demo/model/notes.md)."""
-
-    @classmethod
-    def plain(cls, out: Path, cache: Path, **changes: Any) -> DemoRecipe:
-        """Noto alone, no teacher, BLIP's own ITM loss on a frozen ViT: the recipe before the shipped
-        model's additions, which the CapFilt experiment was measured with and small tests run."""
-        settings: dict[str, Any] = {
-            "train_styles": ("google",),
-            "style_weights": None,
-            "caption_styles": None,
-            "teacher": None,
-            "itm_vision_layers": 0,
-            "itm_rank_weight": 0.0,
-        }
-        return cls(out=out, cache=cache, **{**settings, **changes})
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("out", "cache", "drop_captions", "itc_from"):
-            data[key] = None if data[key] is None else str(data[key])
-        return data
-
-
-# --------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class EmojiClasses:
-    """The emoji the model learns: records per style, captions per class, RGBA pixels per style."""
-
-    unified: list[str]
-    names: list[str]
-    captions: list[list[str]]
-    """Training captions per class (after corruption and dropping)."""
-    clean_captions: list[list[str]]
-    records: dict[str, list[EmojiRecord]]
-    pixels: dict[str, torch.Tensor]
-    """style -> [classes, 4, size, size] float in 0..1 (RGBA); a missing image is all zero."""
-    corrupted: set[tuple[str, str]] = field(default_factory=set)
-
-    def images_per_style(self) -> dict[str, int]:
-        """How many classes each style has an image for."""
-        return {style: int(has_image(p).sum()) for style, p in self.pixels.items()}
-
-
-def has_image(rgba: torch.Tensor) -> torch.Tensor:
-    """Per class (leading dimensions kept), whether this style drew it: a missing image is all zero."""
-    return rgba[..., 3, :, :].flatten(-2).amax(-1) > 0
-
-
-def rasterise_svg(svg: bytes, size: int) -> bytes:
-    """A PNG of an SVG emoji at `size` px; cairosvg is imported only for styles drawn as SVG."""
-    try:
-        import cairosvg
-    except ImportError:
-        raise InvalidInputError(
-            "This emoji style is drawn as SVG; install cairosvg (`pip install blipsearch[demo-train]`)."
-        ) from None
-    try:
-        png: bytes = cairosvg.svg2png(bytestring=svg, output_width=size, output_height=size)
-    except Exception as exc:  # cairosvg raises parser-specific errors for a broken file
-        raise InvalidInputError(f"An SVG emoji cannot be rendered ({exc}).") from None
-    return png
-
-
-def _rgba(image_bytes: bytes, size: int, suffix: str = ".png") -> torch.Tensor:
-    """RGBA in 0..1 at `size` px; `suffix` is the package's image format (SVG needs rendering)."""
-    png = rasterise_svg(image_bytes, size) if suffix == ".svg" else image_bytes
-    with Image.open(io.BytesIO(png)) as opened:
-        image = opened.convert("RGBA")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
-
-
-def load_classes(recipe: DemoRecipe, packages: dict[str, EmojiPackage] | None = None) -> EmojiClasses:
-    """Emoji of the training styles (the classes) and the held-out style, from the pinned packages."""
-    known = packages if packages is not None else PACKAGES
-    styles = [*recipe.train_styles, recipe.holdout_style]
-    records: dict[str, list[EmojiRecord]] = {}
-    archives: dict[str, EmojiArchive] = {}
-    for style in dict.fromkeys(styles):
-        if style not in known:
-            raise InvalidInputError(f"Unknown emoji style {style!r}; use one of {', '.join(known)}.")
-        package = known[style]
-        if package.images_at:
-            archives[style] = EmojiArchive.read_codepoints(
-                fetch_package(package, recipe.cache), package.images_at, package.image_suffix
-            )
-            continue
-        archive = EmojiArchive.read(fetch_package(package, recipe.cache), style)
-        archives[style] = archive
-        records[style] = parse_records(archive.entries, style, archive.images)
-    if recipe.train_styles[0] not in records:
-        raise InvalidInputError(
-            f"The first training style must be an emoji-datasource set (it names the classes), "
-            f"not {recipe.train_styles[0]!r}."
-        )
-    first = records[recipe.train_styles[0]]
-    unified = [r.unified for r in first]
-    names = [r.name for r in first]
-    clean = [captions_for(r) for r in first]
-    size = recipe.arch.image_size
-    pixels: dict[str, torch.Tensor] = {}
-    for style, archive in archives.items():
-        if style in records:
-            by_code = {r.unified: archive.images[r.image] for r in records[style]}
-        else:
-            by_code = {
-                code: archive.images[codepoint_key(code)]
-                for code in unified
-                if codepoint_key(code) in archive.images
-            }
-        suffix = known[style].image_suffix
-        tensor = torch.zeros(len(unified), 4, size, size)
-        for index, code in enumerate(unified):
-            data = by_code.get(code)
-            if data is not None:
-                tensor[index] = _rgba(data, size, suffix)
-        pixels[style] = tensor
-    captions, corrupted = corrupt_captions(clean, unified, recipe.corrupt_fraction, recipe.seed)
-    if recipe.drop_captions is not None:
-        dropped = {tuple(pair) for pair in json.loads(recipe.drop_captions.read_text())}
-        captions = [
-            [c for c in texts if (code, c) not in dropped] or texts[:1]
-            for code, texts in zip(unified, captions, strict=True)
-        ]
-    return EmojiClasses(unified, names, captions, clean, records, pixels, corrupted)
-
-
-def corrupt_captions(
-    captions: list[list[str]], unified: list[str], fraction: float, seed: int
-) -> tuple[list[list[str]], set[tuple[str, str]]]:
-    """Replace `fraction` of all captions by a caption of another emoji (simulated noisy web text).
-
-    Returns the new caption lists and the set of (unified, caption) pairs that are now wrong.
-    """
-    if fraction <= 0:
-        return [list(c) for c in captions], set()
-    rng = random.Random(f"corrupt:{seed}")
-    result: list[list[str]] = []
-    wrong: set[tuple[str, str]] = set()
-    for index, texts in enumerate(captions):
-        kept: list[str] = []
-        for text in texts:
-            if rng.random() < fraction:
-                other = rng.randrange(len(captions) - 1)
-                other += other >= index
-                text = rng.choice(captions[other])
-                wrong.add((unified[index], text))
-            kept.append(text)
-        result.append(list(dict.fromkeys(kept)))
-    return result, wrong
-
-
 def style_mean_std(processor: BlipProcessor) -> tuple[torch.Tensor, torch.Tensor]:
     image_processor: Any = processor.image_processor
     mean = torch.tensor(image_processor.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(image_processor.image_std).view(1, 3, 1, 1)
     return mean, std
-
-
-def flatten_on_white(rgba: torch.Tensor) -> torch.Tensor:
-    """RGBA over white, as `blipsearch.images` flattens transparent images before indexing."""
-    alpha = rgba[:, 3:4]
-    return rgba[:, :3] * alpha + (1.0 - alpha)
-
-
-def augment(rgba: torch.Tensor, generator: torch.Generator, clean_fraction: float) -> torch.Tensor:
-    """Random scale/position/rotation, background and colour jitter for a batch of RGBA emoji."""
-    n = rgba.shape[0]
-
-    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
-        return low + (high - low) * torch.rand(n, *shape, generator=generator)
-
-    scale = uniform(0.55, 1.05)
-    angle = uniform(-0.2, 0.2)
-    room = (1.0 / scale - 1.0).clamp(min=0.0)
-    shift_x = uniform(-1.0, 1.0) * room
-    shift_y = uniform(-1.0, 1.0) * room
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
-    grid = F.affine_grid(theta, list(rgba.shape), align_corners=False)
-    warped = F.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    alpha = warped[:, 3:4]
-    white = torch.rand(n, 1, 1, 1, generator=generator) < 0.5
-    background = torch.where(white, torch.ones(n, 3, 1, 1), uniform(0.55, 1.0, 3, 1, 1))
-    rgb = warped[:, :3] * alpha + background * (1.0 - alpha)
-    brightness = uniform(0.8, 1.2, 1, 1, 1)
-    contrast = uniform(0.75, 1.25, 1, 1, 1)
-    saturation = uniform(0.6, 1.3, 1, 1, 1)
-    gray = rgb.mean(1, keepdim=True)
-    rgb = gray + (rgb - gray) * saturation
-    mean = rgb.mean((1, 2, 3), keepdim=True)
-    rgb = ((rgb - mean) * contrast + mean) * brightness
-    blur = torch.rand(n, generator=generator) < 0.3
-    if blur.any():
-        kernel = torch.tensor([1.0, 2.0, 1.0])
-        kernel = (kernel[:, None] * kernel[None, :]) / 16.0
-        blurred = F.conv2d(
-            F.pad(rgb[blur], (1, 1, 1, 1), mode="replicate"), kernel.expand(3, 1, 3, 3), groups=3
-        )
-        rgb[blur] = blurred
-    poster = torch.rand(n, generator=generator) < 0.25
-    if poster.any():
-        levels = 5.0
-        rgb[poster] = torch.round(rgb[poster].clamp(0, 1) * levels) / levels
-    rgb = rgb.clamp(0.0, 1.0)
-    keep = torch.rand(n, generator=generator) < clean_fraction
-    if keep.any():
-        rgb[keep] = flatten_on_white(rgba[keep])
-    return rgb
-
-
-# --------------------------------------------------------------------------------------------- helpers
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def make_optimizer(
-    parameters: Sequence[torch.nn.Parameter] | Sequence[dict[str, Any]],
-    lr: float,
-    weight_decay: float,
-    total: int,
-    warmup: int,
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
-    return optimizer, schedule
-
-
-def class_batches(classes: int, batch: int, generator: torch.Generator) -> Any:
-    """Endless batches of distinct classes; each pass over a permutation covers every class once."""
-    while True:
-        order = torch.randperm(classes, generator=generator)
-        for start in range(0, classes - batch + 1, batch):
-            yield order[start : start + batch]
-
-
-def itm_text_parameters(model: BlipForImageTextRetrieval) -> list[torch.nn.Parameter]:
-    """The text layers' own self-attention and feed-forward weights (not embeddings, not cross-attention).
-
-    With these frozen, the image reaches the ITM head only through softmax-normalised cross-attention
-    and feed-forward layers trained for language alone: the head sat at the label prior for hundreds
-    of steps, even with random negatives and a 4x learning rate."""
-    return [p for n, p in model.text_encoder.encoder.named_parameters() if "crossattention" not in n]
-
-
-def itc_drift(now: torch.Tensor, then: torch.Tensor) -> torch.Tensor:
-    """How far ITC vectors moved in phase 2: mean squared distance of the unit vectors (2 - 2 cos), the
-    measure both phase-2 penalties hold, the captions' and the images'."""
-    return (F.normalize(now, dim=-1) - F.normalize(then, dim=-1)).pow(2).sum(1).mean()
-
-
-def vision_trunk(vision: BlipVisionModel, pixels: torch.Tensor, tail: int) -> torch.Tensor:
-    """The ViT's hidden states before its last `tail` layers; `vision_tail` finishes the forward pass."""
-    layers = vision.encoder.layers
-    hidden = vision.embeddings(pixels)
-    for layer in layers[: len(layers) - tail]:
-        hidden = layer(hidden)
-    return hidden
-
-
-def vision_tail(vision: BlipVisionModel, hidden: torch.Tensor, tail: int) -> torch.Tensor:
-    """`last_hidden_state` from `vision_trunk`'s output: the last `tail` layers and the final norm."""
-    layers = vision.encoder.layers
-    for layer in layers[len(layers) - tail :]:
-        hidden = layer(hidden)
-    return vision.post_layernorm(hidden)
-
-
-def vision_tail_parameters(vision: BlipVisionModel, tail: int) -> list[torch.nn.Parameter]:
-    layers = vision.encoder.layers
-    return [
-        *(p for layer in layers[len(layers) - tail :] for p in layer.parameters()),
-        *vision.post_layernorm.parameters(),
-    ]
-
-
-def hard_negative_share(step: int, total: int, curriculum: float) -> float:
-    """1 at and after `curriculum * total` steps, rising linearly from 0 before that."""
-    ramp = curriculum * total
-    return 1.0 if ramp <= 0 else min(1.0, step / ramp)
-
-
-def negative_weights(logits: torch.Tensor, same: torch.Tensor, hard: float) -> torch.Tensor:
-    """Sampling weights over the batch for one negative per row: a `hard` share by the ITC softmax
-    (BLIP's mining), the rest uniform; a row's own class never has weight."""
-    uniform = (~same).float()
-    uniform = uniform / uniform.sum(1, keepdim=True)
-    weights = hard * F.softmax(logits, dim=1) + (1.0 - hard) * uniform
-    return weights.masked_fill(same, 0.0)
-
-
-def pad_token_ids(chosen: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id lists right-padded to the longest: ids and attention mask."""
-    width = max(len(c) for c in chosen)
-    ids = torch.zeros(len(chosen), width, dtype=torch.long)
-    mask = torch.zeros(len(chosen), width, dtype=torch.long)
-    for row, tokens in enumerate(chosen):
-        ids[row, : len(tokens)] = torch.tensor(tokens)
-        mask[row, : len(tokens)] = 1
-    return ids, mask
-
-
-def token_ids(processor: BlipProcessor, texts: Sequence[str]) -> list[list[int]]:
-    """Unpadded token ids, truncated at BLIP's 35 text positions, as every phase reads its texts."""
-    tokenizer: Any = processor.tokenizer
-    ids: list[list[int]] = tokenizer(list(texts), truncation=True, max_length=35)["input_ids"]
-    return ids
-
-
-class TextBank:
-    """Every training caption, tokenised once, with its frozen MiniLM [CLS] state."""
-
-    def __init__(self, model: BlipForImageTextRetrieval, processor: BlipProcessor, captions: list[list[str]]):
-        self.texts: list[str] = []
-        self.owner: list[int] = []
-        self.offsets: list[tuple[int, int]] = []
-        for index, texts in enumerate(captions):
-            start = len(self.texts)
-            self.texts.extend(texts)
-            self.owner.extend([index] * len(texts))
-            self.offsets.append((start, len(texts)))
-        self.ids = token_ids(processor, self.texts)
-        self.cls = encode_frozen(model, self.ids)
-
-    def pad(self, rows: Sequence[int] | range) -> tuple[torch.Tensor, torch.Tensor]:
-        return pad_token_ids([self.ids[r] for r in rows])
-
-    def canonical_rows(self) -> list[int]:
-        """Each class's first caption, its canonical one ("a red apple"): what measures and teachers use."""
-        return [start for start, _ in self.offsets]
-
-    def draw(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One caption row per class, uniformly among that class's captions."""
-        starts = torch.tensor([self.offsets[c][0] for c in classes.tolist()])
-        counts = torch.tensor([self.offsets[c][1] for c in classes.tolist()])
-        pick = (torch.rand(len(classes), generator=generator) * counts).long()
-        return starts + pick
-
-
-@torch.no_grad()
-def encode_frozen(model: BlipForImageTextRetrieval, token_ids: list[list[int]]) -> torch.Tensor:
-    """The text encoder's [CLS] states without the image, in chunks, on the model's device."""
-    device = model.text_proj.weight.device
-    states = []
-    for start in range(0, len(token_ids), 512):
-        ids, mask = (t.to(device) for t in pad_token_ids(token_ids[start : start + 512]))
-        states.append(model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0, :])
-    return torch.cat(states)
-
-
-def pick_images(
-    classes: EmojiClasses,
-    recipe: DemoRecipe,
-    rows: torch.Tensor,
-    generator: torch.Generator,
-    styles: Sequence[str] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Un-augmented RGBA of `rows`, each from one of `styles` (default: all training styles) drawn by
-    `style_weights` among those that have it, and each row's index into `styles`; the first training
-    style has every class."""
-    chosen = [s for s in recipe.train_styles if styles is None or s in styles]
-    weights_given = recipe.style_weights or [1.0] * len(recipe.train_styles)
-    weight_of = dict(zip(recipe.train_styles, weights_given, strict=True))
-    if len(chosen) == 1:
-        return classes.pixels[chosen[0]][rows], torch.zeros(len(rows), dtype=torch.long)
-    stacked = torch.stack([classes.pixels[s][rows] for s in chosen])
-    present = has_image(stacked)
-    weights = torch.tensor([float(weight_of[s]) for s in chosen]).view(-1, 1) * present
-    weights[0] += (weights.sum(0) == 0).float()  # the first style names the classes: it always has one
-    which = torch.multinomial(weights.t(), 1, generator=generator)[:, 0]
-    return stacked[which, torch.arange(len(rows))], which
-
-
-def train_images(
-    classes: EmojiClasses,
-    recipe: DemoRecipe,
-    rows: torch.Tensor,
-    generator: torch.Generator,
-    styles: Sequence[str] | None = None,
-) -> torch.Tensor:
-    """Augmented images of `rows` (see `pick_images`)."""
-    rgba, _ = pick_images(classes, recipe, rows, generator, styles)
-    return augment(rgba, generator, recipe.clean_fraction)
-
-
-def check_caption_styles(recipe: DemoRecipe) -> None:
-    """The captioner's styles must be training styles and include the first, which draws every class."""
-    if recipe.caption_styles is None:
-        return
-    unknown = [s for s in recipe.caption_styles if s not in recipe.train_styles]
-    if unknown:
-        raise InvalidInputError(f"Caption style(s) {', '.join(unknown)} are not training styles.")
-    if recipe.train_styles[0] not in recipe.caption_styles:
-        raise InvalidInputError(
-            f"The caption styles must include {recipe.train_styles[0]!r}, the first training style: "
-            "it is the one with an image of every emoji."
-        )
-
-
-def caption_loss(
-    captioner: BlipForConditionalGeneration,
-    vision: torch.Tensor,
-    ids: torch.Tensor,
-    mask: torch.Tensor,
-    labels: torch.Tensor,
-    label_smoothing: float,
-) -> torch.Tensor:
-    """`losses.lm_loss(text_decoder(...).logits, labels)`, with the LM head run on scored positions only.
-
-    The 30k-way head on every position (prompt and padding included) costs more than the decoder
-    itself here; a test checks that both give the same loss.
-    """
-    hidden = captioner.text_decoder.bert(
-        input_ids=ids,
-        attention_mask=mask,
-        encoder_hidden_states=vision,
-        encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long, device=vision.device),
-        is_decoder=True,
-    ).last_hidden_state
-    targets = labels[:, 1:]
-    scored = targets != losses.IGNORE_INDEX
-    logits = captioner.text_decoder.cls(hidden[:, :-1][scored])
-    return F.cross_entropy(logits.float(), targets[scored], label_smoothing=label_smoothing)
-
-
-# --------------------------------------------------------------------------------------------- phases
 
 
 class DemoTrainer:
@@ -605,7 +96,7 @@ class DemoTrainer:
         if self.bf16 and self.device.type == "cpu" and not cpu_has_native_bf16():
             log.warning(
                 "bf16 on a CPU without AVX512-BF16 or AMX: torch emulates it, and a demo ITC step "
-                "measured 35x slower than float32 on such a CPU (bench/demo_training.py)"
+                "runs many times slower than float32 on such a CPU (bench/demo_training.py measures it)"
             )
         # first, so that a missing package or an unknown name fails before minutes of data loading
         self.teacher_model = teacher.load_teacher(recipe.teacher) if recipe.teacher else None
@@ -840,7 +331,7 @@ class DemoTrainer:
         ids, mask = self.on_device(*self.bank.pad(unique.tolist()))
         live = self.retrieval.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
         project = self.retrieval.text_proj
-        return itc_drift(project(live), project(self.bank.cls[unique]))
+        return losses.itc_drift(project(live), project(self.bank.cls[unique]))
 
     def load_itc(self, run: Path) -> None:
         """Phase 1's result from an earlier run: what ITC trains (ViT, both projections, temperature)."""
@@ -876,24 +367,16 @@ class DemoTrainer:
         sims.fill_diagonal_(-torch.inf)
         return sims.topk(min(count, len(texts) - 1), dim=1).indices.cpu()
 
-    def itm_batches(self, generator: torch.Generator) -> Any:
-        """Batches of distinct classes; with `itm_neighbours`, half are random anchors and half are
-        classes ITC confuses them with, so that in-batch mining finds the negatives re-ranking meets."""
+    def itm_batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """Batches of distinct classes; with `itm_neighbours`, each random anchor joined by a class
+        ITC confuses it with (`batches.neighbour_batches`)."""
         recipe = self.recipe
         classes = len(self.classes.unified)
         if not recipe.itm_neighbours:
             yield from class_batches(classes, recipe.itm_batch, generator)
             return
-        table = self.neighbour_table(recipe.itm_neighbours)
-        while True:
-            anchors = torch.randperm(classes, generator=generator)[: recipe.itm_batch // 2].tolist()
-            chosen = dict.fromkeys(anchors)
-            for anchor in anchors:
-                pick = table[anchor, int(torch.randint(table.shape[1], (1,), generator=generator))]
-                chosen.setdefault(int(pick))
-            while len(chosen) < recipe.itm_batch:
-                chosen.setdefault(int(torch.randint(classes, (1,), generator=generator)))
-            yield torch.tensor(list(chosen)[: recipe.itm_batch])
+        table = self.neighbour_table(recipe.itm_neighbours)  # on the first batch, inside the phase's time
+        yield from neighbour_batches(table, classes, recipe.itm_batch, generator)
 
     def train_itm(self) -> None:
         """BLIP's ITM: each image with a wrong text and each text with a wrong image, both sampled
@@ -953,7 +436,7 @@ class DemoTrainer:
                 with self.autocast():
                     vision = vision_tail(model.vision_model, trunk, tail)
                 vision = vision.float()
-                image_drift = itc_drift(model.vision_proj(vision[:, 0]), image_feat)
+                image_drift = losses.itc_drift(model.vision_proj(vision[:, 0]), image_feat)
             logits = torch.cat(
                 [
                     self._itm_logits(vision, positive),

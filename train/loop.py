@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from blipsearch.train.schedule import make_optimizer
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError
@@ -97,7 +98,7 @@ def load_pairs(source: Path | Sequence[tuple[Image.Image, str]]) -> PairSet:
     The TSV goes through the evaluation loader, so training and `blipsearch eval` read one format.
     """
     if isinstance(source, Path | str):
-        from blipsearch.search.evaluation import load_caption_set
+        from blipsearch.search.caption_sets import load_caption_set
 
         dataset = load_caption_set(Path(source), fmt="tsv")
         ids = [int(i) for i in dataset.text_to_image]
@@ -145,18 +146,6 @@ def load_images(sources: Sequence[ImageSource]) -> list[Image.Image]:
         else open_image(source, max_bytes=max_bytes, max_pixels=max_pixels)
         for source in sources
     ]
-
-
-def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """lr(step) = lr * step / warmup during warm-up, then lr * (1 + cos(pi * progress)) / 2."""
-
-    def factor(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -221,9 +210,8 @@ class Trainer:
         self.total_steps = min(planned, config.steps) if config.steps else planned
         self.warmup_steps = int(self.total_steps * config.warmup_fraction)
         params = [p for p in self.trainable_parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, cosine_with_warmup(self.total_steps, self.warmup_steps)
+        self.optimizer, self.scheduler = make_optimizer(
+            params, config.lr, config.weight_decay, self.total_steps, self.warmup_steps
         )
         self.step = 0
         self.epoch = 0

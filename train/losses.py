@@ -146,6 +146,12 @@ def served_rank_loss(
     return F.softplus(blocks[1:] - blocks[0]).mean()
 
 
+def itc_drift(now: torch.Tensor, then: torch.Tensor) -> torch.Tensor:
+    """How far ITC vectors moved in phase 2: mean squared distance of the unit vectors (2 - 2 cos), the
+    measure both phase-2 penalties hold, the captions' and the images'."""
+    return (F.normalize(now, dim=-1) - F.normalize(then, dim=-1)).pow(2).sum(1).mean()
+
+
 def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int = 0) -> torch.Tensor:
     """Targets for the LM loss: the tokens themselves, padding and the prompt set to -100.
 

@@ -181,7 +181,7 @@ class RetrievalTrainer(Trainer):
     def _val_caption_set(self, pairs: PairSet) -> Any:
         """`evaluate` reads image files; in-memory images are written once into the run directory."""
         import numpy as np
-        from blipsearch.search.evaluation import CaptionSet
+        from blipsearch.search.caption_sets import CaptionSet
 
         order: dict[int, Path] = {}
         folder = self.run_dir / "val-images"
