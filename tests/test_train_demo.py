@@ -15,7 +15,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from blipsearch.train.demo_capfilt import precision_recall, run_capfilt_experiment
-from blipsearch.train.demo_card import itm_phase_words, teacher_lines, training_command, write_model_card
+from blipsearch.train.demo_card import (
+    NOTES_START,
+    itm_phase_words,
+    teacher_lines,
+    training_command,
+    write_model_card,
+)
 from blipsearch.train.demo_eval import evaluate_demo_model, names_emoji
 from blipsearch.train.demo_recipe import DemoRecipe, DemoTrainer
 from blipsearch.train.emoji_classes import flatten_on_white
@@ -75,7 +81,9 @@ def test_recipe_trains_saves_and_measures(tmp_path: Path, fake_packages: dict) -
     assert google["images"] == 3 and {"ITC", "ITM@3"} <= set(google)
     assert 0.0 <= google["captions"]["names_right_emoji"] <= 1.0
     card = write_model_card(recipe.out).read_text()
-    assert "| ITC |" in card and "t2i R@1" in card and "Noto" in card and "Twemoji" in card
+    assert "| text to image R@1 |" in card and "Noto" in card and "Twemoji" in card
+    notes = (recipe.out / "notes.md").read_text()
+    assert "| ITC |" in notes and "t2i R@1" in notes and "Twemoji" in notes
 
 
 def test_card_command_and_labels_follow_the_runs_styles(tmp_path: Path) -> None:
@@ -145,10 +153,20 @@ def test_card_command_and_labels_follow_the_runs_styles(tmp_path: Path) -> None:
     google = {"images": 4, "texts": 4, "ITC": itc, "paraphrase_top5": 0.625}
     (tmp_path / "metrics.json").write_text(json.dumps({"styles": {"google": google}}))
     card = write_model_card(tmp_path).read_text()
-    assert command in card and "Time on Some CPU, 2 cores, no GPU:" in card  # the run's machine
-    assert "| step | Noto | paraphrases | Fluent 3D |" in card and "| 10 | 50.0% | 37.5% | 25.0% |" in card
-    assert "own words" in card and "trained on; the demo catalog): 62.5%" in card
-    assert "Fluent Emoji by Microsoft Corporation, MIT License" in card
+    flat = " ".join(card.split())  # the card's prose is wrapped to short lines
+    assert command in card and "Time on Some CPU, 2 cores, no GPU:" in flat  # the run's machine
+    assert "| text to image R@1 | 50.0 |" in card and "| paraphrase queries, top 5 | 62.5 |" in card
+    assert "Fluent Emoji by Microsoft Corporation, MIT License" in flat
+    assert len(card.splitlines()) < 150 and "| step |" not in card
+    notes = (tmp_path / "notes.md").read_text()  # the run in full, where the card links to it
+    assert "| step | Noto | paraphrases | Fluent 3D |" in notes and "| 10 | 50.0% | 37.5% | 25.0% |" in notes
+    assert "own words" in notes and "trained on; the demo catalog): 62.5%" in notes
+    (tmp_path / "notes.md").write_text(
+        notes.replace("# Demo model: notes", "# Demo model: notes\n\nBy hand.")
+    )
+    write_model_card(tmp_path)
+    again = (tmp_path / "notes.md").read_text()
+    assert "By hand." in again and again.count(NOTES_START) == 1 and again.count("| step |") == 1
 
 
 def _pil(rgb: torch.Tensor) -> Image.Image:

