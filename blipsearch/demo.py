@@ -1,14 +1,13 @@
 """The demo's assets: the shipped emoji model and catalog, and a few broken files to fail cleanly.
 
-`blipsearch demo` and scripts/quickstart.sh index the catalog with the model, so a newcomer sees
-real rankings, filters and keyword search without downloading anything. Both live in the
-repository's `demo/` folder (see demo/model/README.md for how the model was trained and measured,
-demo/catalog/LICENSES.txt for the images' licences).
+`blipsearch demo` and scripts/quickstart.sh (through `blipsearch demo-assets`) index the catalog
+with the model, so a newcomer sees real rankings, filters and keyword search without downloading
+anything. Both live in the repository's `demo/` folder (see demo/model/README.md for how the model
+was trained and measured, demo/catalog/LICENSES.txt for the images' licences).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +80,11 @@ def limited_manifest(manifest: Path, limit: int, out: Path) -> Path:
     return out
 
 
+def sample_image(assets: DemoAssets) -> Path:
+    """One of the catalog's pictures, whose bytes the broken files are cut from."""
+    return next((assets.manifest.parent / "images").rglob("*.png"))
+
+
 def write_broken_files(root: Path, sample: Path) -> Path:
     """Files that must fail with a reason, not break the run: empty, not an image, truncated."""
     broken = root / "broken"
@@ -90,33 +94,3 @@ def write_broken_files(root: Path, sample: Path) -> Path:
     data = sample.read_bytes()
     (broken / "truncated.png").write_bytes(data[: len(data) // 3])
     return broken
-
-
-def main() -> None:
-    from blipsearch.settings import Settings
-
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "directory", type=Path, nargs="?", help="where to write the broken files (created if missing)"
-    )
-    parser.add_argument(
-        "--rerank-settings",
-        action="store_true",
-        help="print how the demo model re-ranks (rerank true/false, then rerank_itc_weight) and exit",
-    )
-    args = parser.parse_args()
-    if args.rerank_settings:
-        weight = demo_rerank_itc_weight(demo_assets(Settings().demo_dir))
-        print(f"{str(DEMO_RERANKS).lower()} {weight}")
-        return
-    if args.directory is None:
-        parser.error("the directory for the broken files is required")
-    assets = demo_assets(Settings().demo_dir)
-    sample = next((assets.manifest.parent / "images").rglob("*.png"))
-    print(f"demo catalog: {assets.manifest}; broken files: {write_broken_files(args.directory, sample)}")
-
-
-if __name__ == "__main__":
-    main()

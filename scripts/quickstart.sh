@@ -30,7 +30,7 @@ if [ -z "${BLIPSEARCH_RETRIEVAL_MODEL:-}" ]; then
   export BLIPSEARCH_RETRIEVAL_MODEL=demo/model/retrieval
   export BLIPSEARCH_CAPTION_MODEL=demo/model/caption
   # how the demo model re-ranks: ITM with ITC, weighted by its ITC temperature (demo/model/README.md)
-  read -r demo_rerank demo_weight < <(.venv/bin/python -m blipsearch.demo --rerank-settings)
+  read -r demo_rerank demo_weight < <($bs demo-assets rerank-settings)
   export BLIPSEARCH_RERANK=${BLIPSEARCH_RERANK:-$demo_rerank}
   export BLIPSEARCH_RERANK_ITC_WEIGHT=${BLIPSEARCH_RERANK_ITC_WEIGHT:-$demo_weight}
   export BLIPSEARCH_CAPTION_PROMPT=${BLIPSEARCH_CAPTION_PROMPT:-"a picture of"}   # as it was trained
@@ -47,7 +47,7 @@ if [ -n "${BLIPSEARCH_VQA_MODEL:-}" ]; then
 fi
 
 export BLIPSEARCH_DATA_DIR=${BLIPSEARCH_DATA_DIR:-$work/data}
-.venv/bin/python -m blipsearch.demo "$work"          # three files that must fail with a reason
+$bs demo-assets broken-files "$work"                 # three files that must fail with a reason
 if [ -n "${BLIPSEARCH_QUICKSTART_PHOTOS:-}" ]; then
   $bs index "$BLIPSEARCH_QUICKSTART_PHOTOS" --no-progress
 else

@@ -293,9 +293,8 @@ def test_teacher_targets_join_phase_one_and_alpha_zero_is_plain_itc(
 def test_train_demo_refuses_a_held_out_style_in_training_and_unmatched_weights(
     tmp_path: Path, extra: list[str], message: str
 ) -> None:
-    from typer.testing import CliRunner
-
     from blipsearch.cli import app
+    from typer.testing import CliRunner
 
     result = CliRunner().invoke(app, ["train", "demo", str(tmp_path / "run"), *extra])
     assert result.exit_code == 2 and message in result.output
@@ -346,10 +345,10 @@ def test_train_demo_defaults_are_the_recipes_so_the_plain_command_reproduces_the
 ) -> None:
     import inspect
 
-    from blipsearch import cli_train
+    from blipsearch.cli import train_demo as command
 
     recipe = DemoRecipe(out=tmp_path, cache=tmp_path)
-    given = {name: p.default for name, p in inspect.signature(cli_train.train_demo).parameters.items()}
+    given = {name: p.default for name, p in inspect.signature(command.train_demo).parameters.items()}
     renamed = {
         "holdout": "holdout_style",
         "corrupt": "corrupt_fraction",
@@ -362,6 +361,6 @@ def test_train_demo_defaults_are_the_recipes_so_the_plain_command_reproduces_the
             assert default == getattr(recipe, field_name), name
             compared += 1
     assert compared >= 18
-    assert recipe.train_styles == cli_train.DEMO_TRAIN_STYLES
-    assert recipe.style_weights == cli_train.DEMO_STYLE_WEIGHTS
+    assert recipe.train_styles == command.DEMO_TRAIN_STYLES
+    assert recipe.style_weights == command.DEMO_STYLE_WEIGHTS
     assert recipe.caption_styles == recipe.train_styles[:1]  # the command's caption default

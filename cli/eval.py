@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from blipsearch.cli.context import session
+from blipsearch.cli.options import DeviceOpt, DTypeOpt, JsonOpt, RetrievalModelOpt, print_json
+from blipsearch.cli.progress import stage_bars
 from rich.console import Console
 from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
-
-SettingsFactory = Callable[..., Any]
-_settings_factory: list[SettingsFactory] = []
-
-
-def bind_settings(factory: SettingsFactory) -> None:
-    """The root CLI passes its settings builder (global --config, fault arming) in here."""
-    _settings_factory[:] = [factory]
 
 
 def parse_rerank_depths(values: list[str] | None) -> list[int]:
@@ -43,6 +36,7 @@ def parse_rerank_depths(values: list[str] | None) -> list[int]:
 
 
 def eval_command(
+    ctx: typer.Context,
     annotations: Annotated[
         Path,
         typer.Argument(
@@ -60,9 +54,7 @@ def eval_command(
     split: Annotated[
         str, typer.Option("--split", help="Split of a Karpathy dataset_*.json: test, val, train, restval.")
     ] = "test",
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Retrieval checkpoint (hub id or directory).")
-    ] = None,
+    model: RetrievalModelOpt = None,
     rerank_k: Annotated[
         list[str] | None,
         typer.Option(
@@ -76,10 +68,10 @@ def eval_command(
         int | None, typer.Option("--limit", min=1, help="Only the first N images (with all their captions).")
     ] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images decoded and encoded per step.")] = 32,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps.")] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = None,
+    device: DeviceOpt = None,
+    dtype: DTypeOpt = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Measure Recall@1/5/10 and mean/median rank of a checkpoint on an image-caption set.
 
@@ -88,16 +80,17 @@ def eval_command(
     query's ITC top-k is re-ordered by ITM probability (with BLIPSEARCH_RERANK_ITC_WEIGHT, by ITM
     log-odds plus that weight x the cosine), the same rule `blipsearch search` applies.
     """
-    from blipsearch.models.retrieval import RetrievalModel
     from blipsearch.search.evaluation import evaluate, load_caption_set
+
+    from blipsearch.models.retrieval import RetrievalModel
 
     depths = parse_rerank_depths(rerank_k)
     dataset = load_caption_set(annotations, images_root=images, fmt=fmt, split=split)
     if limit is not None:
         dataset = dataset.first_images(limit)
-    settings = _settings_factory[0](retrieval_model=model, device=device, dtype=dtype)
+    settings = session(ctx).settings(retrieval_model=model, device=device, dtype=dtype)
     retrieval = RetrievalModel.load(settings.retrieval_model, settings)
-    with _progress_bar(enabled=not (no_progress or as_json)) as progress:
+    with stage_bars(err_console, enabled=not (no_progress or as_json)) as progress:
         result = evaluate(
             retrieval,
             dataset,
@@ -109,32 +102,9 @@ def eval_command(
             itc_weight=settings.rerank_itc_weight,
         )
     if as_json:
-        import json
-        import sys
-
-        data = {**result.as_dict(), "model": settings.retrieval_model}
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        print_json({**result.as_dict(), "model": settings.retrieval_model})
         return
     _print_table(result.as_dict(), settings.retrieval_model)
-
-
-@contextmanager
-def _progress_bar(*, enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A live bar per stage on a terminal; elsewhere None, so evaluation logs its own lines."""
-    from blipsearch.cli_progress import live_bar
-
-    with live_bar(err_console, enabled=enabled) as bar:
-        if bar is None:
-            yield None
-            return
-        tasks: dict[str, Any] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
-        yield update
 
 
 def _print_table(data: dict[str, Any], model: str) -> None:

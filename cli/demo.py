@@ -1,60 +1,26 @@
-"""`blipsearch serve` (the HTTP API and web UI) and `blipsearch demo` (everything, in one command)."""
+"""`blipsearch demo` (the shipped model and catalog, indexed and served in one command) and
+`blipsearch demo-assets` (the same pieces one at a time, for scripts/quickstart.sh)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from blipsearch.cli.context import session
+from blipsearch.cli.serve import HostOpt, PortOpt, run_server
 from rich.console import Console
 
 console = Console(stderr=True)
-_settings_factory: list[Callable[..., Any]] = []
 
-
-def bind_settings(factory: Callable[..., Any]) -> None:
-    _settings_factory[:] = [factory]
-
-
-HostOpt = Annotated[
-    str | None, typer.Option("--host", help="Address to listen on (default: setting, 127.0.0.1).")
-]
-PortOpt = Annotated[int | None, typer.Option("--port", help="Port to listen on (default: setting, 8080).")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (catalog, indexes).")]
-
-
-def _run(settings: Any) -> None:
-    import uvicorn
-
-    from blipsearch.api.app import create_app
-    from blipsearch.api.limits import server_protocol_options
-    from blipsearch.logs import uvicorn_log_config
-
-    address = f"http://{settings.host}:{settings.port}/"
-    if settings.log_format == "json":  # a log pipeline reads stderr: nothing there but JSON lines
-        logging.getLogger("blipsearch.serve").info(
-            "serving", extra={"url": address, "data_dir": str(settings.data_dir)}
-        )
-    else:
-        console.print(f"blipsearch serving {settings.data_dir} on {address}", highlight=False)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=uvicorn_log_config(settings.log_level, settings.log_format),
-        log_level=settings.log_level.lower(),
-        **server_protocol_options(),
-    )
-
-
-def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Serve the HTTP API (/v1, docs at /docs) and the web UI (/) for a data directory."""
-    _run(_settings_factory[0](host=host, port=port, data_dir=data_dir))
+demo_assets_app = typer.Typer(
+    help="The demo's model settings and broken files, for scripts that run the commands one by one.",
+    no_args_is_help=True,
+)
 
 
 def demo(
+    ctx: typer.Context,
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the demo's data (catalog database, indexes) goes.")
     ] = Path(".blipsearch-demo"),
@@ -78,18 +44,20 @@ def demo(
     """
     import os
 
+    from blipsearch.indexer.pipeline import Indexer, IndexOptions
+    from blipsearch.indexer.progress import Progress
+
     from blipsearch.demo import (
         DEMO_RERANKS,
         demo_assets,
         demo_rerank_itc_weight,
         limited_manifest,
+        sample_image,
         write_broken_files,
     )
-    from blipsearch.indexer.pipeline import Indexer, IndexOptions
-    from blipsearch.indexer.progress import Progress
 
     overrides: dict[str, Any] = {"host": host, "port": port, "data_dir": directory / "data"}
-    base = _settings_factory[0]()
+    base = session(ctx).settings()
     assets = demo_assets(base.demo_dir)
     if not os.environ.get("BLIPSEARCH_RETRIEVAL_MODEL"):
         overrides.update(retrieval_model=str(assets.retrieval), caption_model=str(assets.caption))
@@ -107,12 +75,11 @@ def demo(
             console.print("(demo model: ITM re-ranking off by default, see demo/model/README.md)")
     if not os.environ.get("BLIPSEARCH_API_KEY"):
         overrides["api_key"] = "demo"
-    settings = _settings_factory[0](**overrides)
+    settings = session(ctx).settings(**overrides)
     manifest = assets.manifest
     if limit is not None:
         manifest = limited_manifest(manifest, limit, directory / "catalog-first.csv")
-    sample = next((assets.manifest.parent / "images").rglob("*.png"))
-    broken = write_broken_files(directory, sample)
+    broken = write_broken_files(directory, sample_image(assets))
     indexer = Indexer(settings, progress=Progress(enabled=False))
     try:
         report = indexer.run(manifest, IndexOptions(captions=captions))
@@ -125,4 +92,26 @@ def demo(
         highlight=False,
     )
     if not no_serve:
-        _run(settings)
+        run_server(settings)
+
+
+@demo_assets_app.command("rerank-settings")
+def demo_rerank_settings(ctx: typer.Context) -> None:
+    """Print how the demo model re-ranks: `true` or `false` (ITM on), then its rerank_itc_weight."""
+    from blipsearch.demo import DEMO_RERANKS, demo_assets, demo_rerank_itc_weight
+
+    weight = demo_rerank_itc_weight(demo_assets(session(ctx).settings().demo_dir))
+    typer.echo(f"{str(DEMO_RERANKS).lower()} {weight}")
+
+
+@demo_assets_app.command("broken-files")
+def demo_broken_files(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Where the folder broken/ goes (created if missing).")],
+) -> None:
+    """Write files that must fail with a reason (empty, not an image, truncated) into DIRECTORY/broken."""
+    from blipsearch.demo import demo_assets, sample_image, write_broken_files
+
+    assets = demo_assets(session(ctx).settings().demo_dir)
+    broken = write_broken_files(directory, sample_image(assets))
+    typer.echo(f"demo catalog: {assets.manifest}; broken files: {broken}")

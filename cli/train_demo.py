@@ -1,15 +1,15 @@
-"""`blipsearch train`: fine-tune BLIP checkpoints with BLIP's own objectives (ITC+ITM, LM)."""
+"""`blipsearch train demo` and `train demo-capfilt`: the shipped demo model's recipe and its CapFilt
+experiment, as commands whose defaults reproduce the shipped model."""
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from blipsearch.cli.data import default_npm_cache
+from blipsearch.cli.options import TrainSeedOpt
+from blipsearch.cli.progress import training_bar
 from rich.console import Console
 
 console = Console()
@@ -20,230 +20,7 @@ DEMO_STYLE_WEIGHTS = (2.0, 1.0, 1.0, 1.0)
 """The shipped model's styles and how often each is drawn (`DemoRecipe`'s defaults; a test holds the
 two equal, since importing the recipe here would load torch for every `--help`)."""
 
-train_app = typer.Typer(
-    help="Fine-tune BLIP checkpoints on image-text pairs (CPU-sized; runs on GPU too).",
-    no_args_is_help=True,
-)
 
-PairsArg = Annotated[
-    Path | None,
-    typer.Argument(
-        help="TSV of image<TAB>caption lines (paths relative to the file); omit with --from-catalog.",
-        metavar="[PAIRS_FILE]",
-        show_default=False,
-    ),
-]
-FromCatalogOpt = Annotated[
-    bool,
-    typer.Option(
-        "--from-catalog",
-        help="Train on the indexed images and their texts that CapFilt kept (noisy ones left out).",
-    ),
-]
-BaseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--base", help="Checkpoint to start from (directory or hub id; default: the configured one)."
-    ),
-]
-OutOpt = Annotated[Path, typer.Option("--out", help="Run directory: recipe, checkpoints, best model.")]
-EpochsOpt = Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training pairs.")]
-BatchOpt = Annotated[int, typer.Option("--batch", min=2, help="Pairs per forward pass.")]
-AccumulateOpt = Annotated[
-    int, typer.Option("--accumulate", min=1, help="Batches whose gradients add up to one optimizer step.")
-]
-LrOpt = Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (cosine schedule, warm-up).")]
-StepsOpt = Annotated[int | None, typer.Option("--steps", min=1, help="Stop after this many optimizer steps.")]
-CheckpointOpt = Annotated[
-    int,
-    typer.Option("--checkpoint-every", min=0, help="Write a resumable checkpoint every N steps (0: never)."),
-]
-ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Continue from the run directory's latest checkpoint.")
-]
-ValOpt = Annotated[
-    float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of images held out for validation.")
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seeds data order, dropout and negative sampling.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of text.")]
-
-
-def _pairs(pairs_file: Path | None, from_catalog: bool, settings: Any) -> Any:
-    from blipsearch.errors import InvalidInputError
-
-    if (pairs_file is None) == (not from_catalog):
-        raise InvalidInputError("Give a PAIRS_FILE or --from-catalog (one of them).")
-    if pairs_file is not None:
-        return pairs_file
-    from blipsearch.storage.catalog import Catalog
-    from blipsearch.train.catalog_pairs import catalog_pairs
-
-    catalog = Catalog.open(settings)
-    try:
-        return catalog_pairs(catalog)
-    finally:
-        catalog.close()
-
-
-def _run(
-    kind: str,
-    pairs_file: Path | None,
-    base: str | None,
-    out: Path,
-    as_json: bool,
-    from_catalog: bool = False,
-    **options: Any,
-) -> None:
-    from blipsearch.cli import _settings
-    from blipsearch.train.loop import TrainConfig
-
-    settings = _settings()
-    pairs = _pairs(pairs_file, from_catalog, settings)
-    default_base = settings.retrieval_model if kind == "retrieval" else settings.caption_model
-    config = TrainConfig(
-        base=base or default_base, out=out, device=settings.device, offline=settings.offline, **options
-    )
-    recipe = out / "recipe.json"
-    if config.resume and recipe.is_file():  # continue with the run's own settings, not today's defaults
-        recorded = json.loads(recipe.read_text())["config"]
-        config = TrainConfig(**{**recorded, "out": out, "resume": True})
-    with _progress_bar(enabled=not as_json, total=config.steps) as progress:
-        if kind == "retrieval":
-            from blipsearch.train.retrieval import RetrievalTrainer
-
-            trainer: Any = RetrievalTrainer(config, pairs, progress=progress)
-        else:
-            from blipsearch.train.captioner import CaptionTrainer
-
-            trainer = CaptionTrainer(config, pairs, progress=progress)
-        history = trainer.fit()
-    steps = [record for record in history if "loss" in record]
-    summary = {
-        "kind": kind,
-        "run_dir": str(out),
-        "best": str(out / "best"),
-        "steps": trainer.step,
-        "total_steps": trainer.total_steps,
-        "best_metric": trainer.best_metric,
-        "last": steps[-1] if steps else None,
-        "validations": [record["validation"] for record in history if record.get("validation")],
-    }
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
-        return
-    last = summary["last"] or {}
-    losses = ", ".join(
-        f"{key} {value:.4f}" for key, value in last.items() if key not in ("step", "epoch", "lr")
-    )
-    console.print(f"trained {trainer.step}/{trainer.total_steps} steps: {losses}", highlight=False)
-    if trainer.best_metric is not None:
-        console.print(f"best validation metric: {trainer.best_metric:.4f}", highlight=False)
-    console.print(f"best model: {out / 'best'}", highlight=False)
-
-
-@contextmanager
-def _progress_bar(
-    *, enabled: bool, total: int | None
-) -> Iterator[Callable[[int, int, dict[str, float]], None] | None]:
-    """A live bar with the current losses on a terminal; nothing elsewhere (history.jsonl has it all)."""
-    from blipsearch.cli_progress import live_bar
-
-    with live_bar(err_console, enabled=enabled) as bar:
-        if bar is None:
-            yield None
-            return
-        task = bar.add_task("training", total=total)
-
-        def update(step: int, steps: int, losses: dict[str, float]) -> None:
-            text = " ".join(f"{key} {value:.3f}" for key, value in losses.items())
-            bar.update(task, completed=step, total=steps, description=f"training {text}")
-
-        yield update
-
-
-@train_app.command("retrieval")
-def train_retrieval(
-    pairs_file: PairsArg = None,
-    *,
-    out: OutOpt,
-    base: BaseOpt = None,
-    epochs: EpochsOpt = 1,
-    batch: BatchOpt = 8,
-    accumulate: AccumulateOpt = 1,
-    lr: LrOpt = 1e-5,
-    steps: StepsOpt = None,
-    checkpoint_every: CheckpointOpt = 0,
-    resume: ResumeOpt = False,
-    val_fraction: ValOpt = 0.0,
-    seed: SeedOpt = 0,
-    from_catalog: FromCatalogOpt = False,
-    alpha: Annotated[float, typer.Option("--alpha", help="Momentum distillation weight.")] = 0.4,
-    as_json: JsonOpt = False,
-) -> None:
-    """Fine-tune a retrieval checkpoint with ITC (momentum distillation) and ITM (hard negatives)."""
-    _run(
-        "retrieval",
-        pairs_file,
-        base,
-        out,
-        as_json,
-        from_catalog=from_catalog,
-        epochs=epochs,
-        batch=batch,
-        accumulate=accumulate,
-        lr=lr,
-        steps=steps,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        val_fraction=val_fraction,
-        seed=seed,
-        alpha=alpha,
-    )
-
-
-@train_app.command("captioner")
-def train_captioner(
-    pairs_file: PairsArg = None,
-    *,
-    out: OutOpt,
-    base: BaseOpt = None,
-    epochs: EpochsOpt = 1,
-    batch: BatchOpt = 8,
-    accumulate: AccumulateOpt = 1,
-    lr: LrOpt = 1e-5,
-    steps: StepsOpt = None,
-    checkpoint_every: CheckpointOpt = 0,
-    resume: ResumeOpt = False,
-    val_fraction: ValOpt = 0.0,
-    seed: SeedOpt = 0,
-    from_catalog: FromCatalogOpt = False,
-    prompt: Annotated[str, typer.Option("--prompt", help="Prompt before each caption (not scored).")] = (
-        "a picture of "
-    ),
-    as_json: JsonOpt = False,
-) -> None:
-    """Fine-tune a caption checkpoint with the LM loss (label smoothing 0.1, prompt masked)."""
-    _run(
-        "captioner",
-        pairs_file,
-        base,
-        out,
-        as_json,
-        from_catalog=from_catalog,
-        epochs=epochs,
-        batch=batch,
-        accumulate=accumulate,
-        lr=lr,
-        steps=steps,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        val_fraction=val_fraction,
-        seed=seed,
-        prompt=prompt,
-    )
-
-
-@train_app.command("demo")
 def train_demo(
     out: Annotated[Path, typer.Argument(help="Where the models, recipe, history and metrics go.")],
     cache: Annotated[
@@ -371,7 +148,7 @@ def train_demo(
             help="Mix the teacher into both ITC directions (default: image-to-text only).",
         ),
     ] = False,
-    seed: SeedOpt = 0,
+    seed: TrainSeedOpt = 0,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
     device: Annotated[
         str, typer.Option("--device", help="auto, cpu or cuda[:N]; images are drawn on the CPU either way.")
@@ -396,12 +173,12 @@ def train_demo(
     import logging
     import time
 
-    from blipsearch.cli_data import _default_cache
-    from blipsearch.errors import BlipsearchError
-    from blipsearch.models.runtime import resolve_device
     from blipsearch.train.demo_model import DemoArchitecture
     from blipsearch.train.demo_recipe import DemoRecipe, DemoTrainer
     from blipsearch.train.teacher import TEACHERS
+
+    from blipsearch.errors import BlipsearchError
+    from blipsearch.models.runtime import resolve_device
 
     log = logging.getLogger("blipsearch.train.demo")
     styles = tuple(train_style or DEMO_TRAIN_STYLES)
@@ -423,7 +200,7 @@ def train_demo(
         raise typer.Exit(2)
     recipe = DemoRecipe(
         out=out,
-        cache=cache if cache is not None else _default_cache(),
+        cache=cache if cache is not None else default_npm_cache(),
         train_styles=styles,
         style_weights=weights,
         caption_styles=tuple(caption_style) if caption_style else styles[:1],
@@ -465,7 +242,7 @@ def train_demo(
             log.info("phase=%s step=%d/%d %s elapsed_s=%.0f", phase, step, total, text, now - started)
             last[phase] = now
 
-    with _progress_bar(enabled=True, total=None) as bar:
+    with training_bar(err_console, enabled=True, total=None) as bar:
 
         def progress(phase: str, step: int, total: int, numbers: dict[str, float]) -> None:
             report(phase, step, total, numbers)
@@ -486,7 +263,6 @@ def train_demo(
         console.print(f"measured; model card: {card}", highlight=False)
 
 
-@train_app.command("demo-capfilt")
 def train_demo_capfilt(
     out: Annotated[
         Path, typer.Argument(help="Experiment folder: noisy/, cleaned/, flagged.json, capfilt.json.")
@@ -497,7 +273,7 @@ def train_demo_capfilt(
     ] = 0.3,
     itc_steps: Annotated[int, typer.Option("--itc-steps", min=1, help="ITC steps of each run.")] = 500,
     itm_steps: Annotated[int, typer.Option("--itm-steps", min=1, help="ITM steps of each run.")] = 400,
-    seed: SeedOpt = 0,
+    seed: TrainSeedOpt = 0,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
     rule: Annotated[
         str,
@@ -515,7 +291,6 @@ def train_demo_capfilt(
     model card was measured."""
     import logging
 
-    from blipsearch.cli_data import _default_cache
     from blipsearch.train.demo_capfilt import run_capfilt_experiment
     from blipsearch.train.demo_recipe import DemoRecipe
 
@@ -528,7 +303,7 @@ def train_demo_capfilt(
 
     recipe = DemoRecipe.plain(
         out=out,
-        cache=cache if cache is not None else _default_cache(),
+        cache=cache if cache is not None else default_npm_cache(),
         seed=seed,
         itc_steps=itc_steps,
         itm_steps=itm_steps,

@@ -16,7 +16,7 @@ data_app = typer.Typer(
 )
 
 
-def _default_cache() -> Path:
+def default_npm_cache() -> Path:
     """Outside the output folder, so deleting and rebuilding the output needs no new download."""
     import os
 
@@ -60,7 +60,7 @@ def emoji(
 
     summary = build_emoji_data(
         out_dir,
-        cache=cache if cache is not None else _default_cache(),
+        cache=cache if cache is not None else default_npm_cache(),
         styles=[s.strip() for s in styles.split(",") if s.strip()],
         size=size,
         augment=augment,

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from blipsearch.cli.context import session
+from blipsearch.cli.options import CatalogUrlOpt, DataDirOpt, IndexedModelOpt, JsonOpt, print_json
 from rich.console import Console
 from rich.table import Table
 
 console = Console()
 
-SettingsFactory = Callable[..., Any]
-_settings_factory: list[SettingsFactory] = []
-
-
-def bind_settings(factory: SettingsFactory) -> None:
-    """The root CLI passes its settings builder (global --config) in here."""
-    _settings_factory[:] = [factory]
-
-
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (catalog, indexes).")]
-DatabaseUrlOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL of the catalog.")]
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", help="Retrieval checkpoint the index was built with.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
 
 def search(
+    ctx: typer.Context,
     query: Annotated[
         str | None, typer.Argument(help="What to look for, in words (omit with --image or --item).")
     ] = None,
@@ -62,8 +46,8 @@ def search(
         bool, typer.Option("--include-noisy", help="With --texts: also texts CapFilt marked noisy.")
     ] = False,
     data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-    model: ModelOpt = None,
+    database_url: CatalogUrlOpt = None,
+    model: IndexedModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the index: text to images, image to images (--image, --item), image to texts (--texts).
@@ -71,10 +55,11 @@ def search(
     Examples: `blipsearch search "a red dress" -f category=dresses -f "price<=50"`,
     `blipsearch search --image photo.jpg`, `blipsearch search --item 42 --texts`.
     """
-    from blipsearch.errors import InvalidInputError
-    from blipsearch.images import read_image_file
     from blipsearch.search.filters import parse_filters
     from blipsearch.search.service import SearchOptions, SearchService
+
+    from blipsearch.errors import InvalidInputError
+    from blipsearch.images import read_image_file
 
     given = sum(value is not None for value in (query, image, item))
     if given != 1:
@@ -91,7 +76,7 @@ def search(
         mode=mode,
         include_noisy=include_noisy,
     )
-    settings = _settings_factory[0](data_dir=data_dir, database_url=database_url, retrieval_model=model)
+    settings = session(ctx).settings(data_dir=data_dir, database_url=database_url, retrieval_model=model)
     service = SearchService.open(settings)
     try:
         data = (
@@ -109,7 +94,7 @@ def search(
         service.close()
     result = page.as_dict()
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+        print_json(result)
         return
     _print_page(result, texts=texts, caption=caption)
 
@@ -144,18 +129,20 @@ def _print_page(result: dict[str, Any], *, texts: bool, caption: bool) -> None:
 
 
 def describe(
+    ctx: typer.Context,
     image: Annotated[Path, typer.Argument(help="An image file.")],
     k: Annotated[int, typer.Option("-k", "--k", help="How many catalog texts to show.")] = 5,
     data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-    model: ModelOpt = None,
+    database_url: CatalogUrlOpt = None,
+    model: IndexedModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Caption an image and show the catalog texts (titles, descriptions, captions) closest to it."""
-    from blipsearch.images import open_image
     from blipsearch.search.service import SearchOptions, SearchService
 
-    settings = _settings_factory[0](data_dir=data_dir, database_url=database_url, retrieval_model=model)
+    from blipsearch.images import open_image
+
+    settings = session(ctx).settings(data_dir=data_dir, database_url=database_url, retrieval_model=model)
     picture = open_image(image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
     service = SearchService.open(settings)
     try:
@@ -165,7 +152,7 @@ def describe(
         service.close()
     result = {"image": str(image), "caption": caption, "texts": page.as_dict()["hits"]}
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+        print_json(result)
         return
     console.print(f"caption: {caption}", highlight=False)
     _print_page(page.as_dict(), texts=True, caption=False)

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
+from blipsearch.cli.context import session
+from blipsearch.cli.options import CatalogUrlOpt, DataDirOpt, IndexedModelOpt, print_json
 from rich.console import Console
 
 console = Console()
 
 
 def capfilt(
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Data directory (catalog, indexes).")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="SQLAlchemy URL of the catalog.")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Retrieval checkpoint the index was built with.")
-    ] = None,
+    ctx: typer.Context,
+    data_dir: DataDirOpt = None,
+    database_url: CatalogUrlOpt = None,
+    model: IndexedModelOpt = None,
     threshold: Annotated[
         float, typer.Option("--threshold", help="ITM match probability below which a text is noisy.")
     ] = 0.5,
@@ -35,12 +29,12 @@ def capfilt(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Write synthetic captions for indexed images and mark noisy texts with ITM (originals kept)."""
-    from blipsearch.cli import _settings  # the root CLI's settings builder (global --config)
     from blipsearch.indexer.capfilt import CapFilt
+
     from blipsearch.models.captioner import Captioner
     from blipsearch.models.retrieval import RetrievalModel
 
-    settings = _settings(data_dir=data_dir, database_url=database_url, retrieval_model=model)
+    settings = session(ctx).settings(data_dir=data_dir, database_url=database_url, retrieval_model=model)
     retrieval = RetrievalModel.load(settings.retrieval_model, settings)
     captioner = Captioner.load(settings.caption_model, settings)
     runner = CapFilt(settings, retrieval, captioner)
@@ -49,7 +43,7 @@ def capfilt(
     finally:
         runner.catalog.close()
     if as_json:
-        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        print_json(report.as_dict())
         return
     console.print(
         f"{report.items} items, {report.synthetic_written} synthetic captions written, "

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from blipsearch.cli.context import session
+from blipsearch.cli.options import DatabaseUrlOpt, DataDirOpt, JsonOpt, RetrievalModelOpt, print_json
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
 console = Console()
-err_console = Console(stderr=True)
 
 KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 
@@ -35,33 +36,14 @@ index_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (catalog, indexes).")]
-DatabaseUrlOpt = Annotated[
-    str | None, typer.Option("--database-url", help="SQLAlchemy URL (default: SQLite in the data directory).")
-]
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", help="Retrieval checkpoint (hub id or directory).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
-SettingsFactory = Callable[..., Any]
-_settings_factory: list[SettingsFactory] = []
-
-
-def bind_settings(factory: SettingsFactory) -> None:
-    """The root CLI passes its settings builder (global --config, fault arming) in here."""
-    _settings_factory[:] = [factory]
-
-
-def _settings(**overrides: Any) -> Any:
-    return _settings_factory[0](**overrides)
-
-
-def _with_catalog(data_dir: Path | None, database_url: str | None, read: Callable[[Path, Any], Any]) -> Any:
+def _with_catalog(
+    ctx: typer.Context, data_dir: Path | None, database_url: str | None, read: Callable[[Path, Any], Any]
+) -> Any:
     """Run a read-only maintenance function on the data directory's catalog, then close it."""
     from blipsearch.storage.catalog import Catalog
 
-    settings = _settings(data_dir=data_dir, database_url=database_url)
+    settings = session(ctx).settings(data_dir=data_dir, database_url=database_url)
     catalog = Catalog.open(settings)
     try:
         return read(settings.data_dir, catalog)
@@ -69,19 +51,13 @@ def _with_catalog(data_dir: Path | None, database_url: str | None, read: Callabl
         catalog.close()
 
 
-def _print_json(data: Any) -> None:
-    import json
-    import sys
-
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 @index_app.command("run")
 def index_run(
+    ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="A folder of images (recursive) or a .csv/.jsonl manifest.")],
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
-    model: ModelOpt = None,
+    model: RetrievalModelOpt = None,
     captions: Annotated[bool, typer.Option("--captions", help="Store a generated caption per item.")] = False,
     caption_model: Annotated[
         str | None, typer.Option("--caption-model", help="Captioning checkpoint.")
@@ -111,13 +87,14 @@ def index_run(
     Safe to interrupt and re-run: committed work is kept and the next run resumes. One writer per
     data directory at a time.
     """
-    from blipsearch.errors import InvalidInputError
     from blipsearch.indexer.pipeline import Indexer, IndexOptions
     from blipsearch.indexer.progress import Progress
 
+    from blipsearch.errors import InvalidInputError
+
     if index_kind is not None and index_kind not in KINDS:
         raise InvalidInputError(f"--index-kind must be one of {', '.join(KINDS)}, not {index_kind!r}.")
-    settings = _settings(
+    settings = session(ctx).settings(
         data_dir=data_dir,
         database_url=database_url,
         retrieval_model=model,
@@ -140,7 +117,7 @@ def index_run(
     finally:
         indexer.catalog.close()
     if as_json:
-        _print_json(report.as_dict())
+        print_json(report.as_dict())
         return
     _print_report(report.as_dict())
 
@@ -177,14 +154,17 @@ def _print_report(data: dict[str, Any]) -> None:
 
 @index_app.command("status")
 def index_status(
-    data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False
+    ctx: typer.Context,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Items by status, the committed index generations, and how far behind the catalog they are."""
     from blipsearch.indexer.maintenance import index_status as status
 
-    data = _with_catalog(data_dir, database_url, status)
+    data = _with_catalog(ctx, data_dir, database_url, status)
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     console.print(f"catalog {data['catalog']}  (last change {data['last_change_id']})", highlight=False)
     console.print("items: " + ", ".join(f"{k} {v}" for k, v in data["items"].items()))
@@ -206,14 +186,17 @@ def index_status(
 
 @index_app.command("verify")
 def index_verify(
-    data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False
+    ctx: typer.Context,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check that the catalog and the committed indexes agree; exit 1 when they do not."""
     from blipsearch.indexer.maintenance import verify
 
-    report = _with_catalog(data_dir, database_url, verify)
+    report = _with_catalog(ctx, data_dir, database_url, verify)
     if as_json:
-        _print_json(report.as_dict())
+        print_json(report.as_dict())
     else:
         for key, value in report.checked.items():
             console.print(f"{key}: {value}")
@@ -228,23 +211,25 @@ def index_verify(
 
 @index_app.command("rebuild")
 def index_rebuild(
+    ctx: typer.Context,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
-    model: ModelOpt = None,
+    model: RetrievalModelOpt = None,
     index_kind: Annotated[
         str | None, typer.Option("--index-kind", help="auto, flat, hnsw, ivf or ivfpq.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build both indexes from the embeddings stored in SQL (no images read, no model run)."""
-    from blipsearch.errors import InvalidInputError
     from blipsearch.indexer.maintenance import rebuild
     from blipsearch.indexer.pipeline import Indexer
+
+    from blipsearch.errors import InvalidInputError
     from blipsearch.storage.lock import WriterLock
 
     if index_kind is not None and index_kind not in KINDS:
         raise InvalidInputError(f"--index-kind must be one of {', '.join(KINDS)}, not {index_kind!r}.")
-    settings = _settings(data_dir=data_dir, database_url=database_url, retrieval_model=model)
+    settings = session(ctx).settings(data_dir=data_dir, database_url=database_url, retrieval_model=model)
     indexer = Indexer(settings)
     try:
         with WriterLock(settings.data_dir, "index rebuild"):
@@ -252,7 +237,7 @@ def index_rebuild(
     finally:
         indexer.catalog.close()
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     console.print(
         f"rebuilt generation {data['generation']}: images {data['images']['kind']} "

@@ -1,0 +1,3 @@
+from blipsearch.cli.app import run
+
+run()
