@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from blipsearch.cli.context import session
-from blipsearch.cli.options import TrainSeedOpt
+from blipsearch.cli.options import TrainSeedOpt, print_json
 from blipsearch.cli.progress import training_bar
 from blipsearch.cli.train_demo import train_demo, train_demo_capfilt
 from rich.console import Console
@@ -126,7 +125,7 @@ def _run(
         "validations": [record["validation"] for record in history if record.get("validation")],
     }
     if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        print_json(summary)
         return
     last = summary["last"] or {}
     losses = ", ".join(
