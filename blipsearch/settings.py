@@ -8,6 +8,7 @@ file, built-in defaults. The config file is `$BLIPSEARCH_CONFIG_FILE` if set, el
 from __future__ import annotations
 
 import os
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -396,6 +397,8 @@ def load_settings(**overrides: Any) -> Settings:
     clean = {key: value for key, value in overrides.items() if value is not None}
     try:
         return Settings(**clean)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"The config file is not valid TOML: {exc}.") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()

@@ -57,6 +57,13 @@ app.add_typer(data_app, name="data")
 app.add_typer(demo_assets_app, name="demo-assets")
 
 
+def _print_version(value: bool) -> None:
+    # Eager, so that `blipsearch --version` answers without a command.
+    if value:
+        console.print(f"blipsearch {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -73,12 +80,12 @@ def _root(
             "--log-json/--log-text", help="JSON or key=value logs on stderr (default: setting log_format)."
         ),
     ] = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
+    ] = False,
 ) -> None:
     """Cross-modal image search on BLIP."""
-    if version:
-        console.print(f"blipsearch {__version__}")
-        raise typer.Exit(0)
     if not isinstance(ctx.obj, CliSession):  # `main` passes its own; `app(...)` called directly does not
         ctx.obj = CliSession()
     current: CliSession = ctx.obj

@@ -94,11 +94,15 @@ def upgrade_database(engine: Engine, revision: str = "head") -> str | None:
     """Apply migrations up to `revision`; returns the revision the database is now at."""
     from alembic import command
 
+    from alembic.util import CommandError
+
     config = _alembic_config(engine.url.render_as_string(hide_password=False))
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+    except CommandError as exc:
+        raise CatalogError(f"Cannot migrate the catalog to revision {revision!r}: {exc}.") from None
     except SQLAlchemyError as exc:
         raise _catalog_error(engine, "migrate", exc) from None
     now = current_revision(engine)
