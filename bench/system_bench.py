@@ -29,7 +29,8 @@ from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.exact import TorchExactSearch
-from blipsearch.storage.vectors import IndexSpec, VectorIndex, choose_index_spec
+from blipsearch.storage.index_spec import IndexSpec, choose_index_spec
+from blipsearch.storage.vectors import VectorIndex
 
 log = logging.getLogger("bench")
 

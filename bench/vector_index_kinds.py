@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_report
 
-from blipsearch.storage.vectors import VectorIndex, choose_index_spec, estimated_bytes
+from blipsearch.storage.index_spec import choose_index_spec, estimated_bytes
+from blipsearch.storage.vectors import VectorIndex
 
 DIM = 256
 QUERIES = 200

@@ -30,10 +30,10 @@ from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.paths import IngestRoots
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog, ItemMetadata, ItemWrite, TextVector, own_texts, round_trip
+from blipsearch.storage.index_spec import RequestedKind
 from blipsearch.storage.live import IndexSet, LiveIndexes
 from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import Item, ItemStatus, TextOrigin
-from blipsearch.storage.vectors import RequestedKind
 from blipsearch.storage.vision_cache import VisionTokenCache
 
 log = logging.getLogger(__name__)
