@@ -43,7 +43,8 @@ from blipsearch.images import decode_image, open_image
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel, validate_texts
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, text_vector_ids
+from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.index_content import text_vector_ids
 from blipsearch.storage.live import IndexSet, LiveIndexes
 from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import TEXT_SLOTS, Item, ItemText

@@ -22,7 +22,8 @@ from PIL import Image
 from blipsearch.errors import InvalidInputError
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, FileFacts, ItemMetadata, ItemWrite, TextVector
+from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.item_writes import FileFacts, ItemMetadata, ItemWrite, TextVector
 from blipsearch.storage.schema import SLOT_OF_KIND, ItemStatus, TextKind
 
 QUERY = "a red dress with white dots"
