@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from blipsearch.indexer.pipeline import Indexer
-from blipsearch.search.service import SearchOptions, SearchService
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import SearchService
 from PIL import Image
 
 from bench.common import naive_row

@@ -13,7 +13,8 @@ import pytest
 from blipsearch.indexer.capfilt import CapFilt
 from blipsearch.indexer.maintenance import verify
 from blipsearch.indexer.pipeline import Indexer, IndexOptions
-from blipsearch.search.service import SearchOptions, SearchService
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import SearchService
 from blipsearch.train.catalog_pairs import catalog_pairs
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 from sqlalchemy import select

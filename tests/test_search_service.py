@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 from blipsearch.search.filters import parse_filters
-from blipsearch.search.service import SearchOptions, SearchService
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import SearchService
 from blipsearch.search.vision import CachedVisionTokens, FileVisionTokens
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 from PIL import Image
