@@ -1,4 +1,8 @@
-"""What the indexer and the API hand the catalog to write: an item's new state, field by field."""
+"""What the indexer and the API hand the catalog to write: an item's new state, field by field.
+
+Plain values, not ORM rows: a batch is assembled while files are decoded and embedded, without a
+session open, and `Catalog.write` applies it in one transaction with its change-log entries.
+"""
 
 from __future__ import annotations
 
