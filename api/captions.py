@@ -43,7 +43,7 @@ async def caption_item(
             raise ApiError(404, "item_not_found", f"There is no item {item_id}.")
         if found[0].caption and not replace:
             return CaptionOut(item_id=item_id, caption=found[0].caption, generated=False)
-        captions = service.caption_items([item_id], replace=True)
+        captions = service.captions.caption_items([item_id], replace=True)
         if item_id not in captions:
             raise ApiError(409, "not_captionable", f"The image of item {item_id} could not be decoded.")
         service.refresh()

@@ -19,7 +19,7 @@ from blipsearch.api.item_files import IMAGE_TYPES, content_disposition, image_ty
 from blipsearch.api.uploads import read_upload
 from blipsearch.indexer.items import ItemWriter
 from blipsearch.indexer.sources import metadata_from_fields
-from blipsearch.search.service import item_summary
+from blipsearch.search.results import item_summary
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from PIL import Image

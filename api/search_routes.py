@@ -9,7 +9,7 @@ from blipsearch.api.deps import AppState, ItemId, app_state, require_read_access
 from blipsearch.api.errors import ApiError
 from blipsearch.api.uploads import read_upload
 from blipsearch.search.filters import parse_filters
-from blipsearch.search.service import SearchOptions, SearchPage
+from blipsearch.search.results import SearchOptions, SearchPage
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from sqlalchemy import func, select
 

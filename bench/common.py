@@ -97,7 +97,7 @@ def naive_row(path: Path, data: bytes, vector: np.ndarray, fingerprint: str) -> 
     """The catalog row the naive indexing loop writes for one file, in its own transaction."""
     import hashlib
 
-    from blipsearch.storage.catalog import FileFacts, ItemWrite
+    from blipsearch.storage.item_writes import FileFacts, ItemWrite
     from blipsearch.storage.schema import ItemStatus
 
     return ItemWrite(

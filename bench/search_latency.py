@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blipsearch.indexer.pipeline import Indexer
-from blipsearch.search.service import SearchOptions, SearchService
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import SearchService
 from common import base_size_retrieval, photo_like_jpegs, write_report
 
 from blipsearch.models.retrieval import RetrievalModel

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from blipsearch.indexer.pipeline import Indexer
-from blipsearch.search.service import SearchOptions, SearchService
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import SearchService
 from PIL import Image
 
 from bench.common import naive_row
@@ -29,7 +30,8 @@ from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.exact import TorchExactSearch
-from blipsearch.storage.vectors import IndexSpec, VectorIndex, choose_index_spec
+from blipsearch.storage.index_spec import IndexSpec, choose_index_spec
+from blipsearch.storage.vectors import VectorIndex
 
 log = logging.getLogger("bench")
 

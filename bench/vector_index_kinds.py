@@ -2,7 +2,7 @@
 
 Flat (exact) is the baseline in every row: each approximate kind is reported as its speed-up over
 Flat at that size and its recall@10 against Flat's exact answers. This is the evidence behind the
-automatic rule in blipsearch/storage/vectors.py (Flat below 50,000 vectors).
+automatic rule in blipsearch/storage/index_spec.py (Flat below 50,000 vectors).
 
 Vectors are synthetic unit vectors of ITC size (256-d) with two levels of clusters, and each
 query is a perturbed copy of a stored vector (a query that has a true match). This is harder than
@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_report
 
-from blipsearch.storage.vectors import VectorIndex, choose_index_spec, estimated_bytes
+from blipsearch.storage.index_spec import choose_index_spec, estimated_bytes
+from blipsearch.storage.vectors import VectorIndex
 
 DIM = 256
 QUERIES = 200

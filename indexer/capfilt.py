@@ -31,10 +31,11 @@ from blipsearch.models.captioner import Captioner, CaptionOptions
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.models.runtime import chunks
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, round_trip
+from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.live import IndexSet
 from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import SYNTHETIC_SLOTS, Item, ItemStatus, TextOrigin
+from blipsearch.storage.vector_codec import round_trip
 
 log = logging.getLogger(__name__)
 

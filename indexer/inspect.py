@@ -19,7 +19,7 @@ from PIL import Image
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.images import decode_image, read_image_file
-from blipsearch.storage.catalog import FileFacts
+from blipsearch.storage.item_writes import FileFacts
 from blipsearch.storage.schema import Item, ItemStatus
 
 

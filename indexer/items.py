@@ -19,16 +19,10 @@ from blipsearch.errors import ConflictError
 from blipsearch.images import DecodedImage, decode_image
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import (
-    Catalog,
-    FileFacts,
-    ItemMetadata,
-    ItemWrite,
-    TextVector,
-    own_texts,
-    round_trip,
-)
+from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.item_writes import FileFacts, ItemMetadata, ItemWrite, TextVector, own_texts
 from blipsearch.storage.schema import Item, ItemStatus
+from blipsearch.storage.vector_codec import round_trip
 
 __all__ = ["UPLOAD_ORIGIN", "ItemWriter"]
 

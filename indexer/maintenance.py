@@ -14,7 +14,8 @@ import numpy as np
 from blipsearch.indexer.upload_files import IN_FLIGHT_SECONDS, UploadFolder
 
 from blipsearch.errors import IndexCorruptError
-from blipsearch.storage.catalog import Catalog, text_vector_ids
+from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.index_content import text_vector_ids
 from blipsearch.storage.live import IMAGES, TEXTS, IndexSet
 from blipsearch.storage.schema import TEXT_SLOTS
 from blipsearch.storage.snapshots import IndexStore

@@ -29,11 +29,13 @@ from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.paths import IngestRoots
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, ItemMetadata, ItemWrite, TextVector, own_texts, round_trip
+from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.index_spec import RequestedKind
+from blipsearch.storage.item_writes import ItemMetadata, ItemWrite, TextVector, own_texts
 from blipsearch.storage.live import IndexSet, LiveIndexes
 from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import Item, ItemStatus, TextOrigin
-from blipsearch.storage.vectors import RequestedKind
+from blipsearch.storage.vector_codec import round_trip
 from blipsearch.storage.vision_cache import VisionTokenCache
 
 log = logging.getLogger(__name__)

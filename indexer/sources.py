@@ -25,7 +25,7 @@ from typing import Any
 from blipsearch.errors import InvalidInputError
 from blipsearch.images import IMAGE_SUFFIXES
 from blipsearch.paths import IngestRoots, canonical_path, check_path_text
-from blipsearch.storage.catalog import ItemMetadata
+from blipsearch.storage.item_writes import ItemMetadata
 from blipsearch.text_input import refuse_nul
 
 MANIFEST_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}

@@ -26,123 +26,33 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import numpy as np
 import torch
-from blipsearch.search.filters import Condition, matching_item_ids
+from blipsearch.search.captioning import CaptionWriter
+from blipsearch.search.filters import matching_item_ids
 from blipsearch.search.fusion import reciprocal_rank_fusion, rerank_scores
 from blipsearch.search.keyword import KeywordSearch
 from blipsearch.search.query_cache import LruCache, RerankPace
+from blipsearch.search.results import ImageHit, QueryMode, SearchOptions, SearchPage, TextHit, item_summary
 from blipsearch.search.vision import FileVisionTokens, vision_token_source
 from PIL import Image
 from sqlalchemy import select, tuple_
 
 from blipsearch.errors import IndexLockedError, InvalidInputError
-from blipsearch.images import decode_image, open_image
+from blipsearch.images import decode_image
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel, validate_texts
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, text_vector_ids
+from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.index_content import text_vector_ids
 from blipsearch.storage.live import IndexSet, LiveIndexes
 from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import TEXT_SLOTS, Item, ItemText
 
 log = logging.getLogger(__name__)
 
-QueryMode = Literal["vector", "keyword", "hybrid"]
 GENERATION_CHECK_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """Per-query knobs; None means "the configured default"."""
-
-    k: int = 10
-    offset: int = 0
-    rerank: bool | None = None
-    rerank_k: int | None = None
-    generate_captions: bool = False
-    """Write: caption the page's items that have none and store the captions (the CLI's
-    `--caption`). Without it a page shows stored captions only, so a search never writes."""
-    filters: Sequence[Condition] = ()
-    mode: QueryMode | None = None
-    include_noisy: bool = False
-    """Image-to-text lookups skip texts CapFilt marked noisy unless this is set."""
-
-
-@dataclass
-class ImageHit:
-    item_id: int
-    rank: int
-    score: float
-    """What ordered this hit: the ITM probability if re-ranked, else the fused or ITC score."""
-    itc_score: float | None
-    itm_score: float | None = None
-    keyword_score: float | None = None
-    caption: str | None = None
-    item: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "item_id": self.item_id,
-            "rank": self.rank,
-            "score": self.score,
-            "itc_score": self.itc_score,
-            "itm_score": self.itm_score,
-            "keyword_score": self.keyword_score,
-            "caption": self.caption,
-            **self.item,
-        }
-
-
-@dataclass
-class TextHit:
-    item_id: int
-    kind: str
-    text: str
-    rank: int
-    score: float
-    itc_score: float
-    itm_score: float | None = None
-    item: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "item_id": self.item_id,
-            "kind": self.kind,
-            "text": self.text,
-            "rank": self.rank,
-            "score": self.score,
-            "itc_score": self.itc_score,
-            "itm_score": self.itm_score,
-            **self.item,
-        }
-
-
-@dataclass
-class SearchPage:
-    mode: str
-    hits: list[Any]
-    k: int
-    offset: int
-    next_offset: int | None
-    reranked: bool
-    timings: dict[str, float] = field(default_factory=dict)
-    reranked_count: int = 0
-    """Candidates ITM scored: the shortlist, or fewer when the re-rank time budget ran out."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "k": self.k,
-            "offset": self.offset,
-            "next_offset": self.next_offset,
-            "reranked": self.reranked,
-            "reranked_count": self.reranked_count,
-            "timings_ms": {key: round(value * 1000, 2) for key, value in self.timings.items()},
-            "hits": [hit.as_dict() for hit in self.hits],
-        }
 
 
 @dataclass
@@ -189,7 +99,7 @@ class SearchService:
         self.clock = clock
         self.model = model
         self.catalog = catalog
-        self._captioner = captioner
+        self.captions = CaptionWriter(settings, model, catalog, captioner)
         self._decode_slots = threading.BoundedSemaphore(settings.max_concurrent_decodes)
         """Query decodes at once: each may hold up to max_query_pixels of RGB in memory."""
         self.vision = vision or vision_token_source(model, settings)
@@ -219,12 +129,6 @@ class SearchService:
 
     def close(self) -> None:
         self.catalog.close()
-
-    @property
-    def captioner(self) -> Captioner:
-        if self._captioner is None:
-            self._captioner = Captioner.load(self.settings.caption_model, self.settings)
-        return self._captioner
 
     def refresh(self) -> int:
         """Apply catalog changes made since the last query (new, changed, deleted items)."""
@@ -399,7 +303,8 @@ class SearchService:
         )
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
-        return self.captioner.caption(list(images))
+        """Captions of images outside the catalog (`blipsearch describe`), never stored."""
+        return self.captions.caption(images)
 
     # Stages ------------------------------------------------------------------------------
 
@@ -611,7 +516,9 @@ class SearchService:
         started = time.perf_counter()
         items = {item.id: item for item in self.catalog.items_by_ids(page_ids)}
         page_ids = [item_id for item_id in page_ids if item_id in items]
-        captions = self._captions([items[i] for i in page_ids]) if options.generate_captions else {}
+        captions = (
+            self.captions.caption_missing([items[i] for i in page_ids]) if options.generate_captions else {}
+        )
         timings["fetch"] = time.perf_counter() - started
         hits = []
         for position, item_id in enumerate(page_ids):
@@ -633,44 +540,6 @@ class SearchService:
         next_offset = options.offset + options.k if more else None
         return SearchPage(mode, hits, options.k, options.offset, next_offset, reranked, timings)
 
-    def caption_items(self, item_ids: Sequence[int], *, replace: bool = False) -> dict[int, str]:
-        """Generate and store captions for these items (all of them with `replace`, else those
-        without one); returns the captions generated, by item id. Items whose image cannot be
-        decoded are skipped (and logged)."""
-        items = self.catalog.items_by_ids(list(item_ids))
-        return self._captions(items, replace=replace)
-
-    def _captions(self, items: list[Item], *, replace: bool = False) -> dict[int, str]:
-        """Captions for items without one: generated once, stored, and then read from the catalog."""
-        needed = [item for item in items if replace or not item.caption]
-        if not needed:
-            return {}
-        images, ids = [], []
-        for item in needed:
-            try:
-                images.append(
-                    open_image(
-                        item.source,
-                        max_bytes=self.settings.max_image_bytes,
-                        max_pixels=self.settings.max_image_pixels,
-                    )
-                )
-                ids.append(item.id)
-            except (InvalidInputError, OSError) as exc:
-                log.warning("cannot caption item", extra={"item_id": item.id, "reason": str(exc)})
-        if not images:
-            return {}
-        texts = self.captioner.caption(images)
-        captions = dict(zip(ids, texts, strict=True))
-        vectors = self.model.embed_texts(texts)
-        self.catalog.store_captions(
-            captions,
-            self.captioner.fingerprint,
-            text_vectors=dict(zip(ids, vectors, strict=True)),
-            model_fingerprint=self.model.fingerprint,
-        )
-        return captions
-
 
 def _ordered(scores: np.ndarray, ids: np.ndarray) -> tuple[list[int], dict[int, float]]:
     """Valid hits best first, equal scores by id: the same query always gives the same order."""
@@ -683,24 +552,3 @@ def _ordered(scores: np.ndarray, ids: np.ndarray) -> tuple[list[int], dict[int, 
         key=lambda pair: (-pair[0], pair[1]),
     )
     return [vector_id for _, vector_id in pairs], {vector_id: score for score, vector_id in pairs}
-
-
-def item_summary(item: Item | None) -> dict[str, Any]:
-    """What a result shows about its item: identity, file facts and catalog metadata."""
-    if item is None:
-        return {}
-    return {
-        "source": item.source,
-        "sku": item.external_id,
-        "title": item.title,
-        "description": item.description,
-        "category": item.category,
-        "brand": item.brand,
-        "price": str(item.price) if item.price is not None else None,
-        "currency": item.currency,
-        "tags": [tag.tag for tag in item.tags],
-        "attributes": item.attributes or {},
-        "width": item.width,
-        "height": item.height,
-        "format": item.format,
-    }

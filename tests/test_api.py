@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from blipsearch.search.service import GENERATION_CHECK_SECONDS, SearchOptions, SearchPage, SearchService
+from blipsearch.search.results import SearchOptions, SearchPage
+from blipsearch.search.service import GENERATION_CHECK_SECONDS, SearchService
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 from PIL import Image
 from test_search_clock import ManualClock

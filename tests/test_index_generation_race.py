@@ -14,9 +14,10 @@ import numpy as np
 
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import create_catalog_engine, ensure_schema
+from blipsearch.storage.index_spec import IndexSpec
 from blipsearch.storage.live import IMAGES, IndexSet
 from blipsearch.storage.snapshots import IndexManifest, IndexStore
-from blipsearch.storage.vectors import IndexSpec, VectorIndex
+from blipsearch.storage.vectors import VectorIndex
 
 DIM = 16
 

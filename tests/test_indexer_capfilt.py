@@ -9,25 +9,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from blipsearch.indexer.capfilt import CapFilt
 from blipsearch.indexer.maintenance import verify
 from blipsearch.indexer.pipeline import Indexer, IndexOptions
-from blipsearch.search.service import SearchOptions, SearchService
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import SearchService
 from blipsearch.train.catalog_pairs import catalog_pairs
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 from sqlalchemy import select
 
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
-from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, FileFacts, ItemWrite, TextVector
+from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.schema import (
     SLOT_OF_KIND,
     SYNTHETIC_SLOTS,
     TEXT_SLOTS,
-    ItemStatus,
     ItemText,
     TextKind,
     synthetic_slot,
@@ -184,50 +182,6 @@ def test_the_indexer_keeps_synthetic_texts(setup, captioner: Captioner) -> None:
     assert {(t.item_id, t.slot, t.text) for t in rows if t.origin == "synthetic"} == synthetic
     assert "a new title" in {t.text for t in rows if t.origin == "original"}
     _assert_indexes_agree(indexer)
-
-
-def test_catalog_write_keeps_synthetic_texts_only_for_the_same_image(
-    tmp_path: Path, database_url: str
-) -> None:
-    catalog = Catalog.open(Settings(data_dir=tmp_path, database_url=database_url))
-    fp = "blip-" + "b" * 32
-    vector = np.ones(4, dtype=np.float32) / 2
-
-    def write(content_hash: str, title: str) -> int:
-        return catalog.write(
-            [
-                ItemWrite(
-                    source="/photos/a.png",
-                    origin="/photos",
-                    status=ItemStatus.INDEXED,
-                    file=FileFacts(content_hash, 10, 1.0, "PNG", 4, 4),
-                    embedding=vector,
-                    model_fingerprint=fp,
-                    texts=[TextVector(0, "title", title, vector)],
-                )
-            ]
-        )[0]
-
-    try:
-        item_id = write("a" * 64, "old title")
-        assert catalog.store_synthetic_texts({item_id: [("a dog", vector, "cap-fp")]}, fp) == 1
-        assert catalog.store_filter_scores([(item_id, 0, 0.9, False), (item_id, 8, 0.1, True)], "itm") == 2
-        last = catalog.last_change_id()
-        write("a" * 64, "new title")
-        rows = _texts(catalog)
-        assert [(r.slot, r.text, r.origin) for r in rows] == [
-            (0, "new title", "original"),
-            (8, "a dog", "synthetic"),
-        ]
-        assert rows[0].noisy is None and rows[1].noisy is True  # a new text has no verdict yet
-        assert [t.text for t in catalog.clean_texts([item_id])[item_id]] == ["new title"]
-        assert catalog.changed_items_since(last)[0] == [item_id]
-        write("c" * 64, "new title")  # new image bytes: the captions described the old picture
-        assert [(r.slot, r.origin) for r in _texts(catalog)] == [(0, "original")]
-        with pytest.raises(ValueError):
-            catalog.store_synthetic_texts({item_id: [("x", vector, "cap-fp")] * 9}, fp)
-    finally:
-        catalog.close()
 
 
 def test_cli_capfilt_smoke(tmp_path: Path, tiny_checkpoints) -> None:

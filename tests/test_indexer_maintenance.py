@@ -9,7 +9,8 @@ import pytest
 from blipsearch.indexer.maintenance import index_status, rebuild, verify
 
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, FileFacts, ItemWrite
+from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.item_writes import FileFacts, ItemWrite
 from blipsearch.storage.live import IMAGES, IndexSet
 from blipsearch.storage.schema import ItemStatus
 from blipsearch.storage.snapshots import IndexStore

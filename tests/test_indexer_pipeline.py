@@ -275,7 +275,7 @@ def test_missing_corrupt_and_stale_indexes_are_rebuilt_or_caught_up(
         settings.data_dir, indexer.catalog, fingerprint=model.fingerprint, dim=model.embedding_dim
     )
     generation = other.manifests()["images"]
-    from blipsearch.storage.catalog import FileFacts, ItemWrite
+    from blipsearch.storage.item_writes import FileFacts, ItemWrite
     from blipsearch.storage.schema import ItemStatus
 
     vectors = model.embed_images([Image.open(p) for p in new]).vectors

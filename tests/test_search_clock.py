@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from blipsearch.search.service import GENERATION_CHECK_SECONDS, SearchOptions, SearchService
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import GENERATION_CHECK_SECONDS, SearchService
 from test_search_service import QUERY, Collection, _build
 
 from blipsearch.models.retrieval import RetrievalModel

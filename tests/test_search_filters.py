@@ -18,7 +18,8 @@ from sqlalchemy import inspect as sql_inspect
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, FileFacts, ItemMetadata, ItemWrite
+from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.item_writes import FileFacts, ItemMetadata, ItemWrite
 from blipsearch.storage.schema import ItemStatus
 
 FP = "blip-" + "f" * 32

@@ -13,8 +13,9 @@ from sqlalchemy import text
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, FileFacts, ItemMetadata, ItemWrite
+from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import table_names, upgrade_database
+from blipsearch.storage.item_writes import FileFacts, ItemMetadata, ItemWrite
 from blipsearch.storage.schema import SLOT_OF_KIND, TEXT_SLOTS, ItemStatus, TextKind
 
 FP = "blip-" + "a" * 32
@@ -202,18 +203,6 @@ def test_store_captions_makes_a_caption_findable_and_feeds_the_text_index(
     _, _, text_ids, text_vectors = catalog.vectors_for_items([shirt, mug], FP)
     assert text_ids.tolist() == [shirt * TEXT_SLOTS + slot]
     np.testing.assert_allclose(text_vectors[0], vector)
-
-
-def test_store_captions_refuses_vectors_without_their_model(
-    catalog: Catalog, products: dict[str, int]
-) -> None:
-    with pytest.raises(ValueError, match="fingerprint"):
-        catalog.store_captions({products["mug"]: "x"}, CAPTIONER, text_vectors={products["mug"]: _vector(1)})
-    with pytest.raises(ValueError, match="without a caption"):
-        catalog.store_captions(
-            {}, CAPTIONER, text_vectors={products["mug"]: _vector(1)}, model_fingerprint=FP
-        )
-    catalog.store_captions({}, CAPTIONER)  # nothing to do
 
 
 HOSTILE = [

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 from blipsearch.search.filters import parse_filters
-from blipsearch.search.service import SearchOptions, SearchService
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import SearchService
 from blipsearch.search.vision import CachedVisionTokens, FileVisionTokens
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 from PIL import Image
@@ -22,7 +23,8 @@ from PIL import Image
 from blipsearch.errors import InvalidInputError
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, FileFacts, ItemMetadata, ItemWrite, TextVector
+from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.item_writes import FileFacts, ItemMetadata, ItemWrite, TextVector
 from blipsearch.storage.schema import SLOT_OF_KIND, ItemStatus, TextKind
 
 QUERY = "a red dress with white dots"

@@ -26,7 +26,8 @@ from PIL import Image
 
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, ItemMetadata
+from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.item_writes import ItemMetadata
 from blipsearch.storage.live import IndexSet
 from blipsearch.storage.lock import WriterLock
 

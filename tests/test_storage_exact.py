@@ -10,7 +10,8 @@ from blipsearch.errors import ConfigError
 from blipsearch.settings import load_settings
 from blipsearch.storage import exact
 from blipsearch.storage.exact import TorchExactSearch, resolve_search_device
-from blipsearch.storage.vectors import IndexSpec, VectorIndex, choose_index_spec, faiss_has_gpu
+from blipsearch.storage.index_spec import IndexSpec, choose_index_spec
+from blipsearch.storage.vectors import VectorIndex, faiss_has_gpu
 
 DIM = 32
 CPU = torch.device("cpu")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from blipsearch.settings import Settings
-from blipsearch.storage.catalog import Catalog, FileFacts, ItemWrite
+from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.item_writes import FileFacts, ItemWrite
 from blipsearch.storage.live import IndexSet
 from blipsearch.storage.schema import ItemStatus
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from blipsearch.errors import IndexCorruptError, ModelMismatchError
+from blipsearch.storage.index_spec import IndexSpec
 from blipsearch.storage.snapshots import IndexStore
-from blipsearch.storage.vectors import IndexSpec, VectorIndex
+from blipsearch.storage.vectors import VectorIndex
 
 DIM = 16
 

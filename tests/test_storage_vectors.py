@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blipsearch.storage.vectors import (
-    EXACT_LIMIT,
-    IndexSpec,
-    VectorIndex,
-    choose_index_spec,
-    estimated_bytes,
-)
+from blipsearch.storage.index_spec import IndexSpec, choose_index_spec
+from blipsearch.storage.vectors import VectorIndex
 
 DIM = 32
 KINDS = ["flat", "hnsw", "ivf", "ivfpq"]
@@ -32,21 +27,6 @@ def _build(kind: str, count: int = 400, seed: int = 0) -> tuple[VectorIndex, np.
 def _brute(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
     order = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :k]
     return ids[order]
-
-
-def test_automatic_rule_follows_size_and_budget() -> None:
-    assert choose_index_spec(10, 256, memory_budget_bytes=1 << 30).kind == "flat"
-    assert choose_index_spec(EXACT_LIMIT - 1, 256, memory_budget_bytes=1 << 30).kind == "flat"
-    big = 2_000_000
-    roomy = estimated_bytes("hnsw", big, 256)
-    assert choose_index_spec(big, 256, memory_budget_bytes=roomy).kind == "hnsw"
-    assert choose_index_spec(big, 256, memory_budget_bytes=roomy - 1).kind == "ivf"
-    tight = choose_index_spec(big, 256, memory_budget_bytes=estimated_bytes("ivf", big, 256) - 1)
-    assert tight.kind == "ivfpq" and 256 % tight.pq_m == 0 and tight.pq_bits == 8
-    assert tight.nlist * 39 <= big
-    # An explicit trained kind with too little to train on waits as exact search.
-    assert choose_index_spec(3, 256, memory_budget_bytes=1, requested="ivfpq").kind == "flat"
-    assert choose_index_spec(3, 256, memory_budget_bytes=1, requested="hnsw").kind == "hnsw"
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -16,15 +16,13 @@ the results (ids not present are ignored), and equal scores ordered by the small
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 
 from blipsearch.errors import ConfigError
-
-if TYPE_CHECKING:
-    from blipsearch.storage.vectors import VectorIndex
+from blipsearch.storage.top_k import empty_results
 
 SearchDevice = Literal["auto", "cpu", "cuda"]
 
@@ -33,6 +31,12 @@ SCORE_BLOCK_BYTES = 256 * 1024**2
 GATHER_FRACTION = 0.5
 """A filter admitting at most this share of the vectors scores a gathered copy of just those rows;
 a larger one scores every row and masks the rest (no copy of most of the matrix)."""
+
+
+class HoldsVectors(Protocol):
+    """What `from_index` copies from: a `VectorIndex`, named by shape so this module needs no FAISS."""
+
+    def live_vectors(self) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def resolve_search_device(requested: str) -> torch.device:
@@ -100,7 +104,7 @@ class TorchExactSearch:
 
     @classmethod
     def from_index(
-        cls, index: VectorIndex, device: torch.device, dtype: torch.dtype | None = None
+        cls, index: HoldsVectors, device: torch.device, dtype: torch.dtype | None = None
     ) -> TorchExactSearch:
         """The live vectors of a FAISS index (read from its storage in bulk), on `device`."""
         ids, vectors = index.live_vectors()
@@ -125,8 +129,6 @@ class TorchExactSearch:
         self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product: (scores, ids), padded with -inf and -1 where fewer exist."""
-        from blipsearch.storage.vectors import empty_results
-
         queries, scores, labels = empty_results(queries, self.dim, k)
         n = len(queries)
         if n == 0 or not len(self.ids):

@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from blipsearch.errors import IndexCorruptError, ModelMismatchError
-from blipsearch.storage.catalog import Catalog, text_vector_ids
+from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.exact import SearchDevice, resolve_search_device
+from blipsearch.storage.index_content import text_vector_ids
+from blipsearch.storage.index_spec import RequestedKind, choose_index_spec
 from blipsearch.storage.snapshots import IndexManifest, IndexStore
-from blipsearch.storage.vectors import RequestedKind, VectorIndex, choose_index_spec
+from blipsearch.storage.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from typing import Any
 
 from blipsearch.errors import IndexCorruptError, ModelMismatchError
 from blipsearch.faults import crash_point
-from blipsearch.storage.vectors import IndexSpec, VectorIndex
+from blipsearch.storage.index_spec import IndexSpec
+from blipsearch.storage.vectors import VectorIndex
 
 FORMAT_VERSION = 1
 

@@ -1,0 +1,49 @@
+"""The catalog's connection, shared by the parts that make up `Catalog` (see `catalog.py`).
+
+Sessions are short and owned here; every part turns a database error into one `CatalogError`
+that names the catalog, so a caller never sees SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from blipsearch.errors import CatalogError
+from blipsearch.settings import Settings
+from blipsearch.storage.database import create_catalog_engine, ensure_schema, session_factory
+from blipsearch.storage.keyword import KeywordDocuments
+from blipsearch.storage.vector_codec import StorageDType
+
+QUERY_CHUNK = 500
+"""Ids per IN (...) clause: well under SQLite's and PostgreSQL's parameter limits."""
+
+
+class CatalogAccess:
+    """Typed access to the catalog database; sessions are short and owned here."""
+
+    def __init__(self, engine: Engine, *, embedding_storage: StorageDType = "float32") -> None:
+        self.engine = engine
+        self.sessions = session_factory(engine)
+        self.embedding_storage: StorageDType = embedding_storage
+        self.keyword_documents = KeywordDocuments(engine.dialect.name)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Self:
+        """Connect and migrate on first use, so a fresh data directory just works."""
+        engine = create_catalog_engine(settings.effective_database_url)
+        ensure_schema(engine)
+        return cls(engine, embedding_storage=settings.embedding_storage)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def location(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def _fail(self, action: str, exc: SQLAlchemyError) -> CatalogError:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return CatalogError(f"Could not {action} the catalog at {self.location}: {reason}.")

@@ -1,0 +1,129 @@
+"""What a query asks for and what it gets back: the types the CLI, the API and the web UI share.
+
+A page's `as_dict()` is the JSON the API returns and `blipsearch search --json` prints, so a field
+added here appears in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from blipsearch.search.filters import Condition
+
+from blipsearch.storage.schema import Item
+
+QueryMode = Literal["vector", "keyword", "hybrid"]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Per-query knobs; None means "the configured default"."""
+
+    k: int = 10
+    offset: int = 0
+    rerank: bool | None = None
+    rerank_k: int | None = None
+    generate_captions: bool = False
+    """Write: caption the page's items that have none and store the captions (the CLI's
+    `--caption`). Without it a page shows stored captions only, so a search never writes."""
+    filters: Sequence[Condition] = ()
+    mode: QueryMode | None = None
+    include_noisy: bool = False
+    """Image-to-text lookups skip texts CapFilt marked noisy unless this is set."""
+
+
+@dataclass
+class ImageHit:
+    item_id: int
+    rank: int
+    score: float
+    """What ordered this hit: the ITM probability if re-ranked, else the fused or ITC score."""
+    itc_score: float | None
+    itm_score: float | None = None
+    keyword_score: float | None = None
+    caption: str | None = None
+    item: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "item_id": self.item_id,
+            "rank": self.rank,
+            "score": self.score,
+            "itc_score": self.itc_score,
+            "itm_score": self.itm_score,
+            "keyword_score": self.keyword_score,
+            "caption": self.caption,
+            **self.item,
+        }
+
+
+@dataclass
+class TextHit:
+    item_id: int
+    kind: str
+    text: str
+    rank: int
+    score: float
+    itc_score: float
+    itm_score: float | None = None
+    item: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "item_id": self.item_id,
+            "kind": self.kind,
+            "text": self.text,
+            "rank": self.rank,
+            "score": self.score,
+            "itc_score": self.itc_score,
+            "itm_score": self.itm_score,
+            **self.item,
+        }
+
+
+@dataclass
+class SearchPage:
+    mode: str
+    hits: list[Any]
+    k: int
+    offset: int
+    next_offset: int | None
+    reranked: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    reranked_count: int = 0
+    """Candidates ITM scored: the shortlist, or fewer when the re-rank time budget ran out."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "k": self.k,
+            "offset": self.offset,
+            "next_offset": self.next_offset,
+            "reranked": self.reranked,
+            "reranked_count": self.reranked_count,
+            "timings_ms": {key: round(value * 1000, 2) for key, value in self.timings.items()},
+            "hits": [hit.as_dict() for hit in self.hits],
+        }
+
+
+def item_summary(item: Item | None) -> dict[str, Any]:
+    """What a result shows about its item: identity, file facts and catalog metadata."""
+    if item is None:
+        return {}
+    return {
+        "source": item.source,
+        "sku": item.external_id,
+        "title": item.title,
+        "description": item.description,
+        "category": item.category,
+        "brand": item.brand,
+        "price": str(item.price) if item.price is not None else None,
+        "currency": item.currency,
+        "tags": [tag.tag for tag in item.tags],
+        "attributes": item.attributes or {},
+        "width": item.width,
+        "height": item.height,
+        "format": item.format,
+    }
