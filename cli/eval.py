@@ -80,7 +80,8 @@ def eval_command(
     query's ITC top-k is re-ordered by ITM probability (with BLIPSEARCH_RERANK_ITC_WEIGHT, by ITM
     log-odds plus that weight x the cosine), the same rule `blipsearch search` applies.
     """
-    from blipsearch.search.evaluation import evaluate, load_caption_set
+    from blipsearch.search.caption_sets import load_caption_set
+    from blipsearch.search.evaluation import evaluate
 
     from blipsearch.models.retrieval import RetrievalModel
 

@@ -56,7 +56,8 @@ def search(
     `blipsearch search --image photo.jpg`, `blipsearch search --item 42 --texts`.
     """
     from blipsearch.search.filters import parse_filters
-    from blipsearch.search.service import SearchOptions, SearchService
+    from blipsearch.search.results import SearchOptions
+    from blipsearch.search.service import SearchService
 
     from blipsearch.errors import InvalidInputError
     from blipsearch.images import read_image_file
@@ -138,7 +139,8 @@ def describe(
     as_json: JsonOpt = False,
 ) -> None:
     """Caption an image and show the catalog texts (titles, descriptions, captions) closest to it."""
-    from blipsearch.search.service import SearchOptions, SearchService
+    from blipsearch.search.results import SearchOptions
+    from blipsearch.search.service import SearchService
 
     from blipsearch.images import open_image
 

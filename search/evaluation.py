@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from blipsearch.search.caption_sets import CaptionSet
-from blipsearch.search.caption_sets import load_caption_set as load_caption_set  # re-export for the CLI
 from blipsearch.search.rank_metrics import (
     DirectionMetrics,
     image_to_text_ranks,
