@@ -47,3 +47,7 @@ class ModelMismatchError(BlipsearchError):
 
 class IndexLockedError(BlipsearchError):
     """Another process holds the writer lock of a data directory."""
+
+
+class UnsupportedTransformersError(BlipsearchError):
+    """The installed transformers is one the fast paths were not proven on (version or internals)."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import transformers
 from transformers import BlipForImageTextRetrieval
 
-from blipsearch.errors import ConfigError
+from blipsearch.errors import ConfigError, UnsupportedTransformersError
 from blipsearch.models import fast
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
@@ -163,3 +166,48 @@ def test_eager_attention_setting_leaves_transformers_modules(tiny_checkpoints, c
     )
     kinds = {type(module).__name__ for module in eager.model.modules()}
     assert "BlipAttention" in kinds and "SdpaVisionAttention" not in kinds
+
+
+def test_the_installed_transformers_is_in_the_tested_range_that_pyproject_pins() -> None:
+    fast.check_transformers_version()
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    low, high = fast.TESTED_TRANSFORMERS
+    assert f"transformers>={low},<{high}" in pyproject["project"]["dependencies"]
+
+
+@pytest.mark.parametrize("version", ["5.26.0", "5.24.1", "6.0.0.dev0", "unknown"])
+def test_an_untested_transformers_release_is_refused_before_any_swap(
+    stock_retrieval_model, version, monkeypatch
+) -> None:
+    model = copy.deepcopy(stock_retrieval_model)
+    monkeypatch.setattr(transformers, "__version__", version)
+    with pytest.raises(UnsupportedTransformersError, match=rf"transformers {version} is installed") as err:
+        fast.use_sdpa(model)
+    assert ">=5.25,<5.26" in str(err.value) and "attention=eager" in str(err.value)
+    assert not any(isinstance(m, fast.SdpaVisionAttention) for m in model.modules())
+
+
+@pytest.mark.parametrize(("stock", "attribute"), [("BlipAttention", "qkv"), ("BlipTextSelfAttention", "key")])
+def test_an_attention_module_lacking_what_the_swap_reads_is_refused(
+    stock_retrieval_model, stock, attribute
+) -> None:
+    model = copy.deepcopy(stock_retrieval_model)
+    changed = next(module for module in model.modules() if type(module).__name__ == stock)
+    delattr(changed, attribute)
+    with pytest.raises(UnsupportedTransformersError, match=rf"{stock} lacks {attribute}\b.*attention=eager"):
+        fast.use_sdpa(model)
+    swapped = (fast.SdpaVisionAttention, fast.SdpaTextSelfAttention)
+    assert not any(isinstance(module, swapped) for module in model.modules()), "refused before any swap"
+
+
+def test_eager_attention_loads_on_an_untested_transformers(
+    tiny_checkpoints, cpu_settings, monkeypatch
+) -> None:
+    monkeypatch.setattr(transformers, "__version__", "9.0.0")
+    settings = Settings(**cpu_settings.model_dump())
+    with pytest.raises(UnsupportedTransformersError):
+        RetrievalModel.load(str(tiny_checkpoints.retrieval), settings)
+    eager = RetrievalModel.load(
+        str(tiny_checkpoints.retrieval), settings.model_copy(update={"attention": "eager"})
+    )
+    assert any(type(module).__name__ == "BlipAttention" for module in eager.model.modules())

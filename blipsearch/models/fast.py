@@ -16,17 +16,20 @@ equal to the stock modules in tests/test_models_fast.py (bench/ measures what th
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 import warnings
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from transformers.models.blip.modeling_blip import BlipAttention
 from transformers.models.blip.modeling_blip_text import BlipTextSelfAttention
 
-from blipsearch.errors import ConfigError
+from blipsearch.errors import ConfigError, UnsupportedTransformersError
 
 CrossAttentionOrder = Literal["auto", "factorized", "projected"]
 CROSS_ATTENTION_ORDER: CrossAttentionOrder = "auto"
@@ -134,17 +137,75 @@ def _use_factorized(query_length: int, key_length: int, head_dim: int) -> bool:
     return factorized_is_cheaper(query_length, key_length, head_dim)
 
 
+TESTED_TRANSFORMERS = ("5.25", "5.26")
+"""The transformers releases (from, up to but excluding) on which the swapped modules were proven
+equal to the stock ones; pyproject.toml pins the same range. The swap reads private internals, so
+a release outside it is refused rather than trusted to be merely slower or subtly different."""
+
+_SWAPS: dict[type[nn.Module], tuple[type[nn.Module], tuple[str, ...]]] = {
+    BlipAttention: (SdpaVisionAttention, ("qkv", "projection", "dropout", "num_heads", "head_dim", "scale")),
+    BlipTextSelfAttention: (
+        SdpaTextSelfAttention,
+        ("query", "key", "value", "attention_head_size", "all_head_size"),
+    ),
+}
+"""Each stock module, its replacement, and the instance attributes the replacement reads."""
+
+_STOCK_TEXT_PARAMETERS = (
+    "hidden_states",
+    "attention_mask",
+    "encoder_hidden_states",
+    "encoder_attention_mask",
+    "cache",
+)
+"""What `SdpaTextSelfAttention` passes on when it defers to the stock forward."""
+
+_ESCAPE = "set attention=eager (BLIPSEARCH_ATTENTION=eager) to run transformers' own attention instead"
+
+
+def check_transformers_version() -> None:
+    """Refuse a transformers release outside `TESTED_TRANSFORMERS`."""
+    installed = transformers.__version__
+    low, high = TESTED_TRANSFORMERS
+    release = re.match(r"(\d+)\.(\d+)", installed)
+    if release is None or not _minor(low) <= _minor(release.group(0)) < _minor(high):
+        raise UnsupportedTransformersError(
+            f"The fused attention (blipsearch/models/fast.py) is tested on transformers >={low},<{high}, "
+            f"but transformers {installed} is installed. Install a tested release "
+            f"(pip install 'transformers>={low},<{high}') or {_ESCAPE}."
+        )
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _check_structure(module: nn.Module, expected: tuple[str, ...]) -> None:
+    missing = [name for name in expected if not hasattr(module, name)]
+    if type(module) is BlipTextSelfAttention:
+        parameters = inspect.signature(BlipTextSelfAttention.forward).parameters
+        missing += [f"forward({name}=...)" for name in _STOCK_TEXT_PARAMETERS if name not in parameters]
+    if missing:
+        raise UnsupportedTransformersError(
+            f"transformers {transformers.__version__}'s {type(module).__name__} lacks "
+            f"{', '.join(missing)}, which the fused attention (blipsearch/models/fast.py, tested on "
+            f"transformers >={TESTED_TRANSFORMERS[0]},<{TESTED_TRANSFORMERS[1]}) reads; {_ESCAPE}."
+        )
+
+
 def use_sdpa(model: nn.Module) -> int:
-    """Swap BLIP's eager attention modules for the SDPA ones (same weights); returns how many."""
-    swapped = 0
-    for module in model.modules():
-        if type(module) is BlipAttention:
-            module.__class__ = SdpaVisionAttention
-            swapped += 1
-        elif type(module) is BlipTextSelfAttention:
-            module.__class__ = SdpaTextSelfAttention
-            swapped += 1
-    return swapped
+    """Swap BLIP's eager attention modules for the SDPA ones (same weights); returns how many.
+
+    Every module is checked before the first is swapped, so a refusal leaves the model stock.
+    """
+    check_transformers_version()
+    targets = [module for module in model.modules() if type(module) in _SWAPS]
+    for module in targets:
+        _check_structure(module, _SWAPS[type(module)][1])
+    for module in targets:
+        module.__class__ = _SWAPS[type(module)][0]
+    return len(targets)
 
 
 QuantizedPart = Literal["vision", "all"]
