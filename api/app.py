@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from blipsearch import __version__
 from blipsearch.api import captions, items, search_routes
 from blipsearch.api.contract import declare_error_responses
 from blipsearch.api.deps import AppState, InferenceGate
@@ -24,14 +30,8 @@ from blipsearch.api.headers import SecurityHeaders
 from blipsearch.api.limits import BodyLimit
 from blipsearch.api.metrics import Metrics, install_metrics
 from blipsearch.api.upkeep import ServerUpkeep
-from blipsearch.search.service import SearchService
-from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, PlainTextResponse, Response
-from fastapi.staticfiles import StaticFiles
-
-from blipsearch import __version__
 from blipsearch.models.vqa import VisualQA
+from blipsearch.search.service import SearchService
 from blipsearch.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from blipsearch.api.deps import AppState, ItemId, app_state, require_write_key
-from blipsearch.api.errors import ApiError, errors
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
+
+from blipsearch.api.deps import AppState, ItemId, app_state, require_write_key
+from blipsearch.api.errors import ApiError, errors
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 State = Annotated[AppState, Depends(app_state)]

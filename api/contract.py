@@ -9,12 +9,13 @@ be sent too much (413), and a keyed route can be refused (401, 403) or conflict 
 
 from __future__ import annotations
 
-from blipsearch.api.deps import require_read_access, require_write_key
-from blipsearch.api.errors import errors
-from blipsearch.api.routing import api_routes
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+
+from blipsearch.api.deps import require_read_access, require_write_key
+from blipsearch.api.errors import errors
+from blipsearch.api.routing import api_routes
 
 
 def declare_error_responses(app: FastAPI, *, keyed_reads: bool) -> None:

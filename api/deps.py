@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from blipsearch.api.errors import ApiError
-from blipsearch.search.service import SearchService
 from fastapi import Path, Request
 
+from blipsearch.api.errors import ApiError
 from blipsearch.models.vqa import VisualQA
+from blipsearch.search.service import SearchService
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 

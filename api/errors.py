@@ -13,7 +13,6 @@ import logging
 import uuid
 from typing import Any
 
-from blipsearch.api.routing import api_routes
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from blipsearch.api.routing import api_routes
 from blipsearch.errors import (
     BlipsearchError,
     CatalogError,

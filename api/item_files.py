@@ -28,7 +28,6 @@ from typing import BinaryIO
 
 from blipsearch.api.errors import ApiError
 from blipsearch.indexer.items import UPLOAD_ORIGIN
-
 from blipsearch.paths import IngestRoots, canonical_path
 from blipsearch.settings import Settings
 from blipsearch.storage.schema import Item, ItemStatus

@@ -13,19 +13,19 @@ from enum import IntEnum
 from typing import Annotated, Any
 
 import anyio
-from blipsearch.api.deps import AppState, ItemId, app_state, require_read_access, require_write_key
-from blipsearch.api.errors import ApiError
-from blipsearch.api.item_files import IMAGE_TYPES, content_disposition, image_type, open_verified
-from blipsearch.api.uploads import read_upload
-from blipsearch.indexer.items import ItemWriter
-from blipsearch.indexer.sources import metadata_from_fields
-from blipsearch.search.results import item_summary
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from blipsearch.api.deps import AppState, ItemId, app_state, require_read_access, require_write_key
+from blipsearch.api.errors import ApiError
+from blipsearch.api.item_files import IMAGE_TYPES, content_disposition, image_type, open_verified
+from blipsearch.api.uploads import read_upload
 from blipsearch.images import decode_image
+from blipsearch.indexer.items import ItemWriter
+from blipsearch.indexer.sources import metadata_from_fields
+from blipsearch.search.results import item_summary
 from blipsearch.storage.schema import Item
 
 router = APIRouter(prefix="/v1/items", tags=["items"])

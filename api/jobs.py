@@ -14,12 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from blipsearch.api.deps import AppState, app_state, require_read_access, require_write_key
-from blipsearch.api.errors import ApiError
 from fastapi import APIRouter, Depends, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel
 
+from blipsearch.api.deps import AppState, app_state, require_read_access, require_write_key
+from blipsearch.api.errors import ApiError
 from blipsearch.errors import InvalidInputError
 from blipsearch.paths import IngestRoots, canonical_path, check_path_text
 from blipsearch.storage.jobs import JobStore

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from blipsearch.api.errors import error_body
-from blipsearch.api.routing import api_routes
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.params import File
@@ -22,6 +20,9 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from blipsearch.api.errors import error_body
+from blipsearch.api.routing import api_routes
 
 UPLOAD_FORM_OVERHEAD = 256 * 1024
 """Multipart framing plus the largest text fields an upload form accepts (about 30k characters)."""

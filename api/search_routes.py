@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from sqlalchemy import func, select
+
 from blipsearch.api.deps import AppState, ItemId, app_state, require_read_access
 from blipsearch.api.errors import ApiError
 from blipsearch.api.uploads import read_upload
 from blipsearch.search.filters import parse_filters
 from blipsearch.search.results import SearchOptions, SearchPage
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from sqlalchemy import func, select
-
 from blipsearch.storage.schema import Item, ItemStatus
 
 router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read_access)])

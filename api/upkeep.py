@@ -10,7 +10,6 @@ from __future__ import annotations
 from blipsearch.indexer.upload_files import UploadFolder
 from blipsearch.search.checkpoint import Checkpointer
 from blipsearch.search.service import SearchService
-
 from blipsearch.settings import Settings
 
 

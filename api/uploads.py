@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from blipsearch.api.errors import ApiError
 from fastapi import UploadFile
 
+from blipsearch.api.errors import ApiError
 from blipsearch.settings import Settings
 
 _CHUNK = 1024 * 1024

@@ -34,11 +34,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from blipsearch.search.query_cache import LruCache
 
 from bench.common import machine
 from bench.suite import RESULTS, machine_slug
 from bench.timing import latency
+from blipsearch.search.query_cache import LruCache
 from blipsearch.storage.vision_cache import VisionTokenCache
 
 SHAPES = {"demo (17 x 256)": (17, 256), "BLIP-base (577 x 768)": (577, 768)}

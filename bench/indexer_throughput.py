@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from blipsearch.indexer.pipeline import Indexer
 from common import base_size_retrieval, naive_row, photo_like_jpegs, write_report
 
 from blipsearch.images import open_image
+from blipsearch.indexer.pipeline import Indexer
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog

@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from blipsearch.indexer.pipeline import Indexer
-from blipsearch.search.results import SearchOptions
-from blipsearch.search.service import SearchService
 from common import base_size_retrieval, photo_like_jpegs, write_report
 
+from blipsearch.indexer.pipeline import Indexer
 from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import SearchService
 from blipsearch.settings import Settings
 
 QUERIES = ["a red dress on a hanger", "two dogs playing in the snow", "a white sneaker", "a city street"]

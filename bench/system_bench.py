@@ -18,15 +18,15 @@ import httpx
 import numpy as np
 import torch
 import torch.nn.functional as F
-from blipsearch.indexer.pipeline import Indexer
-from blipsearch.search.results import SearchOptions
-from blipsearch.search.service import SearchService
 from PIL import Image
 
 from bench.common import naive_row
 from bench.subjects import Subject, default_variant, demo_pairs, settings_for
 from bench.timing import latency, samples
+from blipsearch.indexer.pipeline import Indexer
 from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import SearchService
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.exact import TorchExactSearch

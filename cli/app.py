@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from rich.console import Console
+
+from blipsearch import __version__
 from blipsearch.cli.capfilt import capfilt
 from blipsearch.cli.config import config_app
 from blipsearch.cli.context import CliSession
@@ -24,9 +27,6 @@ from blipsearch.cli.model import model_app
 from blipsearch.cli.search import describe, search
 from blipsearch.cli.serve import serve
 from blipsearch.cli.train import train_app
-from rich.console import Console
-
-from blipsearch import __version__
 from blipsearch.errors import BlipsearchError
 
 console = Console()

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
 from blipsearch.cli.context import session
 from blipsearch.cli.options import CatalogUrlOpt, DataDirOpt, IndexedModelOpt, print_json
-from rich.console import Console
 
 console = Console()
 
@@ -30,7 +31,6 @@ def capfilt(
 ) -> None:
     """Write synthetic captions for indexed images and mark noisy texts with ITM (originals kept)."""
     from blipsearch.indexer.capfilt import CapFilt
-
     from blipsearch.models.captioner import Captioner
     from blipsearch.models.retrieval import RetrievalModel
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import typer
-from blipsearch.cli.context import session
-from blipsearch.cli.options import DataDirOpt, JsonOpt, print_json
 from rich.console import Console
 from rich.table import Table
+
+from blipsearch.cli.context import session
+from blipsearch.cli.options import DataDirOpt, JsonOpt, print_json
 
 console = Console()
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
 from blipsearch.cli.context import session
 from blipsearch.cli.options import DatabaseUrlOpt, DataDirOpt
-from rich.console import Console
 
 console = Console()
 

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+
 from blipsearch.cli.context import session
 from blipsearch.cli.serve import HostOpt, PortOpt, run_server
-from rich.console import Console
 
 console = Console(stderr=True)
 
@@ -44,9 +45,6 @@ def demo(
     """
     import os
 
-    from blipsearch.indexer.pipeline import Indexer, IndexOptions
-    from blipsearch.indexer.progress import Progress
-
     from blipsearch.demo import (
         DEMO_RERANKS,
         demo_assets,
@@ -55,6 +53,8 @@ def demo(
         sample_image,
         write_broken_files,
     )
+    from blipsearch.indexer.pipeline import Indexer, IndexOptions
+    from blipsearch.indexer.progress import Progress
 
     overrides: dict[str, Any] = {"host": host, "port": port, "data_dir": directory / "data"}
     base = session(ctx).settings()

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
 from blipsearch.cli.context import session
 from blipsearch.cli.options import DeviceOpt, DTypeOpt, JsonOpt, RetrievalModelOpt, print_json
 from blipsearch.cli.progress import stage_bars
-from rich.console import Console
-from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
@@ -80,10 +81,9 @@ def eval_command(
     query's ITC top-k is re-ordered by ITM probability (with BLIPSEARCH_RERANK_ITC_WEIGHT, by ITM
     log-odds plus that weight x the cosine), the same rule `blipsearch search` applies.
     """
+    from blipsearch.models.retrieval import RetrievalModel
     from blipsearch.search.caption_sets import load_caption_set
     from blipsearch.search.evaluation import evaluate
-
-    from blipsearch.models.retrieval import RetrievalModel
 
     depths = parse_rerank_depths(rerank_k)
     dataset = load_caption_set(annotations, images_root=images, fmt=fmt, split=split)

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from blipsearch.cli.context import session
-from blipsearch.cli.options import DatabaseUrlOpt, DataDirOpt, JsonOpt, RetrievalModelOpt, print_json
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
+
+from blipsearch.cli.context import session
+from blipsearch.cli.options import DatabaseUrlOpt, DataDirOpt, JsonOpt, RetrievalModelOpt, print_json
 
 console = Console()
 
@@ -87,10 +88,9 @@ def index_run(
     Safe to interrupt and re-run: committed work is kept and the next run resumes. One writer per
     data directory at a time.
     """
+    from blipsearch.errors import InvalidInputError
     from blipsearch.indexer.pipeline import Indexer, IndexOptions
     from blipsearch.indexer.progress import Progress
-
-    from blipsearch.errors import InvalidInputError
 
     if index_kind is not None and index_kind not in KINDS:
         raise InvalidInputError(f"--index-kind must be one of {', '.join(KINDS)}, not {index_kind!r}.")
@@ -221,10 +221,9 @@ def index_rebuild(
     as_json: JsonOpt = False,
 ) -> None:
     """Build both indexes from the embeddings stored in SQL (no images read, no model run)."""
+    from blipsearch.errors import InvalidInputError
     from blipsearch.indexer.maintenance import rebuild
     from blipsearch.indexer.pipeline import Indexer
-
-    from blipsearch.errors import InvalidInputError
     from blipsearch.storage.lock import WriterLock
 
     if index_kind is not None and index_kind not in KINDS:

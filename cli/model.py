@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from blipsearch.cli.context import session
-from blipsearch.cli.options import DeviceOpt, DTypeOpt, JsonOpt, print_json
 from rich.console import Console
 from rich.table import Table
 
+from blipsearch.cli.context import session
+from blipsearch.cli.options import DeviceOpt, DTypeOpt, JsonOpt, print_json
 from blipsearch.errors import BlipsearchError
 from blipsearch.settings import Settings
 

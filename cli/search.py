@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from blipsearch.cli.context import session
-from blipsearch.cli.options import CatalogUrlOpt, DataDirOpt, IndexedModelOpt, JsonOpt, print_json
 from rich.console import Console
 from rich.table import Table
+
+from blipsearch.cli.context import session
+from blipsearch.cli.options import CatalogUrlOpt, DataDirOpt, IndexedModelOpt, JsonOpt, print_json
 
 console = Console()
 
@@ -55,12 +56,11 @@ def search(
     Examples: `blipsearch search "a red dress" -f category=dresses -f "price<=50"`,
     `blipsearch search --image photo.jpg`, `blipsearch search --item 42 --texts`.
     """
+    from blipsearch.errors import InvalidInputError
+    from blipsearch.images import read_image_file
     from blipsearch.search.filters import parse_filters
     from blipsearch.search.results import SearchOptions
     from blipsearch.search.service import SearchService
-
-    from blipsearch.errors import InvalidInputError
-    from blipsearch.images import read_image_file
 
     given = sum(value is not None for value in (query, image, item))
     if given != 1:
@@ -139,10 +139,9 @@ def describe(
     as_json: JsonOpt = False,
 ) -> None:
     """Caption an image and show the catalog texts (titles, descriptions, captions) closest to it."""
+    from blipsearch.images import open_image
     from blipsearch.search.results import SearchOptions
     from blipsearch.search.service import SearchService
-
-    from blipsearch.images import open_image
 
     settings = session(ctx).settings(data_dir=data_dir, database_url=database_url, retrieval_model=model)
     picture = open_image(image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)

@@ -6,10 +6,10 @@ import logging
 from typing import Annotated
 
 import typer
-from blipsearch.cli.context import session
-from blipsearch.cli.options import DataDirOpt
 from rich.console import Console
 
+from blipsearch.cli.context import session
+from blipsearch.cli.options import DataDirOpt
 from blipsearch.settings import Settings
 
 console = Console(stderr=True)
@@ -23,9 +23,9 @@ PortOpt = Annotated[int | None, typer.Option("--port", help="Port to listen on (
 def run_server(settings: Settings) -> None:
     """Serve until interrupted; `blipsearch demo` ends here too once its catalog is indexed."""
     import uvicorn
+
     from blipsearch.api.app import create_app
     from blipsearch.api.limits import server_protocol_options
-
     from blipsearch.logs import uvicorn_log_config
 
     address = f"http://{settings.host}:{settings.port}/"

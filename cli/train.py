@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+
 from blipsearch.cli.context import session
 from blipsearch.cli.options import TrainSeedOpt, print_json
 from blipsearch.cli.progress import training_bar
 from blipsearch.cli.train_demo import train_demo, train_demo_capfilt
-from rich.console import Console
 
 console = Console()
 err_console = Console(stderr=True)
@@ -70,9 +71,8 @@ def _pairs(pairs_file: Path | None, from_catalog: bool, settings: Any) -> Any:
         raise InvalidInputError("Give a PAIRS_FILE or --from-catalog (one of them).")
     if pairs_file is not None:
         return pairs_file
-    from blipsearch.train.catalog_pairs import catalog_pairs
-
     from blipsearch.storage.catalog import Catalog
+    from blipsearch.train.catalog_pairs import catalog_pairs
 
     catalog = Catalog.open(settings)
     try:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
 from blipsearch.cli.data import default_npm_cache
 from blipsearch.cli.options import TrainSeedOpt
 from blipsearch.cli.progress import training_bar
-from rich.console import Console
 
 console = Console()
 err_console = Console(stderr=True)
@@ -173,12 +174,11 @@ def train_demo(
     import logging
     import time
 
+    from blipsearch.errors import BlipsearchError
+    from blipsearch.models.runtime import resolve_device
     from blipsearch.train.demo_model import DemoArchitecture
     from blipsearch.train.demo_recipe import DemoRecipe, DemoTrainer
     from blipsearch.train.teacher import TEACHERS
-
-    from blipsearch.errors import BlipsearchError
-    from blipsearch.models.runtime import resolve_device
 
     log = logging.getLogger("blipsearch.train.demo")
     styles = tuple(train_style or DEMO_TRAIN_STYLES)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from blipsearch.indexer.sources import SourceRecord
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.images import decode_image, read_image_file
+from blipsearch.indexer.sources import SourceRecord
 from blipsearch.storage.item_writes import FileFacts
 from blipsearch.storage.schema import Item, ItemStatus
 

@@ -13,10 +13,9 @@ import hashlib
 from dataclasses import replace
 from pathlib import Path
 
-from blipsearch.indexer.upload_files import UPLOAD_ORIGIN, UploadFolder
-
 from blipsearch.errors import ConflictError
 from blipsearch.images import DecodedImage, decode_image
+from blipsearch.indexer.upload_files import UPLOAD_ORIGIN, UploadFolder
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog

@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from blipsearch.errors import BlipsearchError, IndexLockedError
 from blipsearch.indexer.pipeline import Indexer, IndexOptions, IndexReport
 from blipsearch.indexer.progress import Progress
-
-from blipsearch.errors import BlipsearchError, IndexLockedError
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.paths import IngestRoots

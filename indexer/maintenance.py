@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from blipsearch.indexer.upload_files import IN_FLIGHT_SECONDS, UploadFolder
 
 from blipsearch.errors import IndexCorruptError
+from blipsearch.indexer.upload_files import IN_FLIGHT_SECONDS, UploadFolder
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.index_content import text_vector_ids
 from blipsearch.storage.live import IMAGES, TEXTS, IndexSet

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from blipsearch.faults import crash_point
 from blipsearch.indexer.inspect import Action, Inspection, InspectPolicy, inspect, reason_class
 from blipsearch.indexer.progress import Progress
 from blipsearch.indexer.sources import FolderSource, ManifestSource, SourceRecord, open_source
-
-from blipsearch.faults import crash_point
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.paths import IngestRoots

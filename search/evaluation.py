@@ -17,6 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from blipsearch.errors import InvalidInputError
+from blipsearch.images import open_image
+from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.search.caption_sets import CaptionSet
 from blipsearch.search.rank_metrics import (
     DirectionMetrics,
@@ -26,10 +30,6 @@ from blipsearch.search.rank_metrics import (
     summarize_ranks,
     text_to_image_ranks,
 )
-
-from blipsearch.errors import InvalidInputError
-from blipsearch.images import open_image
-from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from blipsearch.search.fusion import rerank_scores
 
 RECALL_AT: tuple[int, ...] = (1, 5, 10)

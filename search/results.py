@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from blipsearch.search.filters import Condition
-
 from blipsearch.storage.schema import Item
 
 QueryMode = Literal["vector", "keyword", "hybrid"]

@@ -29,13 +29,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from blipsearch.search.captioning import CaptionWriter
-from blipsearch.search.filters import matching_item_ids
-from blipsearch.search.fusion import reciprocal_rank_fusion, rerank_scores
-from blipsearch.search.keyword import KeywordSearch
-from blipsearch.search.query_cache import LruCache, RerankPace
-from blipsearch.search.results import ImageHit, QueryMode, SearchOptions, SearchPage, TextHit, item_summary
-from blipsearch.search.vision import FileVisionTokens, vision_token_source
 from PIL import Image
 from sqlalchemy import select, tuple_
 
@@ -43,6 +36,13 @@ from blipsearch.errors import IndexLockedError, InvalidInputError
 from blipsearch.images import decode_image
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel, validate_texts
+from blipsearch.search.captioning import CaptionWriter
+from blipsearch.search.filters import matching_item_ids
+from blipsearch.search.fusion import reciprocal_rank_fusion, rerank_scores
+from blipsearch.search.keyword import KeywordSearch
+from blipsearch.search.query_cache import LruCache, RerankPace
+from blipsearch.search.results import ImageHit, QueryMode, SearchOptions, SearchPage, TextHit, item_summary
+from blipsearch.search.vision import FileVisionTokens, vision_token_source
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.index_content import text_vector_ids

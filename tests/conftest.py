@@ -186,6 +186,7 @@ def api_server() -> Iterator[Callable[..., str]]:
     import time
 
     import uvicorn
+
     from blipsearch.api.app import create_app
     from blipsearch.api.limits import server_protocol_options
 

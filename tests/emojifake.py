@@ -8,8 +8,9 @@ import tarfile
 from dataclasses import replace
 from pathlib import Path
 
-from blipsearch.train import emoji_packages as em
 from PIL import Image
+
+from blipsearch.train import emoji_packages as em
 
 ENTRIES = [
     {

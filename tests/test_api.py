@@ -13,13 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
+
 from blipsearch.search.results import SearchOptions, SearchPage
 from blipsearch.search.service import GENERATION_CHECK_SECONDS, SearchService
-from imagesets import TEST_MAX_PIXELS, write_valid_images
-from PIL import Image
-from test_search_clock import ManualClock
-
 from blipsearch.settings import Settings
+
+from imagesets import TEST_MAX_PIXELS, write_valid_images
+from test_search_clock import ManualClock
 
 KEY = "s3cret-key"
 

@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import schemathesis
-from blipsearch.indexer.pipeline import Indexer
 from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as run_settings
 from hypothesis.errors import Unsatisfiable
-from imagesets import write_valid_images
 from schemathesis.checks import CHECKS, is_check_class, load_all_checks
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
+from blipsearch.indexer.pipeline import Indexer
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
+
+from imagesets import write_valid_images
 
 KEY = "contract-key"
 EXAMPLES = 30

@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from imagesets import TEST_MAX_PIXELS, write_valid_images
 
 from blipsearch.settings import Settings
 from blipsearch.storage.lock import WriterLock
+
+from imagesets import TEST_MAX_PIXELS, write_valid_images
 
 KEY = "jobs-key"
 AUTH = {"X-API-Key": KEY}

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from blipsearch.cli import app, main
 from typer.testing import CliRunner
+
+from blipsearch.cli import app, main
 
 CLI = Path(__file__).resolve().parents[1] / "cli"
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
-from blipsearch.cli import app
 from typer.testing import CliRunner
 
+from blipsearch.cli import app
 from blipsearch.demo import DEMO_RERANKS, demo_assets, demo_rerank_itc_weight
 
 

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from clirun import blipsearch
 from PIL import Image
+
+from clirun import blipsearch
 
 
 @pytest.fixture(scope="module")

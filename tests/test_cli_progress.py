@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 
-from blipsearch.cli.progress import live_bar
 from rich.console import Console
+
+from blipsearch.cli.progress import live_bar
 
 
 def test_no_bar_without_a_terminal_or_when_disabled() -> None:

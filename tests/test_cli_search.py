@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 
 

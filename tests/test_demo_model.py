@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 from PIL import Image
 from safetensors import safe_open
 
@@ -21,6 +20,7 @@ from blipsearch.demo import demo_assets
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
+from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 
 DEMO = Path(__file__).resolve().parents[1] / "demo"
 SLICE = 300

@@ -10,16 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imagesets import (
-    BROKEN_KINDS,
-    ODD_SIZE,
-    ODD_VALID_KINDS,
-    TEST_MAX_BYTES,
-    TEST_MAX_PIXELS,
-    write_broken_images,
-    write_odd_valid_images,
-    write_valid_images,
-)
 from PIL import Image, ImageFile
 
 from blipsearch.errors import InvalidInputError
@@ -31,6 +21,17 @@ from blipsearch.images import (
     open_image,
     read_image_file,
     to_rgb,
+)
+
+from imagesets import (
+    BROKEN_KINDS,
+    ODD_SIZE,
+    ODD_VALID_KINDS,
+    TEST_MAX_BYTES,
+    TEST_MAX_PIXELS,
+    write_broken_images,
+    write_odd_valid_images,
+    write_valid_images,
 )
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 1_000_000}

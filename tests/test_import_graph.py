@@ -9,7 +9,7 @@ from __future__ import annotations
 import grimp
 import pytest
 
-from tests.import_graph import build_graph, module_files
+from import_graph import build_graph, module_files
 
 STAGES = ("indexer", "search", "api", "train", "cli", "migrations", "web")
 

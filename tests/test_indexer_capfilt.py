@@ -10,17 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+
 from blipsearch.indexer.capfilt import CapFilt
 from blipsearch.indexer.maintenance import verify
 from blipsearch.indexer.pipeline import Indexer, IndexOptions
-from blipsearch.search.results import SearchOptions
-from blipsearch.search.service import SearchService
-from blipsearch.train.catalog_pairs import catalog_pairs
-from imagesets import TEST_MAX_PIXELS, write_valid_images
-from sqlalchemy import select
-
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import SearchService
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.schema import (
     SLOT_OF_KIND,
@@ -30,6 +28,9 @@ from blipsearch.storage.schema import (
     TextKind,
     synthetic_slot,
 )
+from blipsearch.train.catalog_pairs import catalog_pairs
+
+from imagesets import TEST_MAX_PIXELS, write_valid_images
 
 
 def _manifest(root: Path, paths: list[Path], titles: list[str]) -> Path:

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from imagesets import TEST_MAX_PIXELS, write_broken_images, write_valid_images
 from sqlalchemy import create_engine, text
+
+from imagesets import TEST_MAX_PIXELS, write_broken_images, write_valid_images
 
 # (fault, whether SQL already holds committed items when it fires, so the re-run must resume).
 # The first two index writes commit the empty indexes of a fresh data directory; writes 3 and 4

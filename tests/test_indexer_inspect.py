@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from blipsearch.indexer.inspect import Action, InspectPolicy, inspect, reason_class
-from blipsearch.indexer.sources import SourceRecord
-from imagesets import TEST_MAX_BYTES, TEST_MAX_PIXELS, write_broken_images, write_valid_images
 from PIL import Image
 
+from blipsearch.indexer.inspect import Action, InspectPolicy, inspect, reason_class
+from blipsearch.indexer.sources import SourceRecord
 from blipsearch.storage.schema import Item, ItemStatus
+
+from imagesets import TEST_MAX_BYTES, TEST_MAX_PIXELS, write_broken_images, write_valid_images
 
 FP = "blip-" + "a" * 32
 

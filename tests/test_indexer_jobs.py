@@ -10,13 +10,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from blipsearch.indexer.jobs import JobRunner
-from blipsearch.indexer.maintenance import verify
-from blipsearch.indexer.pipeline import Indexer, IndexOptions
-from imagesets import write_valid_images
 from sqlalchemy import update
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.indexer.jobs import JobRunner
+from blipsearch.indexer.maintenance import verify
+from blipsearch.indexer.pipeline import Indexer, IndexOptions
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
@@ -24,6 +23,8 @@ from blipsearch.storage.database import create_catalog_engine, ensure_schema
 from blipsearch.storage.jobs import MAX_ATTEMPTS, PROCESS_WORKER, Job, JobStore
 from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import IngestJob, utcnow
+
+from imagesets import write_valid_images
 
 _SMALL_STEPS = {
     "image_batch_size": 2,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from blipsearch.indexer.maintenance import index_status, rebuild, verify
 
+from blipsearch.indexer.maintenance import index_status, rebuild, verify
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.item_writes import FileFacts, ItemWrite

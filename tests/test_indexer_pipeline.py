@@ -9,20 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from blipsearch.indexer.maintenance import verify
-from blipsearch.indexer.pipeline import Indexer, IndexOptions
-from imagesets import write_broken_images, write_odd_valid_images, write_valid_images
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from blipsearch.errors import IndexLockedError, ModelMismatchError
+from blipsearch.indexer.maintenance import verify
+from blipsearch.indexer.pipeline import Indexer, IndexOptions
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.live import IndexSet
 from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import TEXT_SLOTS, Item, ItemText
+
+from imagesets import write_broken_images, write_odd_valid_images, write_valid_images
 
 
 class CountingModel(RetrievalModel):

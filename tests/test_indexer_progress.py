@@ -6,8 +6,9 @@ import io
 import logging
 
 import pytest
-from blipsearch.indexer.progress import Progress
 from rich.console import Console
+
+from blipsearch.indexer.progress import Progress
 
 
 def test_without_a_terminal_progress_is_logged_with_rate_and_eta(caplog: pytest.LogCaptureFixture) -> None:

@@ -6,10 +6,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from blipsearch.indexer.sources import FolderSource, ManifestSource, open_source
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.indexer.sources import FolderSource, ManifestSource, open_source
 from blipsearch.paths import IngestRoots
 
 

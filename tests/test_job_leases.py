@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from blipsearch.indexer.jobs import Heartbeat
 from blipsearch.indexer.pipeline import LIST_STOP_CHECK, Indexer, IndexOptions
-
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.database import create_catalog_engine, ensure_schema

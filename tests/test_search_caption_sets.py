@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from blipsearch.search.caption_sets import load_caption_set
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.search.caption_sets import load_caption_set
 
 
 def test_blip_list_json(tmp_path: Path) -> None:

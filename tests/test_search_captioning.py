@@ -8,17 +8,18 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from blipsearch.search.captioning import CaptionWriter
-from imagesets import TEST_MAX_PIXELS, write_valid_images
 from PIL import Image
 
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.search.captioning import CaptionWriter
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.item_writes import FileFacts, ItemWrite
 from blipsearch.storage.schema import SLOT_OF_KIND, TEXT_SLOTS, ItemStatus, TextKind
 from blipsearch.storage.vector_codec import round_trip
+
+from imagesets import TEST_MAX_PIXELS, write_valid_images
 
 
 class Shop(NamedTuple):

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from blipsearch.search.results import SearchOptions
-from blipsearch.search.service import GENERATION_CHECK_SECONDS, SearchService
-from test_search_service import QUERY, Collection, _build
 
 from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import GENERATION_CHECK_SECONDS, SearchService
 from blipsearch.storage.live import IndexSet
+
+from test_search_service import QUERY, Collection, _build
 
 
 class ManualClock:

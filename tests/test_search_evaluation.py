@@ -10,14 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from blipsearch.search.caption_sets import CaptionSet, load_caption_set
-from blipsearch.search.evaluation import evaluate
-from blipsearch.search.rank_metrics import image_to_text_ranks, text_to_image_ranks
-from imagesets import write_valid_images
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.images import open_image
 from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.search.caption_sets import CaptionSet, load_caption_set
+from blipsearch.search.evaluation import evaluate
+from blipsearch.search.rank_metrics import image_to_text_ranks, text_to_image_ranks
+
+from imagesets import write_valid_images
 
 # --------------------------------------------------------------------------------------------
 # The tiny retrieval model on generated pictures: 6 images x 2 captions

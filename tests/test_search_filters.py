@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import inspect as sql_inspect
+
+from blipsearch.errors import InvalidInputError
 from blipsearch.search.filters import (
     Condition,
     make_condition,
@@ -14,9 +17,6 @@ from blipsearch.search.filters import (
     parse_filter,
     parse_filters,
 )
-from sqlalchemy import inspect as sql_inspect
-
-from blipsearch.errors import InvalidInputError
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.item_writes import FileFacts, ItemMetadata, ItemWrite

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from blipsearch.search.fusion import reciprocal_rank_fusion
-from blipsearch.search.keyword import MAX_TERMS, KeywordSearch, query_terms
 from sqlalchemy import text
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.search.fusion import reciprocal_rank_fusion
+from blipsearch.search.keyword import MAX_TERMS, KeywordSearch, query_terms
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import table_names, upgrade_database

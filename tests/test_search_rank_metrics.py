@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from blipsearch.search.rank_metrics import (
     image_to_text_ranks,
     recall_at,

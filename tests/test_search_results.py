@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 from blipsearch.search.results import ImageHit, SearchPage, TextHit, item_summary
-
 from blipsearch.storage.schema import Item, ItemTag
 
 

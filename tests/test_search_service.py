@@ -13,19 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from blipsearch.search.filters import parse_filters
-from blipsearch.search.results import SearchOptions
-from blipsearch.search.service import SearchService
-from blipsearch.search.vision import CachedVisionTokens, FileVisionTokens
-from imagesets import TEST_MAX_PIXELS, write_valid_images
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.search.filters import parse_filters
+from blipsearch.search.results import SearchOptions
+from blipsearch.search.service import SearchService
+from blipsearch.search.vision import CachedVisionTokens, FileVisionTokens
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.item_writes import FileFacts, ItemMetadata, ItemWrite, TextVector
 from blipsearch.storage.schema import SLOT_OF_KIND, ItemStatus, TextKind
+
+from imagesets import TEST_MAX_PIXELS, write_valid_images
 
 QUERY = "a red dress with white dots"
 COUNT = 24

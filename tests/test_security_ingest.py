@@ -18,19 +18,20 @@ from typing import Any
 
 import httpx
 import pytest
-from blipsearch.api.item_files import IMAGE_TYPES
-from blipsearch.indexer.pipeline import Indexer, IndexOptions
-from imagesets import TEST_MAX_PIXELS, write_valid_images
 from sqlalchemy import create_engine, insert, select, text, update
 
 from alembic import command
+from blipsearch.api.item_files import IMAGE_TYPES
 from blipsearch.errors import ConfigError
 from blipsearch.images import ALLOWED_FORMATS
+from blipsearch.indexer.pipeline import Indexer, IndexOptions
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings, load_settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import _alembic_config, ensure_schema
 from blipsearch.storage.schema import Item
+
+from imagesets import TEST_MAX_PIXELS, write_valid_images
 
 KEY = "ingest-key"
 AUTH = {"X-API-Key": KEY}

@@ -25,13 +25,14 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from blipsearch.indexer.pipeline import Indexer
-from imagesets import write_valid_images
 from PIL import Image
 
+from blipsearch.indexer.pipeline import Indexer
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
+
+from imagesets import write_valid_images
 
 KEY = "security-key"
 UPLOAD_LIMIT = 1_000_000
@@ -410,6 +411,7 @@ def test_after_a_500_the_next_pooled_request_succeeds(shop: Settings) -> None:
     """An unexpected exception in a route: the answer says `Connection: close`, so a client's
     pool opens a new connection instead of reusing one the server is about to drop."""
     import uvicorn
+
     from blipsearch.api.app import create_app
     from blipsearch.api.limits import server_protocol_options
 

@@ -28,13 +28,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from blipsearch.indexer.maintenance import index_status
-from imagesets import TEST_MAX_PIXELS
 from PIL import Image
 from sqlalchemy import create_engine, text
 
+from blipsearch.indexer.maintenance import index_status
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import create_catalog_engine
+
+from imagesets import TEST_MAX_PIXELS
 
 KEY = "crash-key"
 AUTH = {"X-API-Key": KEY}

@@ -17,14 +17,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
+
 from blipsearch.indexer.items import ItemWriter
 from blipsearch.indexer.maintenance import index_status, verify
 from blipsearch.indexer.upload_files import IN_FLIGHT_SECONDS, UploadFolder
+from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.search.checkpoint import Checkpointer
 from blipsearch.search.service import SearchService
-from PIL import Image
-
-from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.item_writes import ItemMetadata

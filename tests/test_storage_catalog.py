@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from catalog_rows import FP, indexed_write, unit_vector
 
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.item_writes import ItemMetadata, ItemWrite, TextVector
 from blipsearch.storage.schema import TEXT_SLOTS, ItemStatus
+
+from catalog_rows import FP, indexed_write, unit_vector
 
 
 @pytest.fixture

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from catalog_rows import FP, indexed_write, unit_vector
 
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.index_content import text_vector_ids
 from blipsearch.storage.item_writes import TextVector
 from blipsearch.storage.schema import TEXT_SLOTS
+
+from catalog_rows import FP, indexed_write, unit_vector
 
 
 @pytest.fixture

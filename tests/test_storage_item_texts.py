@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from catalog_rows import FP, unit_vector
 from sqlalchemy import select
 
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.item_writes import FileFacts, ItemWrite, TextVector
 from blipsearch.storage.schema import ItemStatus, ItemText
+
+from catalog_rows import FP, unit_vector
 
 CAPTIONER = "blip-" + "c" * 32
 

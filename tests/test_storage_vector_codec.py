@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from catalog_rows import unit_vector
 
 from blipsearch.errors import CatalogError
 from blipsearch.storage.vector_codec import decode_vectors, encode_vector, round_trip
+
+from catalog_rows import unit_vector
 
 
 def test_vectors_round_trip_in_both_storage_precisions() -> None:

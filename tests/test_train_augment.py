@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
 from blipsearch.train.augment import augment, train_images
 from blipsearch.train.emoji_classes import flatten_on_white, load_classes
+
 from demofake import small_recipe
 from emojifake import fake_codepoint_package, fake_package
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from blipsearch.train.batches import class_batches, hard_negative_share, negative_weights, neighbour_batches
 
 

@@ -14,6 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from blipsearch.errors import InvalidInputError
+from blipsearch.models.captioner import Captioner
+from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.settings import Settings
 from blipsearch.train.demo_capfilt import precision_recall, run_capfilt_experiment
 from blipsearch.train.demo_card import (
     NOTES_START,
@@ -25,14 +31,9 @@ from blipsearch.train.demo_card import (
 from blipsearch.train.demo_eval import evaluate_demo_model, names_emoji
 from blipsearch.train.demo_recipe import DemoRecipe, DemoTrainer
 from blipsearch.train.emoji_classes import flatten_on_white
+
 from demofake import SMALL, small_recipe
 from emojifake import fake_package
-from PIL import Image
-
-from blipsearch.errors import InvalidInputError
-from blipsearch.models.captioner import Captioner
-from blipsearch.models.retrieval import RetrievalModel
-from blipsearch.settings import Settings
 
 
 @pytest.fixture
@@ -293,8 +294,9 @@ def test_teacher_targets_join_phase_one_and_alpha_zero_is_plain_itc(
 def test_train_demo_refuses_a_held_out_style_in_training_and_unmatched_weights(
     tmp_path: Path, extra: list[str], message: str
 ) -> None:
-    from blipsearch.cli import app
     from typer.testing import CliRunner
+
+    from blipsearch.cli import app
 
     result = CliRunner().invoke(app, ["train", "demo", str(tmp_path / "run"), *extra])
     assert result.exit_code == 2 and message in result.output

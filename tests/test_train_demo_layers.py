@@ -6,9 +6,11 @@ from dataclasses import replace
 
 import pytest
 import torch
+
 from blipsearch.train import losses
 from blipsearch.train.demo_layers import caption_loss, vision_tail, vision_trunk
 from blipsearch.train.demo_model import build_demo_models
+
 from demofake import SMALL
 
 

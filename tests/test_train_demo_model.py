@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from blipsearch.train.demo_model import build_demo_models, minilm_directory
-from demofake import SMALL
 from transformers import BertModel, BertTokenizerFast
+
+from blipsearch.train.demo_model import build_demo_models, minilm_directory
+
+from demofake import SMALL
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from blipsearch.train.demo_settings import check_caption_styles
-from demofake import small_recipe
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.train.demo_settings import check_caption_styles
+
+from demofake import small_recipe
 
 
 def test_caption_styles_must_be_training_styles_and_include_the_first(tmp_path: Path) -> None:

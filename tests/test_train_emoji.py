@@ -12,15 +12,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from blipsearch.indexer.sources import ManifestSource, open_source
-from blipsearch.search.caption_sets import load_caption_set
-from blipsearch.train import emoji as em
-from blipsearch.train.emoji_packages import EmojiPackage
-from emojifake import fake_codepoint_package, fake_package, png
 from PIL import Image
 from typer.testing import CliRunner
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.indexer.sources import ManifestSource, open_source
+from blipsearch.search.caption_sets import load_caption_set
+from blipsearch.train import emoji as em
+from blipsearch.train.emoji_packages import EmojiPackage
+
+from emojifake import fake_codepoint_package, fake_package, png
 
 
 @pytest.fixture

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from blipsearch.train.augment import train_images
-from blipsearch.train.emoji_classes import corrupt_captions, flatten_on_white, load_classes
-from demofake import small_recipe
-from emojifake import PALETTE, fake_codepoint_package, fake_package
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.train.augment import train_images
+from blipsearch.train.emoji_classes import corrupt_captions, flatten_on_white, load_classes
+
+from demofake import small_recipe
+from emojifake import PALETTE, fake_codepoint_package, fake_package
 
 
 def test_corrupt_captions_replaces_the_share_with_other_emojis_captions() -> None:

@@ -10,10 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from blipsearch.train import emoji_packages as em
-from emojifake import fake_codepoint_package, fake_package
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.train import emoji_packages as em
+
+from emojifake import fake_codepoint_package, fake_package
 
 
 def test_integrity_mismatch_is_refused(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from blipsearch.train import emoji_records
 from blipsearch.train.emoji_packages import EmojiArchive
+
 from emojifake import ENTRIES, WITH_IMAGES, fake_package
 
 

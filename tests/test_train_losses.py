@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from blipsearch.train import losses
 from torch import nn
+
+from blipsearch.train import losses
 
 
 def _features(count: int = 8, width: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

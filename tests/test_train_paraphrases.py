@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+
 from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 
 CATALOG = Path(__file__).resolve().parents[1] / "demo" / "catalog" / "catalog.csv"

@@ -9,10 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from blipsearch.train.captioner import CaptionTrainer
-from blipsearch.train.loop import TrainConfig, load_pairs
-from blipsearch.train.retrieval import RetrievalTrainer
-from imagesets import write_valid_images
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError
@@ -20,6 +16,11 @@ from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.models.tiny import TinyCheckpoints
 from blipsearch.settings import Settings
+from blipsearch.train.captioner import CaptionTrainer
+from blipsearch.train.loop import TrainConfig, load_pairs
+from blipsearch.train.retrieval import RetrievalTrainer
+
+from imagesets import write_valid_images
 
 WORDS = ["red apple", "blue car", "green tree", "a dog", "a cat", "big bus", "old man", "white boat"]
 

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+
 from blipsearch.train.schedule import cosine_with_warmup, make_optimizer
 
 # total 10, warm-up 4: (step + 1) / 4 for steps 0-3, then (1 + cos(pi * (step - 4) / 6)) / 2

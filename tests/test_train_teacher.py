@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from blipsearch.train import teacher
-from blipsearch.train.emoji_classes import flatten_on_white, has_image
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.train import teacher
+from blipsearch.train.emoji_classes import flatten_on_white, has_image
 
 
 @pytest.fixture(scope="module")

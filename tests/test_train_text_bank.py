@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+
 from blipsearch.train.demo_model import build_demo_models
 from blipsearch.train.text_bank import TextBank, pad_token_ids
+
 from demofake import SMALL
 
 

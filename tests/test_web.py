@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagesets import TEST_MAX_PIXELS, write_valid_images
 from PIL import Image
+
+from imagesets import TEST_MAX_PIXELS, write_valid_images
 
 CHROMIUM = Path(os.environ.get("BLIPSEARCH_TEST_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -141,6 +142,7 @@ def server_settings(catalog: dict[str, Any], tiny_checkpoints, **overrides: Any)
 @pytest.fixture(scope="module")
 def base_url(catalog: dict[str, Any], tiny_checkpoints) -> Iterator[str]:
     import uvicorn
+
     from blipsearch.api.app import create_app
 
     settings = server_settings(catalog, tiny_checkpoints)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
 from blipsearch.train.demo_settings import DemoRecipe
 from blipsearch.train.emoji_classes import EmojiClasses, flatten_on_white, has_image
 

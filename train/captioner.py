@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from blipsearch.train import losses
-from blipsearch.train.loop import PairSet, ProgressCallback, TrainConfig, Trainer, load_images
 from PIL import Image
 from transformers import BlipForConditionalGeneration
 
 from blipsearch.models.loading import load_checkpoint, preprocess_images
+from blipsearch.train import losses
+from blipsearch.train.loop import PairSet, ProgressCallback, TrainConfig, Trainer, load_images
 
 
 class CaptionTrainer(Trainer):

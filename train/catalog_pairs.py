@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blipsearch.train.loop import PairSet
-
 from blipsearch.errors import InvalidInputError
 from blipsearch.storage.catalog import Catalog
+from blipsearch.train.loop import PairSet
 
 
 def catalog_pairs(catalog: Catalog) -> PairSet:

@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from blipsearch.train.demo_eval import evaluate_demo_model, write_style_set
-from blipsearch.train.demo_recipe import DemoTrainer, StepCallback
-from blipsearch.train.demo_settings import DemoRecipe
-from blipsearch.train.emoji_classes import EmojiClasses, load_classes
-from blipsearch.train.emoji_packages import EmojiPackage
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
+from blipsearch.train.demo_eval import evaluate_demo_model, write_style_set
+from blipsearch.train.demo_recipe import DemoTrainer, StepCallback
+from blipsearch.train.demo_settings import DemoRecipe
+from blipsearch.train.emoji_classes import EmojiClasses, load_classes
+from blipsearch.train.emoji_packages import EmojiPackage
 
 FILTER_THRESHOLD = 0.5
 """ITM match probability under which a pair is marked noisy (the ITM head's own decision)."""

@@ -13,11 +13,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from blipsearch.machine import machine_description
 from blipsearch.train.demo_settings import DemoRecipe
 from blipsearch.train.emoji_packages import PACKAGES
 from blipsearch.train.paraphrases import PARAPHRASE_QUERIES
-
-from blipsearch.machine import machine_description
 
 TARGETS = {"holdout_t2i_r1": 50.0, "holdout_t2i_r5": 80.0, "catalog_t2i_r1": 95.0, "holdout_captions": 50.0}
 

@@ -16,16 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from blipsearch.search.caption_sets import load_caption_set
-from blipsearch.search.evaluation import evaluate
-from blipsearch.train.emoji_classes import EmojiClasses, flatten_on_white
-from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 from PIL import Image
 
 from blipsearch.demo import rerank_itc_weight_of
 from blipsearch.models.captioner import Captioner, CaptionOptions
 from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.search.caption_sets import load_caption_set
+from blipsearch.search.evaluation import evaluate
 from blipsearch.settings import Settings
+from blipsearch.train.emoji_classes import EmojiClasses, flatten_on_white
+from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 
 RERANK_DEPTHS = (8,)
 CAPTION_OPTIONS = CaptionOptions(strategy="beam", num_beams=3, min_new_tokens=1, max_new_tokens=20)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from blipsearch.train import losses
 from transformers import BlipForConditionalGeneration, BlipForImageTextRetrieval, BlipVisionModel
+
+from blipsearch.train import losses
 
 
 def itm_text_parameters(model: BlipForImageTextRetrieval) -> list[torch.nn.Parameter]:

@@ -44,6 +44,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import BlipProcessor
+
+from blipsearch.errors import InvalidInputError
+from blipsearch.machine import cpu_has_native_bf16, machine_description
+from blipsearch.models.runtime import resolve_device, training_bf16
 from blipsearch.train import losses, teacher
 from blipsearch.train.augment import augment, pick_images, train_images
 from blipsearch.train.batches import class_batches, hard_negative_share, negative_weights, neighbour_batches
@@ -61,11 +66,6 @@ from blipsearch.train.emoji_packages import PACKAGES, EmojiPackage
 from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 from blipsearch.train.schedule import make_optimizer
 from blipsearch.train.text_bank import TextBank, encode_frozen, pad_token_ids, token_ids
-from transformers import BlipProcessor
-
-from blipsearch.errors import InvalidInputError
-from blipsearch.machine import cpu_has_native_bf16, machine_description
-from blipsearch.models.runtime import resolve_device, training_bf16
 
 log = logging.getLogger(__name__)
 

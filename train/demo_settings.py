@@ -10,9 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blipsearch.train.demo_model import DemoArchitecture
-
 from blipsearch.errors import InvalidInputError
+from blipsearch.train.demo_model import DemoArchitecture
 
 
 @dataclass

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from blipsearch.errors import InvalidInputError
 from blipsearch.train.emoji_packages import (
     PACKAGES,
     SOURCE_IMAGE_SIZE,
@@ -33,9 +36,6 @@ from blipsearch.train.emoji_records import (
     parse_records,
     with_article,
 )
-from PIL import Image
-
-from blipsearch.errors import InvalidInputError
 
 DEFAULT_STYLES = ("google", "twitter")
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from blipsearch.train.demo_settings import DemoRecipe
-from blipsearch.train.emoji_packages import PACKAGES, EmojiArchive, EmojiPackage, codepoint_key, fetch_package
-from blipsearch.train.emoji_records import EmojiRecord, captions_for, parse_records
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.train.demo_settings import DemoRecipe
+from blipsearch.train.emoji_packages import PACKAGES, EmojiArchive, EmojiPackage, codepoint_key, fetch_package
+from blipsearch.train.emoji_records import EmojiRecord, captions_for, parse_records
 
 
 @dataclass

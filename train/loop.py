@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from blipsearch.train.schedule import make_optimizer
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.train.schedule import make_optimizer
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from blipsearch.train import losses
-from blipsearch.train.loop import PairSet, ProgressCallback, TrainConfig, Trainer, load_images
 from PIL import Image
 from transformers import BlipForImageTextRetrieval
 
 from blipsearch.models.loading import LoadedCheckpoint, load_checkpoint, preprocess_images
+from blipsearch.train import losses
+from blipsearch.train.loop import PairSet, ProgressCallback, TrainConfig, Trainer, load_images
 
 
 class RetrievalTrainer(Trainer):
@@ -181,6 +181,7 @@ class RetrievalTrainer(Trainer):
     def _val_caption_set(self, pairs: PairSet) -> Any:
         """`evaluate` reads image files; in-memory images are written once into the run directory."""
         import numpy as np
+
         from blipsearch.search.caption_sets import CaptionSet
 
         order: dict[int, Path] = {}

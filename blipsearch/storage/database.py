@@ -92,9 +92,9 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade_database(engine: Engine, revision: str = "head") -> str | None:
     """Apply migrations up to `revision`; returns the revision the database is now at."""
-    from alembic import command
-
     from alembic.util import CommandError
+
+    from alembic import command
 
     config = _alembic_config(engine.url.render_as_string(hide_password=False))
     try:
