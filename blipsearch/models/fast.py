@@ -215,9 +215,9 @@ def quantize_int8(model: nn.Module, part: QuantizedPart = "all") -> int:
     """Int8 dynamic quantisation of the linear layers, in place; returns how many were quantised.
 
     `vision` takes the ViT only (image embedding and ITM's vision tokens); `all` adds the text
-    side. Measured on the demo model (bench/results/): int8 vision keeps text-to-image top-10
-    agreement with fp32 at 0.96, int8 text drops it to 0.72 (Recall@1 -1.7 points), because
-    near-tied candidates swap places; so text stays fp32 unless asked for.
+    side. As measured on the demo model (bench/results/), int8 vision keeps text-to-image top-10
+    close to fp32's while int8 text loses much more agreement, because near-tied candidates swap
+    places; so text stays fp32 unless asked for.
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
@@ -241,8 +241,8 @@ def is_quantized(model: nn.Module) -> bool:
 
 
 INT8_MIN_HIDDEN = 256
-"""Measured (bench/results/): int8 makes the ViT 3x faster at BLIP-base's width (768) and at the
-demo model's (256); toy widths are overhead-bound."""
+"""Int8 pays off at BLIP-base's width (768) and at the demo model's (256), as measured in
+bench/results/; toy widths are overhead-bound."""
 
 
 def resolve_quantize(
