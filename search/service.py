@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from PIL import Image
 from sqlalchemy import select, tuple_
 
@@ -38,9 +37,10 @@ from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel, validate_texts
 from blipsearch.search.captioning import CaptionWriter
 from blipsearch.search.filters import matching_item_ids
-from blipsearch.search.fusion import reciprocal_rank_fusion, rerank_scores
+from blipsearch.search.fusion import reciprocal_rank_fusion
 from blipsearch.search.keyword import KeywordSearch
-from blipsearch.search.query_cache import LruCache, RerankPace
+from blipsearch.search.query_cache import LruCache
+from blipsearch.search.rerank import ItmReranker
 from blipsearch.search.results import ImageHit, QueryMode, SearchOptions, SearchPage, TextHit, item_summary
 from blipsearch.search.vision import FileVisionTokens, vision_token_source
 from blipsearch.settings import Settings
@@ -48,7 +48,7 @@ from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.index_content import text_vector_ids
 from blipsearch.storage.live import IndexSet, LiveIndexes
 from blipsearch.storage.lock import WriterLock
-from blipsearch.storage.schema import TEXT_SLOTS, Item, ItemText
+from blipsearch.storage.schema import TEXT_SLOTS, ItemText
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +63,6 @@ class _Ranked:
     itc: dict[int, float] = field(default_factory=dict)
     keyword: dict[int, float] = field(default_factory=dict)
     fused: dict[int, float] = field(default_factory=dict)
-
-
-def default_rerank_k(device: torch.device) -> int:
-    """Measured on a 2-core CPU with BLIP-base: each candidate costs a vision-encoder pass (0.8 s)
-    when its tokens come from the file and a cross-attention pass (0.1-0.2 s) from the cache; 8
-    keeps a CPU query within seconds. On an accelerator both passes are batched and far cheaper
-    (not measured here: no GPU was lent to this project yet), so the shortlist is 32."""
-    return 8 if device.type == "cpu" else 32
-
-
-def default_rerank_budget_ms(device: torch.device) -> float:
-    """Measured (bench/results/): on a 2-core CPU, BLIP-base's fast ITM path scores about eight
-    cached candidates in 0.2-0.3 s and a vision-encoder pass costs about 0.2 s per uncached one, so
-    400 ms keeps a query interactive; on an accelerator 100 ms covers a deep shortlist."""
-    return 400.0 if device.type == "cpu" else 100.0
 
 
 class SearchService:
@@ -118,8 +103,9 @@ class SearchService:
         self._lock = threading.RLock()
         self._generation_checked = clock()
         self.query_vectors: LruCache[np.ndarray] = LruCache(settings.query_cache_entries)
-        self.itm_cache: LruCache[float] = LruCache(settings.query_cache_entries * 8)
-        self.rerank_pace = RerankPace()
+        self.reranker = ItmReranker(settings, model, catalog, self.vision, clock=clock)
+        self.itm_cache = self.reranker.itm_cache
+        self.rerank_pace = self.reranker.rerank_pace
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> SearchService:
@@ -193,14 +179,14 @@ class SearchService:
         with self._lock:
             self._sync()
             allowed = self._allowed(options, timings)
-            rerank_k = self._rerank_k(options)
+            rerank_k = self.reranker.depth(options)
             depth = max(options.offset + options.k + 1, rerank_k if rerank_k else 0)
             ranked = self._first_stage(query, vector, mode, depth, allowed, timings)
         reranked = bool(rerank_k) and options.offset < rerank_k and bool(ranked.ids)
         itm: dict[int, float] = {}
         if reranked:
             started = time.perf_counter()
-            ranked.ids, itm = self._rerank_by_itm(query, ranked.ids, rerank_k, ranked.itc)
+            ranked.ids, itm = self.reranker.images_for_text(query, ranked.ids, rerank_k, ranked.itc)
             timings["rerank"] = time.perf_counter() - started
         page = self._image_page(mode, ranked, itm, options, reranked, timings)
         page.reranked_count = len(itm)
@@ -257,7 +243,7 @@ class SearchService:
             self._sync()
             allowed_items = self._allowed(options, timings)
             allowed = text_vector_ids(allowed_items) if allowed_items is not None else None
-            rerank_k = self._rerank_k(options)
+            rerank_k = self.reranker.depth(options)
             noisy = set() if options.include_noisy else self.catalog.noisy_text_ids()
             # noisy texts stay in the index (originals are never dropped), so fetch past them
             depth = max(options.offset + options.k + 1, rerank_k) + len(noisy)
@@ -272,7 +258,7 @@ class SearchService:
         reranked = bool(rerank_k) and options.offset < rerank_k and bool(order)
         if reranked:
             started = time.perf_counter()
-            order, itm = self._rerank_texts(decoded, item_id, order, rows, rerank_k, itc)
+            order, itm = self.reranker.texts_for_image(decoded, item_id, order, rows, rerank_k, itc)
             timings["rerank"] = time.perf_counter() - started
         page_ids = order[options.offset : options.offset + options.k]
         items = {
@@ -319,12 +305,6 @@ class SearchService:
             raise InvalidInputError(f"rerank_k must be between 1 and 1000, not {options.rerank_k}.")
         if options.mode is not None and options.mode not in ("vector", "keyword", "hybrid"):
             raise InvalidInputError(f"mode must be vector, keyword or hybrid, not {options.mode!r}.")
-
-    def _rerank_k(self, options: SearchOptions) -> int:
-        enabled = self.settings.rerank if options.rerank is None else options.rerank
-        if not enabled:
-            return 0
-        return options.rerank_k or self.settings.rerank_k or default_rerank_k(self.model.device)
 
     def _allowed(self, options: SearchOptions, timings: dict[str, float]) -> np.ndarray | None:
         if not options.filters:
@@ -377,90 +357,6 @@ class SearchService:
                 except KeyError:
                     continue
         return ranked
-
-    def _rerank_by_itm(
-        self, query: str, ids: list[int], rerank_k: int, itc: dict[int, float]
-    ) -> tuple[list[int], dict[int, float]]:
-        """The shortlist ordered by ITM (with `rerank_itc_weight`, ITM and ITC: `rerank_scores`), as
-        deep as the time budget allows.
-
-        Candidates are scored best-ITC first, in batches sized to the time left; scores already
-        known for this query and image (an earlier page, a repeated query) cost nothing. Whatever
-        is not scored, or cannot be (its file is gone), follows in first-stage order.
-        """
-        shortlist = ids[:rerank_k]
-        items = {item.id: item for item in self.catalog.items_by_ids(shortlist)}
-        itm: dict[int, float] = {}
-        pending: list[Item] = []
-        for item_id in shortlist:
-            item = items.get(item_id)
-            if item is None:
-                continue
-            known = self.itm_cache.get((query, item_id, item.content_hash))
-            if known is None:
-                pending.append(item)
-            else:
-                itm[item_id] = known
-        deadline = self.clock() + self._rerank_budget_seconds()
-        while pending:
-            take = self.rerank_pace.affordable(deadline - self.clock(), len(pending), scored=len(itm))
-            if take == 0:
-                break
-            batch, pending = pending[:take], pending[take:]
-            started = self.clock()
-            tokens = self.vision.tokens(batch)
-            scorable = [item for item in batch if item.id in tokens]
-            if scorable:
-                stacked = torch.stack([tokens[item.id] for item in scorable])
-                probabilities = self.model.itm_scores(query, vision_tokens=stacked)
-                for item, probability in zip(scorable, probabilities, strict=True):
-                    itm[item.id] = float(probability)
-                    self.itm_cache.put((query, item.id, item.content_hash), float(probability))
-            self.rerank_pace.observe(len(batch), self.clock() - started)
-        if not itm:
-            return ids, {}
-        ordered = self._by_rerank_key(list(itm), itm, itc, shortlist)
-        unscored = [item_id for item_id in shortlist if item_id not in itm]
-        return ordered + unscored + ids[rerank_k:], itm
-
-    def _by_rerank_key(
-        self, scored: list[int], itm: dict[int, float], itc: dict[int, float], shortlist: list[int]
-    ) -> list[int]:
-        """`scored` best first by `rerank_scores`; equal keys keep their first-stage order."""
-        position = {item_id: index for index, item_id in enumerate(shortlist)}
-        keys = rerank_scores(
-            np.array([itm[i] for i in scored]),
-            np.array([itc.get(i, 0.0) for i in scored]),
-            self.settings.rerank_itc_weight,
-        )
-        key = dict(zip(scored, keys.tolist(), strict=True))
-        return sorted(scored, key=lambda item_id: (-key[item_id], position[item_id]))
-
-    def _rerank_budget_seconds(self) -> float:
-        budget = self.settings.rerank_budget_ms or default_rerank_budget_ms(self.model.device)
-        return budget / 1000.0
-
-    def _rerank_texts(
-        self,
-        image: Image.Image | None,
-        item_id: int | None,
-        order: list[int],
-        rows: dict[int, ItemText],
-        rerank_k: int,
-        itc: dict[int, float],
-    ) -> tuple[list[int], dict[int, float]]:
-        shortlist = order[:rerank_k]
-        if image is not None:
-            tokens = self.model.vision_tokens([image])
-        else:
-            found = self.vision.tokens(self.catalog.items_by_ids([item_id] if item_id is not None else []))
-            if item_id not in found:
-                return order, {}
-            tokens = found[item_id][None]
-        expanded = tokens.expand(len(shortlist), *tokens.shape[1:])
-        probabilities = self.model.itm_scores([rows[i].text for i in shortlist], vision_tokens=expanded)
-        itm = {vector_id: float(p) for vector_id, p in zip(shortlist, probabilities, strict=True)}
-        return self._by_rerank_key(shortlist, itm, itc, shortlist) + order[rerank_k:], itm
 
     def _decode_query(self, image: Image.Image | bytes) -> Image.Image:
         if isinstance(image, Image.Image):
