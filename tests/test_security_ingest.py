@@ -274,12 +274,14 @@ def test_two_paths_to_one_file_are_one_item(root: Path, settings: Settings, clie
     assert len(_items(settings)) == 2
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_item_routes_do_not_block_the_event_loop(
     settings: Settings, client: httpx.Client, tiny_checkpoints
 ) -> None:  # type: ignore[no-untyped-def]
-    """While the catalog is locked, an item read waits in a worker thread; the loop still answers."""
-    if not settings.effective_database_url.startswith("postgresql"):
-        pytest.skip("needs a lock that blocks readers: PostgreSQL's LOCK TABLE")
+    """While the catalog is locked, an item read waits in a worker thread; the loop still answers.
+
+    PostgreSQL only: it needs a lock that blocks readers (LOCK TABLE), which SQLite's WAL has not."""
+    assert settings.effective_database_url.startswith("postgresql")
     image = write_valid_images(settings.data_dir.parent / "upload", 1, seed=47)[0]
     added = client.post("/v1/items", files={"file": (image.name, image.read_bytes())}, headers=AUTH)
     assert added.status_code == 201, added.text
