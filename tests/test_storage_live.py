@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,20 @@ def test_growth_past_the_kind_and_tombstones_ask_for_a_rebuild(tmp_path: Path, c
     live.catch_up(catalog)
     assert "rule now says ivf" in (ivf.needs_rebuild(live) or "")
     assert ivf.rebuild().images.spec.kind == "ivf"
+
+
+def test_a_new_data_directory_is_not_a_warning_but_lost_indexes_are(
+    tmp_path: Path, catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="blipsearch.storage.live")
+    IndexSet(tmp_path, catalog, fingerprint=FP, dim=DIM).open(writer=False)
+    fresh = [r for r in caplog.records if r.name == "blipsearch.storage.live" and r.levelname != "DEBUG"]
+    created = [r for r in fresh if r.getMessage() == "index created"]
+    assert len(created) == 2 and all(r.levelname == "INFO" for r in created)
+    assert not [r for r in fresh if r.levelno >= logging.WARNING]
+
+    caplog.clear()
+    catalog.write([_write(i) for i in range(2)])
+    IndexSet(tmp_path / "elsewhere", catalog, fingerprint=FP, dim=DIM).open(writer=False)
+    lost = [r for r in caplog.records if r.name == "blipsearch.storage.live" and r.levelno >= logging.WARNING]
+    assert len(lost) == 2 and all(r.getMessage() == "index rebuilt from catalog" for r in lost)

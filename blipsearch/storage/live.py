@@ -30,6 +30,9 @@ IMAGES = "images"
 TEXTS = "texts"
 
 
+NO_GENERATION = "no committed generation"
+
+
 @dataclass
 class OpenReport:
     """How each index came to be: loaded, caught up by N items, or rebuilt and why."""
@@ -118,7 +121,11 @@ class IndexSet:
             if index is None:
                 index, last = self._build(name)
                 report.rebuilt[name] = reason
-                log.warning("index rebuilt from catalog", extra={"index": name, "reason": reason})
+                if reason == NO_GENERATION and catalog_last == 0:
+                    # A new data directory: nothing was lost, so nothing to warn about.
+                    log.info("index created", extra={"index": name})
+                else:
+                    log.warning("index rebuilt from catalog", extra={"index": name, "reason": reason})
             else:
                 report.loaded_generation[name] = generation
             loaded[name] = (index, last, generation)
@@ -153,7 +160,7 @@ class IndexSet:
             # the items embedded by the new model so far, and the old model's index is replaced.
             return None, 0, 0, f"model changed: {exc}"
         if loaded is None:
-            return None, 0, 0, "no committed generation"
+            return None, 0, 0, NO_GENERATION
         index, manifest = loaded
         if manifest.last_change_id > catalog_last:
             return (
