@@ -80,7 +80,7 @@ def demo(
     if limit is not None:
         manifest = limited_manifest(manifest, limit, directory / "catalog-first.csv")
     broken = write_broken_files(directory, sample_image(assets))
-    indexer = Indexer(settings, progress=Progress(enabled=False))
+    indexer = Indexer(settings, progress=Progress())  # a bar with img/s and ETA on a terminal
     try:
         report = indexer.run(manifest, IndexOptions(captions=captions))
         failed = indexer.run(broken, IndexOptions())
