@@ -25,6 +25,7 @@ from blipsearch import __version__
 from blipsearch.api import captions, items, search_routes
 from blipsearch.api.contract import declare_error_responses
 from blipsearch.api.deps import AppState, InferenceGate
+from blipsearch.api.docs_pages import FAVICON_PATH, install_docs_pages
 from blipsearch.api.errors import ApiError, UnexpectedErrors, errors, install_error_handlers
 from blipsearch.api.headers import SecurityHeaders
 from blipsearch.api.limits import BodyLimit
@@ -78,6 +79,8 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
         version=__version__,
         summary="Cross-modal image search on BLIP: text to images, image to images, image to texts.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     install_metrics(app, metrics)
@@ -104,6 +107,12 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
         @app.get("/", include_in_schema=False)
         async def index() -> FileResponse:
             return FileResponse(web / "index.html", headers={"Cache-Control": "no-cache"})
+
+        @app.get(FAVICON_PATH, include_in_schema=False)
+        async def favicon() -> FileResponse:
+            return FileResponse(web / "favicon.svg", media_type="image/svg+xml")
+
+        install_docs_pages(app, static_path="/static")
 
     return app
 

@@ -1,9 +1,10 @@
 """Security headers on every response, the web UI's and the API's alike.
 
 The UI is one static page with no inline script or style, so its policy allows only its own
-origin (plus `blob:` images, the preview of a picked query file). The interactive API docs are
-the exception: FastAPI's Swagger UI and ReDoc pages are an inline script that loads its code from
-a CDN, so those two pages get a policy that allows exactly that (they work only online anyway).
+origin (plus `blob:` images, the preview of a picked query file). The interactive API docs load
+everything from the server too (api/docs_pages.py) but need more: Swagger UI's page starts it
+with an inline script, both libraries set inline styles and use `data:` images, and ReDoc runs
+its search in a `blob:` worker. Nothing is allowed from any other origin, so the docs work offline.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ APP_POLICY = (
     "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-DOCS_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-    "https://cdn.redoc.ly; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'"
+_DOCS_COMMON = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+SWAGGER_POLICY = f"{_DOCS_COMMON}; script-src 'self' 'unsafe-inline'"
+REDOC_POLICY = f"{_DOCS_COMMON}; script-src 'self'; worker-src 'self' blob:"
+_POLICIES = {
+    "/docs": SWAGGER_POLICY,
+    "/docs/oauth2-redirect": SWAGGER_POLICY,
+    "/redoc": REDOC_POLICY,
+}
 
 _COMMON = (
     (b"x-content-type-options", b"nosniff"),
@@ -41,7 +45,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = DOCS_POLICY if scope["path"] in DOCS_PATHS else APP_POLICY
+        policy = _POLICIES.get(scope["path"], APP_POLICY)
         extra = (*_COMMON, (b"content-security-policy", policy.encode()))
 
         async def send_with_headers(message: Message) -> None:
