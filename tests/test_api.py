@@ -121,6 +121,8 @@ def test_health_readiness_metrics_and_docs(client: httpx.Client) -> None:
         "/v1/facets",
     ):
         assert path in schema["paths"]
+    page_fields = schema["components"]["schemas"]["SearchPageOut"]["properties"]
+    assert {"reranked_count", "rerank_deadline_hit", "next_offset", "hits"} <= set(page_fields)
     assert client.get("/docs").status_code == 200
 
 
