@@ -52,6 +52,8 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = service or SearchService.open(settings)
+        if settings.rerank:
+            engine.reranker.deployment_depth()  # calibrated before the first query, never during one
         vqa = VisualQA.load(settings.vqa_model, settings) if settings.vqa_model else None
         state = AppState(
             settings=settings,
@@ -152,6 +154,7 @@ def _health_routes(app: FastAPI, metrics: Metrics) -> None:
             raise ApiError(503, "not_ready", "The engine is still loading.")
         service = state.service
         await anyio.to_thread.run_sync(service.refresh)
+        decided = service.reranker.decided
         return {
             "ready": True,
             "items": len(service.live.images),
@@ -160,6 +163,8 @@ def _health_routes(app: FastAPI, metrics: Metrics) -> None:
             "last_change_id": service.live.last_change_id,
             "model": service.model.fingerprint,
             "vqa": state.vqa is not None,
+            "rerank_depth": decided.depth if decided is not None else None,
+            "rerank_depth_source": decided.source if decided is not None else None,
             "uptime_seconds": round(time.time() - state.started, 1),
         }
 

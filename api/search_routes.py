@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from blipsearch.api.deps import AppState, ItemId, app_state, require_read_access
 from blipsearch.api.errors import ApiError
+from blipsearch.api.search_schema import SearchPageOut
 from blipsearch.api.uploads import read_upload
 from blipsearch.search.filters import parse_filters
 from blipsearch.search.results import SearchOptions, SearchPage
@@ -65,7 +66,7 @@ def page_json(page: SearchPage, request: Request) -> dict[str, Any]:
     return data
 
 
-@router.get("/search", summary="Text to images")
+@router.get("/search", summary="Text to images", response_model=SearchPageOut)
 async def search_text(
     request: Request,
     state: State,
@@ -80,7 +81,7 @@ async def search_text(
     return page_json(page, request)
 
 
-@router.post("/search/image", summary="Image to images (upload)")
+@router.post("/search/image", summary="Image to images (upload)", response_model=SearchPageOut)
 async def search_image(
     request: Request, state: State, options: Options, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
@@ -89,7 +90,7 @@ async def search_image(
     return page_json(page, request)
 
 
-@router.post("/search/texts", summary="Image to the catalog's texts (upload)")
+@router.post("/search/texts", summary="Image to the catalog's texts (upload)", response_model=SearchPageOut)
 async def search_texts(
     request: Request, state: State, options: Options, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
@@ -98,13 +99,17 @@ async def search_texts(
     return page_json(page, request)
 
 
-@router.get("/items/{item_id}/similar", summary="More like this item")
+@router.get("/items/{item_id}/similar", summary="More like this item", response_model=SearchPageOut)
 async def similar(request: Request, state: State, options: Options, item_id: ItemId) -> dict[str, Any]:
     page = await state.gate.run(lambda: state.service.image_to_images(item_id=item_id, options=options))
     return page_json(page, request)
 
 
-@router.get("/items/{item_id}/texts", summary="The catalog texts closest to this item's image")
+@router.get(
+    "/items/{item_id}/texts",
+    summary="The catalog texts closest to this item's image",
+    response_model=SearchPageOut,
+)
 async def item_texts(request: Request, state: State, options: Options, item_id: ItemId) -> dict[str, Any]:
     page = await state.gate.run(lambda: state.service.image_to_texts(item_id=item_id, options=options))
     return page_json(page, request)

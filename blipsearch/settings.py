@@ -216,7 +216,8 @@ class Settings(BaseSettings):
         ge=1,
         le=1000,
         description=(
-            "Shortlist re-ranked by ITM; unset: 8 on CPU, 32 on CUDA/MPS "
+            "Shortlist re-ranked by ITM, the same for every query; unset: calibrated once at start-up, "
+            "as many candidates as fit rerank_budget_ms, at most 8 on CPU, 32 on CUDA/MPS "
             "(cost per candidate: bench/reports/search_latency.md)."
         ),
     )
@@ -225,8 +226,19 @@ class Settings(BaseSettings):
         gt=0,
         le=600_000,
         description=(
-            "Time a query may spend re-ranking: as many shortlist candidates as fit are scored by ITM; "
-            "unset: 400 ms on CPU, 100 ms on CUDA/MPS (bench/results/)."
+            "Calibration target: the ITM time one query should take. When rerank_k is unset, a start-up "
+            "warm-up times ITM on dummy candidates and fixes the depth to what fits; queries are never "
+            "cut to it. Unset: 400 ms on CPU, 100 ms on CUDA/MPS (bench/results/)."
+        ),
+    )
+    rerank_deadline_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=3_600_000,
+        description=(
+            "Safety deadline of one query's re-ranking: past it no further candidates are scored, the "
+            "rest keep their first-stage order and the page says rerank_deadline_hit. Unset: ten times "
+            "the re-rank budget."
         ),
     )
     rerank_itc_weight: float = Field(

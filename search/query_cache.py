@@ -1,4 +1,4 @@
-"""Memory the query service keeps between queries: recent query embeddings, ITM scores, re-rank pace.
+"""Memory the query service keeps between queries: recent query embeddings and ITM scores.
 
 Search traffic repeats itself (popular queries, the next page of the same query), and on a CPU a
 query embedding costs milliseconds and an ITM score far more; both are pure functions of the
@@ -51,38 +51,3 @@ class LruCache(Generic[Value]):
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-class RerankPace:
-    """How many ITM candidates fit in the time left, learned from the queries before.
-
-    Seconds per candidate (vision tokens plus cross-attention) is an exponential moving average;
-    with no history a query probes with one candidate. A query with no score yet always gets one
-    candidate scored, so a re-ranked query never comes back unscored and the estimate keeps up
-    when the machine gets faster again.
-    """
-
-    SMOOTHING = 0.3
-
-    def __init__(self) -> None:
-        self.seconds_per_candidate: float | None = None
-        self._lock = threading.Lock()
-
-    def affordable(self, seconds_left: float, pending: int, *, scored: int) -> int:
-        if pending <= 0:
-            return 0
-        estimate = self.seconds_per_candidate
-        if estimate is None:
-            return 1
-        fit = int(seconds_left / estimate) if estimate > 0 else pending
-        return min(pending, max(fit, 1 if scored == 0 else 0))
-
-    def observe(self, candidates: int, seconds: float) -> None:
-        if candidates <= 0:
-            return
-        sample = seconds / candidates
-        with self._lock:
-            previous = self.seconds_per_candidate
-            self.seconds_per_candidate = (
-                sample if previous is None else (1 - self.SMOOTHING) * previous + self.SMOOTHING * sample
-            )

@@ -1,13 +1,16 @@
 """ITM re-ranking, the second stage: a shortlist of first-stage candidates scored by the ITM head.
 
-Kept apart from the service because it has its own state (scores already known, the measured cost
-per candidate) and its own rules (how deep, how long, how ITM and ITC combine).
+Kept apart from the service because it has its own state (scores already known, the deployment's
+depth) and its own rules (how deep, when to give up, how ITM and ITC combine).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,25 +18,28 @@ from PIL import Image
 
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.search.fusion import rerank_scores
-from blipsearch.search.query_cache import LruCache, RerankPace
+from blipsearch.search.query_cache import LruCache
+from blipsearch.search.rerank_depth import RerankDepth, decide_rerank_depth, rerank_deadline_seconds
 from blipsearch.search.results import SearchOptions
 from blipsearch.search.vision import FileVisionTokens
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.schema import Item, ItemText
 
+log = logging.getLogger(__name__)
 
-def default_rerank_k(device: torch.device) -> int:
-    """On a CPU each candidate costs a cross-attention pass (and a vision-encoder pass when its
-    tokens are not cached), so 8 keeps a query within seconds (bench/results/); on an accelerator
-    both passes batch and cost far less, so the shortlist is 32."""
-    return 8 if device.type == "cpu" else 32
+DEADLINE_CHECKS = 4
+"""Slices a shortlist is scored in, so the safety deadline can stop between them."""
 
 
-def default_rerank_budget_ms(device: torch.device) -> float:
-    """On a CPU, about eight cached BLIP-base candidates fit in 400 ms (bench/results/), which keeps
-    a query interactive; on an accelerator 100 ms covers a deep shortlist."""
-    return 400.0 if device.type == "cpu" else 100.0
+@dataclass
+class Reranked:
+    """A text query's order after re-ranking, its ITM scores, and whether the safety deadline
+    stopped scoring before the whole shortlist (the unscored rest then keeps its first-stage order)."""
+
+    ids: list[int]
+    itm: dict[int, float]
+    deadline_hit: bool = False
 
 
 class ItmReranker:
@@ -54,23 +60,41 @@ class ItmReranker:
         self.vision = vision
         self.clock = clock
         self.itm_cache: LruCache[float] = LruCache(settings.query_cache_entries * 8)
-        self.rerank_pace = RerankPace()
+        self.decided: RerankDepth | None = None
+        self._deciding = threading.Lock()
+
+    def deployment_depth(self) -> RerankDepth:
+        """The depth every query of this deployment uses, decided on first need and then kept."""
+        with self._deciding:
+            if self.decided is None:
+                self.decided = decide_rerank_depth(self.model, self.settings, self.clock)
+                log.info(
+                    "re-rank depth decided",
+                    extra={
+                        "rerank_depth": self.decided.depth,
+                        "source": self.decided.source,
+                        "seconds_per_candidate": self.decided.seconds_per_candidate,
+                        "rerank_budget_ms": self.decided.budget_ms,
+                        "rerank_deadline_ms": self.deadline_seconds() * 1000.0,
+                    },
+                )
+            return self.decided
 
     def depth(self, options: SearchOptions) -> int:
         enabled = self.settings.rerank if options.rerank is None else options.rerank
         if not enabled:
             return 0
-        return options.rerank_k or self.settings.rerank_k or default_rerank_k(self.model.device)
+        return options.rerank_k or self.deployment_depth().depth
 
-    def images_for_text(
-        self, query: str, ids: list[int], rerank_k: int, itc: dict[int, float]
-    ) -> tuple[list[int], dict[int, float]]:
-        """The shortlist ordered by ITM (with `rerank_itc_weight`, ITM and ITC: `rerank_scores`), as
-        deep as the time budget allows.
+    def images_for_text(self, query: str, ids: list[int], rerank_k: int, itc: dict[int, float]) -> Reranked:
+        """The first `rerank_k` ids ordered by ITM (with `rerank_itc_weight`, ITM and ITC:
+        `rerank_scores`), every one of them scored unless the safety deadline passes.
 
-        Candidates are scored best-ITC first, in batches sized to the time left; scores already
-        known for this query and image (an earlier page, a repeated query) cost nothing. Whatever
-        is not scored, or cannot be (its file is gone), follows in first-stage order.
+        Scores already known for this query and image (an earlier page, a repeated query) cost
+        nothing. The rest are scored best-ITC first, in slices; once the deadline has passed no
+        further slice starts, and the scored candidates lead, the unscored follow in first-stage
+        order, and the result says so. A candidate that cannot be scored (its file is gone)
+        follows in first-stage order too, without the flag.
         """
         shortlist = ids[:rerank_k]
         items = {item.id: item for item in self.catalog.items_by_ids(shortlist)}
@@ -85,13 +109,11 @@ class ItmReranker:
                 pending.append(item)
             else:
                 itm[item_id] = known
-        deadline = self.clock() + self.budget_seconds()
+        deadline = self.clock() + self.deadline_seconds()
+        slice_size = max(1, -(-len(shortlist) // DEADLINE_CHECKS))
+        deadline_hit = False
         while pending:
-            take = self.rerank_pace.affordable(deadline - self.clock(), len(pending), scored=len(itm))
-            if take == 0:
-                break
-            batch, pending = pending[:take], pending[take:]
-            started = self.clock()
+            batch, pending = pending[:slice_size], pending[slice_size:]
             tokens = self.vision.tokens(batch)
             scorable = [item for item in batch if item.id in tokens]
             if scorable:
@@ -100,12 +122,18 @@ class ItmReranker:
                 for item, probability in zip(scorable, probabilities, strict=True):
                     itm[item.id] = float(probability)
                     self.itm_cache.put((query, item.id, item.content_hash), float(probability))
-            self.rerank_pace.observe(len(batch), self.clock() - started)
+            if pending and self.clock() >= deadline:
+                deadline_hit = True
+                log.warning(
+                    "re-rank deadline hit",
+                    extra={"scored": len(itm), "unscored": len(pending), "rerank_k": rerank_k},
+                )
+                break
         if not itm:
-            return ids, {}
+            return Reranked(ids, {}, deadline_hit)
         ordered = self.by_rerank_key(list(itm), itm, itc, shortlist)
         unscored = [item_id for item_id in shortlist if item_id not in itm]
-        return ordered + unscored + ids[rerank_k:], itm
+        return Reranked(ordered + unscored + ids[rerank_k:], itm, deadline_hit)
 
     def by_rerank_key(
         self, scored: list[int], itm: dict[int, float], itc: dict[int, float], shortlist: list[int]
@@ -120,9 +148,8 @@ class ItmReranker:
         key = dict(zip(scored, keys.tolist(), strict=True))
         return sorted(scored, key=lambda item_id: (-key[item_id], position[item_id]))
 
-    def budget_seconds(self) -> float:
-        budget = self.settings.rerank_budget_ms or default_rerank_budget_ms(self.model.device)
-        return budget / 1000.0
+    def deadline_seconds(self) -> float:
+        return rerank_deadline_seconds(self.settings, self.model.device)
 
     def texts_for_image(
         self,

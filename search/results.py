@@ -92,7 +92,10 @@ class SearchPage:
     reranked: bool
     timings: dict[str, float] = field(default_factory=dict)
     reranked_count: int = 0
-    """Candidates ITM scored: the shortlist, or fewer when the re-rank time budget ran out."""
+    """Candidates ITM scored: the whole shortlist, fewer only when `rerank_deadline_hit`."""
+    rerank_deadline_hit: bool = False
+    """The re-rank safety deadline stopped scoring early: the unscored rest of the shortlist follows
+    the scored candidates in first-stage order, so this page may not agree with another one."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +105,7 @@ class SearchPage:
             "next_offset": self.next_offset,
             "reranked": self.reranked,
             "reranked_count": self.reranked_count,
+            "rerank_deadline_hit": self.rerank_deadline_hit,
             "timings_ms": {key: round(value * 1000, 2) for key, value in self.timings.items()},
             "hits": [hit.as_dict() for hit in self.hits],
         }

@@ -6,7 +6,8 @@ Two-stage retrieval, as BLIP intends it:
    titles, descriptions, captions, SKUs, brands, tags) or both fused by reciprocal rank
    (`mode=hybrid`, the default). Image queries: ITC image-to-image or image-to-text. A metadata
    filter restricts the candidates exactly (the vector index answers over the matching ids only).
-2. **Re-ranking.** The first `rerank_k` candidates of a text query are scored by the ITM head
+2. **Re-ranking.** The first `rerank_k` candidates of a text query (a depth fixed per deployment:
+   search/rerank_depth.py) are scored by the ITM head
    (the text cross-attending into each image's vision tokens) and ordered by that probability
    alone; everything after the shortlist keeps its first-stage order. ITM and ITC are not summed:
    ITM is a calibrated match probability, ITC a cosine on another scale, and ITM is the better
@@ -78,8 +79,9 @@ class SearchService:
         vision: FileVisionTokens | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`clock` (seconds) paces the generation check and the re-rank budget: a test that must not
-        depend on the machine's speed passes one it advances itself."""
+        """`clock` (seconds) paces the generation check, times the re-rank depth's calibration and
+        the re-rank safety deadline: a test that must not depend on the machine's speed passes one
+        it advances itself."""
         self.settings = settings
         self.clock = clock
         self.model = model
@@ -105,7 +107,6 @@ class SearchService:
         self.query_vectors: LruCache[np.ndarray] = LruCache(settings.query_cache_entries)
         self.reranker = ItmReranker(settings, model, catalog, self.vision, clock=clock)
         self.itm_cache = self.reranker.itm_cache
-        self.rerank_pace = self.reranker.rerank_pace
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> SearchService:
@@ -184,12 +185,15 @@ class SearchService:
             ranked = self._first_stage(query, vector, mode, depth, allowed, timings)
         reranked = bool(rerank_k) and options.offset < rerank_k and bool(ranked.ids)
         itm: dict[int, float] = {}
+        deadline_hit = False
         if reranked:
             started = time.perf_counter()
-            ranked.ids, itm = self.reranker.images_for_text(query, ranked.ids, rerank_k, ranked.itc)
+            outcome = self.reranker.images_for_text(query, ranked.ids, rerank_k, ranked.itc)
+            ranked.ids, itm, deadline_hit = outcome.ids, outcome.itm, outcome.deadline_hit
             timings["rerank"] = time.perf_counter() - started
         page = self._image_page(mode, ranked, itm, options, reranked, timings)
         page.reranked_count = len(itm)
+        page.rerank_deadline_hit = deadline_hit
         return page
 
     def _text_vector(self, query: str) -> np.ndarray:

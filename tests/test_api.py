@@ -101,7 +101,11 @@ def test_health_readiness_metrics_and_docs(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["ready"] and ready["items"] == 6 and ready["model"].startswith("blip-") and ready["vqa"]
-    client.get("/v1/search", params={"q": "red bag"})
+    # decided at start-up: calibrated (its value depends on the machine) within the CPU's most
+    assert ready["rerank_depth_source"] == "calibrated" and 1 <= ready["rerank_depth"] <= 8
+    searched = client.get("/v1/search", params={"q": "red bag"}).json()
+    assert isinstance(searched["rerank_deadline_hit"], bool)
+    assert 1 <= searched["reranked_count"] <= ready["rerank_depth"]
     metrics = client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
@@ -117,6 +121,8 @@ def test_health_readiness_metrics_and_docs(client: httpx.Client) -> None:
         "/v1/facets",
     ):
         assert path in schema["paths"]
+    page_fields = schema["components"]["schemas"]["SearchPageOut"]["properties"]
+    assert {"reranked_count", "rerank_deadline_hit", "next_offset", "hits"} <= set(page_fields)
     assert client.get("/docs").status_code == 200
 
 

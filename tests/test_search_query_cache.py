@@ -1,10 +1,10 @@
-"""The bounded LRU and the re-rank pace that the query service keeps between queries."""
+"""The bounded LRU that the query service keeps between queries."""
 
 from __future__ import annotations
 
 import threading
 
-from blipsearch.search.query_cache import LruCache, RerankPace
+from blipsearch.search.query_cache import LruCache
 
 
 def test_lru_evicts_the_least_recently_used() -> None:
@@ -37,15 +37,3 @@ def test_lru_stays_bounded_under_threads() -> None:
     for thread in threads:
         thread.join()
     assert len(cache) == 50
-
-
-def test_pace_probes_then_fits_the_budget() -> None:
-    pace = RerankPace()
-    assert pace.affordable(1.0, 10, scored=0) == 1, "no history: probe with one candidate"
-    pace.observe(1, 0.1)
-    assert pace.affordable(0.55, 10, scored=1) == 5
-    assert pace.affordable(5.0, 3, scored=1) == 3
-    assert pace.affordable(0.01, 3, scored=1) == 0
-    assert pace.affordable(0.01, 3, scored=0) == 1, "always at least one candidate per query"
-    pace.observe(2, 0.4)  # 0.2 s each now: the average moves towards it
-    assert 0.1 < (pace.seconds_per_candidate or 0) < 0.2

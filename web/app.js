@@ -334,6 +334,7 @@ function describePage(search, page, shown) {
   const what = search.kind === "image" ? `pictures like ${search.file.name || "your image"}` : `“${search.q}”`;
   const parts = [`${shown} result${shown === 1 ? "" : "s"} for ${what}`];
   if (page.reranked) parts.push("re-ranked by ITM");
+  if (page.rerank_deadline_hit) parts.push(`re-ranking stopped early (${page.reranked_count} scored)`);
   if (page.mode && search.kind === "text") parts.push(`${page.mode} search`);
   const timings = page.timings_ms || {};
   const total =
