@@ -88,11 +88,43 @@ def test_text_search_with_filters_json(indexed) -> None:
     assert page["reranked"] and all(hit["itm_score"] is not None for hit in page["hits"])
 
 
-def test_keyword_brand_search_table(indexed) -> None:
-    env, _ = indexed
+def test_in_a_pipe_each_hit_is_one_tab_separated_line_with_a_short_path(indexed) -> None:
+    env, paths = indexed
     result = _cli("search", "quokkaware", "--mode", "keyword", "--no-rerank", "--caption", env=env)
     assert result.returncode == 0, result.stderr
-    assert "QW-400" in result.stdout and "caption:" in result.stdout
+    header, *lines = result.stdout.splitlines()
+    assert header.split("\t") == ["rank", "item_id", "itc_score", "itm_score", "source", "title", "caption"]
+    first = lines[0].split("\t")
+    assert first[0] == "1" and first[5] == "product 4" and first[6]
+    assert all(len(line.split("\t")) == 7 for line in lines)
+    stated_root = Path(result.stderr.split("paths relative to ")[1].splitlines()[0])
+    assert not Path(first[4]).is_absolute() and stated_root / first[4] == paths[4]
+    assert "mode keyword" in result.stderr
+
+
+def test_paths_under_the_working_directory_are_relative_to_it(indexed) -> None:
+    env, paths = indexed
+    result = subprocess.run(
+        [sys.executable, "-m", "blipsearch", "search", "--image", str(paths[2]), "-k", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+        cwd=paths[2].parent,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1].split("\t")[4] == paths[2].name
+    assert "paths relative to" not in result.stderr
+
+
+def test_texts_lines_and_an_empty_page_keep_the_header(indexed) -> None:
+    env, paths = indexed
+    texts = _cli("search", "--image", str(paths[0]), "--texts", "-k", "2", env=env)
+    header, *lines = texts.stdout.splitlines()
+    assert header == "rank\titem_id\titc_score\titm_score\tkind\ttext" and len(lines) == 2
+    empty = _cli("search", "x", "-f", "category=nothing-has-this", env=env)
+    assert empty.returncode == 0 and empty.stdout == "rank\titem_id\titc_score\titm_score\tsource\ttitle\n"
+    assert "No results" in empty.stderr
 
 
 def test_image_and_item_queries(indexed) -> None:
@@ -130,7 +162,7 @@ def test_bad_searches_are_one_line_errors(indexed, args: list[str], message: str
     result = _cli(*args, env=env)
     assert "Traceback" not in result.stderr
     if message is None:  # an injection attempt in a value is just a value that matches nothing
-        assert result.returncode == 0 and "No results" in result.stdout
+        assert result.returncode == 0 and "No results" in result.stderr
         assert _cli("index", "verify", env=env).returncode == 0
     else:
         assert result.returncode == 1 and message in result.stderr
