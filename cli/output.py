@@ -25,11 +25,7 @@ def write_lines(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None
 
 def _one_line_field(value: object) -> str:
     text = "" if value is None else str(value)
-    return (
-        " ".join(text.replace("\t", " ").splitlines())
-        if ("\t" in text or "\n" in text or "\r" in text)
-        else text
-    )
+    return " ".join(text.replace("\t", " ").splitlines()) if text else text
 
 
 def shorten_paths(sources: Sequence[str], cwd: Path | None = None) -> tuple[list[str], str | None]:

@@ -124,7 +124,7 @@ def _print_page(result: dict[str, Any], *, texts: bool, caption: bool) -> None:
         return
     console.print(hits_table(hits, sources, texts=texts, caption=caption, width=console.width))
     for note in notes:
-        console.print(note, highlight=False)
+        console.print(note, highlight=False, soft_wrap=True)
 
 
 def _score(value: float | None) -> str:
@@ -132,13 +132,13 @@ def _score(value: float | None) -> str:
 
 
 def _write_hit_lines(hits: list[dict[str, Any]], sources: list[str], *, texts: bool, caption: bool) -> None:
-    last = ["kind", "text"] if texts else ["source", "title", *(["caption"] if caption else [])]
+    last = ["kind", "text"] if texts else ["source", "sku", "title", *(["caption"] if caption else [])]
     rows = []
     for hit, source in zip(hits, sources, strict=True):
         tail = (
             [hit["kind"], hit["text"]]
             if texts
-            else [source, hit.get("title") or "", *([hit.get("caption") or ""] if caption else [])]
+            else [source, hit.get("sku"), hit.get("title"), *([hit.get("caption")] if caption else [])]
         )
         rows.append(
             [hit["rank"], hit["item_id"], _score(hit.get("itc_score")), _score(hit.get("itm_score")), *tail]
