@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from blipsearch.cli.context import session
 from blipsearch.cli.options import DeviceOpt, DTypeOpt, JsonOpt, print_json
+from blipsearch.cli.output import stdout_is_terminal, write_lines
 from blipsearch.errors import BlipsearchError
 from blipsearch.settings import Settings
 
@@ -156,8 +158,13 @@ def model_match(
     offline: OfflineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score texts against an image: ITC cosine (fast, indexable) and ITM match probability (precise)."""
+    """Score texts against an image and rank them as the search service re-ranks: best first.
+
+    The ranking score is the service's re-rank key (setting rerank_itc_weight): the ITM match
+    probability when the weight is 0, else ITM log-odds + weight x ITC cosine; both parts are shown.
+    """
     from blipsearch.models.retrieval import RetrievalModel
+    from blipsearch.search.fusion import rerank_scores
 
     settings = session(ctx).settings(retrieval_model=model, device=device, dtype=dtype, offline=offline)
     retrieval = RetrievalModel.load(settings.retrieval_model, settings)
@@ -166,17 +173,41 @@ def model_match(
     assert embedded.vision_tokens is not None
     itc = retrieval.embed_texts(texts) @ embedded.vectors[0]
     itm = retrieval.itm_scores(texts, vision_tokens=embedded.vision_tokens.expand(len(texts), -1, -1))
-    order = sorted(range(len(texts)), key=lambda i: -float(itm[i]))
-    results = [{"text": texts[i], "itm": float(itm[i]), "itc": float(itc[i])} for i in order]
+    weight = settings.rerank_itc_weight
+    score = rerank_scores(itm, itc, weight)
+    order = sorted(range(len(texts)), key=lambda i: -float(score[i]))
+    results = [
+        {"text": texts[i], "score": float(score[i]), "itm": float(itm[i]), "itc": float(itc[i])}
+        for i in order
+    ]
+    rule = "ITM p(match)" if weight == 0 else f"ITM log-odds + {weight:g} x ITC cosine"
     if as_json:
-        print_json({"image": str(image), "fingerprint": retrieval.fingerprint, "results": results})
+        print_json(
+            {
+                "image": str(image),
+                "fingerprint": retrieval.fingerprint,
+                "rerank_itc_weight": weight,
+                "score": rule,
+                "results": results,
+            }
+        )
         return
-    table = Table(title=f"{image} ({retrieval.fingerprint})")
-    table.add_column("text")
-    table.add_column("ITM p(match)", justify="right")
-    table.add_column("ITC cosine", justify="right")
-    for row in results:
-        table.add_row(str(row["text"]), f"{row['itm']:.4f}", f"{row['itc']:.4f}")
+    rows = [
+        [rank, row["text"], f"{row['score']:.4f}", f"{row['itm']:.4f}", f"{row['itc']:.4f}"]
+        for rank, row in enumerate(results, start=1)
+    ]
+    if not stdout_is_terminal():
+        write_lines(["rank", "text", "score", "itm", "itc"], rows)
+        sys.stderr.write(f"score = {rule}\n")
+        return
+    table = Table(title=f"{image} ({retrieval.fingerprint})", caption=f"ranked by score = {rule}")
+    table.add_column("#", no_wrap=True)
+    table.add_column("text", overflow="fold")
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("ITM p(match)", justify="right", no_wrap=True)
+    table.add_column("ITC cosine", justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
     console.print(table)
 
 

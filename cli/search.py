@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from blipsearch.cli.context import session
 from blipsearch.cli.options import CatalogUrlOpt, DataDirOpt, IndexedModelOpt, JsonOpt, print_json
+from blipsearch.cli.output import shorten_paths, stdout_is_terminal, write_lines
 
 console = Console()
 
@@ -101,13 +103,56 @@ def search(
 
 
 def _print_page(result: dict[str, Any], *, texts: bool, caption: bool) -> None:
-    if not result["hits"]:
-        console.print("No results. (Is anything indexed? `blipsearch index status` tells.)")
+    hits = result["hits"]
+    if not hits:
+        empty = "No results. (Is anything indexed? `blipsearch index status` tells.)"
+        if stdout_is_terminal():
+            console.print(empty)
+        else:
+            _write_hit_lines([], [], texts=texts, caption=caption)
+            sys.stderr.write(empty + "\n")
         return
-    table = Table(show_lines=False)
-    for name in ("#", "item", "text" if texts else "source", "ITC", "ITM", "details"):
-        table.add_column(name, overflow="fold")
-    for hit in result["hits"]:
+    sources, root = shorten_paths([str(hit.get("source") or "") for hit in hits])
+    timings = ", ".join(f"{key} {value} ms" for key, value in result["timings_ms"].items())
+    more = f"; next page: --offset {result['next_offset']}" if result["next_offset"] is not None else ""
+    summary = f"mode {result['mode']}, re-ranked: {result['reranked']}; {timings}{more}"
+    notes = [summary, *([f"paths relative to {root}"] if root else [])]
+    if not stdout_is_terminal():
+        _write_hit_lines(hits, sources, texts=texts, caption=caption)
+        for note in notes:
+            sys.stderr.write(note + "\n")
+        return
+    console.print(hits_table(hits, sources, texts=texts, caption=caption, width=console.width))
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
+
+
+def _score(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else ""
+
+
+def _write_hit_lines(hits: list[dict[str, Any]], sources: list[str], *, texts: bool, caption: bool) -> None:
+    last = ["kind", "text"] if texts else ["source", "sku", "title", *(["caption"] if caption else [])]
+    rows = []
+    for hit, source in zip(hits, sources, strict=True):
+        tail = (
+            [hit["kind"], hit["text"]]
+            if texts
+            else [source, hit.get("sku"), hit.get("title"), *([hit.get("caption")] if caption else [])]
+        )
+        rows.append(
+            [hit["rank"], hit["item_id"], _score(hit.get("itc_score")), _score(hit.get("itm_score")), *tail]
+        )
+    write_lines(["rank", "item_id", "itc_score", "itm_score", *last], rows)
+
+
+def hits_table(
+    hits: list[dict[str, Any]], sources: list[str], *, texts: bool, caption: bool, width: int
+) -> Table:
+    """The terminal's table, sized so that numbers and paths are never broken across lines: a path
+    too long for the terminal is cut at its end with an ellipsis, and only the free text wraps."""
+    cells = []
+    for hit, source in zip(hits, sources, strict=True):
         details = [
             str(value)
             for value in (hit.get("sku"), hit.get("title"), hit.get("brand"), hit.get("price"))
@@ -115,18 +160,33 @@ def _print_page(result: dict[str, Any], *, texts: bool, caption: bool) -> None:
         ]
         if caption and hit.get("caption"):
             details.append(f"caption: {hit['caption']}")
-        table.add_row(
-            str(hit["rank"]),
-            str(hit["item_id"]),
-            f"[{hit['kind']}] {hit['text']}" if texts else str(hit.get("source", "")),
-            f"{hit['itc_score']:.3f}" if hit.get("itc_score") is not None else "",
-            f"{hit['itm_score']:.3f}" if hit.get("itm_score") is not None else "",
-            " | ".join(details),
+        cells.append(
+            [
+                str(hit["rank"]),
+                str(hit["item_id"]),
+                _score(hit.get("itc_score")),
+                _score(hit.get("itm_score")),
+                f"[{hit['kind']}] {hit['text']}" if texts else source,
+                " | ".join(details),
+            ]
         )
-    console.print(table)
-    timings = ", ".join(f"{key} {value} ms" for key, value in result["timings_ms"].items())
-    more = f"; next page: --offset {result['next_offset']}" if result["next_offset"] is not None else ""
-    console.print(f"mode {result['mode']}, re-ranked: {result['reranked']}; {timings}{more}", highlight=False)
+    names = ["#", "item", "ITC", "ITM", "text" if texts else "source", "details"]
+    widths = [max(len(name), *(len(row[i]) for row in cells)) for i, name in enumerate(names)]
+    free = width - (3 * len(names) + 1) - sum(widths[:4])
+    table = Table(show_lines=False)
+    for name, column_width in zip(names[:4], widths[:4], strict=True):
+        table.add_column(name, no_wrap=True, width=column_width, justify="right" if name != "#" else "left")
+    if texts:
+        table.add_column(names[4], overflow="fold", ratio=1)
+        table.add_column(names[5], overflow="fold", ratio=1)
+    else:
+        details_width = min(widths[5], 10)
+        source_width = max(min(widths[4], free - details_width), 12)
+        table.add_column(names[4], no_wrap=True, overflow="ellipsis", width=source_width)
+        table.add_column(names[5], overflow="fold", min_width=min(details_width, max(free - source_width, 1)))
+    for row in cells:
+        table.add_row(*row)
+    return table
 
 
 def describe(

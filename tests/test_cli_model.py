@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,32 @@ def test_embed_match_caption_ask(tiny_checkpoints, picture: Path) -> None:
     results = json.loads(matched.stdout)["results"]
     assert {r["text"] for r in results} == {"a red square", "a dog"}
     assert results[0]["itm"] >= results[1]["itm"]
+    assert all(r["score"] == pytest.approx(r["itm"]) for r in results)  # rerank_itc_weight 0: ITM alone
+
+    args = (
+        "model",
+        "match",
+        str(picture),
+        "a red square",
+        "a dog",
+        "--model",
+        str(tiny_checkpoints.retrieval),
+    )
+    weighted = blipsearch(*args, "--json", env={"BLIPSEARCH_RERANK_ITC_WEIGHT": "5"})
+    data = json.loads(weighted.stdout)
+    assert data["rerank_itc_weight"] == 5 and data["score"] == "ITM log-odds + 5 x ITC cosine"
+    for r in data["results"]:
+        assert r["score"] == pytest.approx(math.log(r["itm"] / (1 - r["itm"])) + 5 * r["itc"], abs=1e-4)
+    assert [r["score"] for r in data["results"]] == sorted(
+        (r["score"] for r in data["results"]), reverse=True
+    )
+    piped = blipsearch(*args, env={"BLIPSEARCH_RERANK_ITC_WEIGHT": "5"})
+    header, *lines = piped.stdout.splitlines()
+    assert header == "rank\ttext\tscore\titm\titc"
+    assert [line.split("\t")[:2] for line in lines] == [
+        [str(n), r["text"]] for n, r in enumerate(data["results"], 1)
+    ]
+    assert "score = ITM log-odds + 5 x ITC cosine" in piped.stderr
 
     captioned = blipsearch(
         "model",

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -88,11 +93,54 @@ def test_text_search_with_filters_json(indexed) -> None:
     assert page["reranked"] and all(hit["itm_score"] is not None for hit in page["hits"])
 
 
-def test_keyword_brand_search_table(indexed) -> None:
-    env, _ = indexed
+def test_in_a_pipe_each_hit_is_one_tab_separated_line_with_a_short_path(indexed) -> None:
+    env, paths = indexed
     result = _cli("search", "quokkaware", "--mode", "keyword", "--no-rerank", "--caption", env=env)
     assert result.returncode == 0, result.stderr
-    assert "QW-400" in result.stdout and "caption:" in result.stdout
+    header, *lines = result.stdout.splitlines()
+    assert header.split("\t") == [
+        "rank",
+        "item_id",
+        "itc_score",
+        "itm_score",
+        "source",
+        "sku",
+        "title",
+        "caption",
+    ]
+    first = lines[0].split("\t")
+    assert first[0] == "1" and first[5:7] == ["QW-400", "product 4"] and first[7]
+    assert all(len(line.split("\t")) == 8 for line in lines)
+    stated_root = Path(result.stderr.split("paths relative to ")[1].splitlines()[0])
+    assert not Path(first[4]).is_absolute() and stated_root / first[4] == paths[4]
+    assert "mode keyword" in result.stderr
+
+
+def test_paths_under_the_working_directory_are_relative_to_it(indexed) -> None:
+    env, paths = indexed
+    result = subprocess.run(
+        [sys.executable, "-m", "blipsearch", "search", "--image", str(paths[2]), "-k", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+        cwd=paths[2].parent,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1].split("\t")[4] == paths[2].name
+    assert "paths relative to" not in result.stderr
+
+
+def test_texts_lines_and_an_empty_page_keep_the_header(indexed) -> None:
+    env, paths = indexed
+    texts = _cli("search", "--image", str(paths[0]), "--texts", "-k", "2", env=env)
+    header, *lines = texts.stdout.splitlines()
+    assert header == "rank\titem_id\titc_score\titm_score\tkind\ttext" and len(lines) == 2
+    empty = _cli("search", "x", "-f", "category=nothing-has-this", env=env)
+    assert (
+        empty.returncode == 0 and empty.stdout == "rank\titem_id\titc_score\titm_score\tsource\tsku\ttitle\n"
+    )
+    assert "No results" in empty.stderr
 
 
 def test_image_and_item_queries(indexed) -> None:
@@ -130,7 +178,45 @@ def test_bad_searches_are_one_line_errors(indexed, args: list[str], message: str
     result = _cli(*args, env=env)
     assert "Traceback" not in result.stderr
     if message is None:  # an injection attempt in a value is just a value that matches nothing
-        assert result.returncode == 0 and "No results" in result.stdout
+        assert result.returncode == 0 and "No results" in result.stderr
         assert _cli("index", "verify", env=env).returncode == 0
     else:
         assert result.returncode == 1 and message in result.stderr
+
+
+def test_in_a_terminal_a_narrow_table_keeps_each_path_on_one_line(indexed) -> None:
+    env, paths = indexed
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 70, 0, 0))
+    terminal_env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "blipsearch", "search", "--image", str(paths[0]), "-k", "6"],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=300,
+            env={**terminal_env, **env, "TERM": "xterm", "NO_COLOR": "1"},
+        )
+        os.close(follower)
+        shown = b""
+        while chunk := _read_available(leader):
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert process.returncode == 0, process.stderr
+    text = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())
+    assert "┃ source" in text and "paths relative to" in text
+    rows = [line for line in text.splitlines() if line.startswith("│ ") and line.split("│")[1].strip()]
+    table = [line for line in text.splitlines() if line[:1] in "┏┃┡│└"]
+    assert len(rows) == 6 and all(len(line) <= 70 for line in table)
+    assert any(line.startswith("paths relative to " + str(paths[0].parent)) for line in text.splitlines())
+    cells = {row.split("│")[5].strip() for row in rows}
+    names = {path.relative_to(paths[0].parent).as_posix() for path in paths}
+    assert all(cell in names or cell.endswith("…") for cell in cells)
+
+
+def _read_available(descriptor: int) -> bytes:
+    try:
+        return os.read(descriptor, 65536)
+    except OSError:  # the terminal's other end closed: everything was read
+        return b""

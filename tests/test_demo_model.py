@@ -22,6 +22,8 @@ from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.train.paraphrases import PARAPHRASE_QUERIES, paraphrase_hit_rate
 
+from clirun import blipsearch
+
 DEMO = Path(__file__).resolve().parents[1] / "demo"
 SLICE = 300
 
@@ -124,3 +126,27 @@ def test_rerank_weight_is_the_inverse_of_the_learned_temperature_and_bad_state_i
     (tmp_path / "model" / "training_state.json").write_text('{"temperature": 0}')
     with pytest.raises(BlipsearchError, match="outside"):
         demo_rerank_itc_weight(moved)
+
+
+def test_model_match_ranks_the_red_apple_first_under_the_demo_weight() -> None:
+    """The quickstart's first check: the order `model match` shows is the order the service ranks by."""
+    from blipsearch.demo import demo_rerank_itc_weight
+
+    weight = demo_rerank_itc_weight(demo_assets(DEMO))
+    texts = ["a smiling cat", "a bicycle", "a green apple", "a red apple"]
+    picture = DEMO / "catalog" / "images" / "google" / "1f34e.png"
+    result = blipsearch(
+        "model",
+        "match",
+        str(picture),
+        *texts,
+        "--model",
+        str(DEMO / "model" / "retrieval"),
+        "--device",
+        "cpu",
+        "--json",
+        env={"BLIPSEARCH_RERANK_ITC_WEIGHT": str(weight)},
+    )
+    assert result.returncode == 0, result.stderr
+    ranked = [row["text"] for row in json.loads(result.stdout)["results"]]
+    assert ranked[0] == "a red apple" and ranked.index("a green apple") < ranked.index("a bicycle")
