@@ -1,8 +1,8 @@
 """The interactive API docs (/docs, /redoc) built on the server's own copies of Swagger UI and ReDoc.
 
 FastAPI's default pages load their code, Google Fonts and a favicon from CDNs, so on a machine
-without internet they stay blank. These pages load everything from `/static/vendor/` (see
-web/vendor/README.md), which also lets their content security policy allow only the server itself.
+without internet they stay blank. These pages load everything from `/static/third-party/` (see
+web/third-party/README.md), which also lets their content security policy allow only the server itself.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def install_docs_pages(app: FastAPI, *, static_path: str) -> None:
             title=f"{app.title} - Swagger UI",
             oauth2_redirect_url=root + OAUTH2_REDIRECT_PATH,
             init_oauth=app.swagger_ui_init_oauth,
-            swagger_js_url=f"{root}{static_path}/vendor/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{static_path}/vendor/swagger-ui/swagger-ui.css",
+            swagger_js_url=f"{root}{static_path}/third-party/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{static_path}/third-party/swagger-ui/swagger-ui.css",
             swagger_favicon_url=root + FAVICON_PATH,
             swagger_ui_parameters=swagger_parameters,
         )
@@ -47,7 +47,7 @@ def install_docs_pages(app: FastAPI, *, static_path: str) -> None:
         return get_redoc_html(
             openapi_url=root + openapi_path,
             title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{static_path}/vendor/redoc/redoc.standalone.js",
+            redoc_js_url=f"{root}{static_path}/third-party/redoc/redoc.standalone.js",
             redoc_favicon_url=root + FAVICON_PATH,
             with_google_fonts=False,
         )

@@ -19,10 +19,10 @@ import pytest
 from blipsearch.settings import Settings
 
 ASSET_TYPES = {
-    "/static/vendor/swagger-ui/swagger-ui-bundle.js": "text/javascript",
-    "/static/vendor/swagger-ui/swagger-ui.css": "text/css",
-    "/static/vendor/redoc/redoc.standalone.js": "text/javascript",
-    "/static/vendor/redoc/logo-mini.svg": "image/svg+xml",
+    "/static/third-party/swagger-ui/swagger-ui-bundle.js": "text/javascript",
+    "/static/third-party/swagger-ui/swagger-ui.css": "text/css",
+    "/static/third-party/redoc/redoc.standalone.js": "text/javascript",
+    "/static/third-party/redoc/logo-mini.svg": "image/svg+xml",
     "/favicon.ico": "image/svg+xml",
 }
 
@@ -74,8 +74,8 @@ def test_docs_assets_and_favicon_are_served_with_their_types(client: httpx.Clien
         assert response.status_code == 200, path
         assert response.headers["content-type"].split(";")[0] == content_type, path
         assert response.content
-    assert "SwaggerUIBundle" in client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").text
-    assert "cdn.redoc.ly" not in client.get("/static/vendor/redoc/redoc.standalone.js").text
+    assert "SwaggerUIBundle" in client.get("/static/third-party/swagger-ui/swagger-ui-bundle.js").text
+    assert "cdn.redoc.ly" not in client.get("/static/third-party/redoc/redoc.standalone.js").text
 
 
 def test_oauth2_redirect_page_is_served(client: httpx.Client) -> None:
@@ -96,6 +96,6 @@ def test_every_web_file_is_package_data_of_the_wheel() -> None:
     patterns = config["tool"]["setuptools"]["package-data"]["blipsearch.web"]
     web = root / "web"
     files = [PurePosixPath(path.relative_to(web).as_posix()) for path in web.rglob("*") if path.is_file()]
-    assert any(path.parts[0] == "vendor" for path in files)
+    assert any(path.parts[0] == "third-party" for path in files)
     missing = [str(path) for path in files if not any(_matches(path, pattern) for pattern in patterns)]
     assert not missing, missing
