@@ -26,35 +26,17 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from browser import launched_chromium, require_browser
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 
-CHROMIUM = Path(os.environ.get("BLIPSEARCH_TEST_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 API_KEY = "test-key"
 ITEMS = 24  # more than one page of 20, so "More results" has a second page
 QUERY_IMAGE = 6  # a JPEG among the generated files
 
 
-def _missing_browser_tools() -> str | None:
-    """Why this module cannot drive a browser here, or None when it can."""
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as exc:
-        return f"the playwright package is missing ({exc}): pip install -e '.[dev]'"
-    if not CHROMIUM.is_file():
-        return f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium"
-    return None
+require_browser()
 
-
-# Skipping is for a developer's machine without a browser; under CI (.ci/run sets CI=1) a missing tool
-# must fail the run, or the web UI would go untested while the run looks green.
-_missing = _missing_browser_tools()
-if _missing is not None:
-    if os.environ.get("CI"):
-        pytest.fail(_missing, pytrace=False)
-    pytest.skip(_missing, allow_module_level=True)
-
-from playwright import sync_api as playwright_api  # noqa: E402
 
 # -------------------------------------------------------------------------------------------
 # The server: an indexed catalog and the real app on a free loopback port
@@ -170,12 +152,8 @@ def base_url(catalog: dict[str, Any], tiny_checkpoints) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 class Page:

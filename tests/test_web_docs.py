@@ -8,7 +8,6 @@ work on a machine without internet.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,29 +15,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from browser import launched_chromium, require_browser
 from test_api_docs import docs_settings
 
-CHROMIUM = Path(os.environ.get("BLIPSEARCH_TEST_CHROMIUM", "/usr/bin/chromium"))
-
-
-def _missing_browser_tools() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as exc:
-        return f"the playwright package is missing ({exc}): pip install -e '.[dev]'"
-    if not CHROMIUM.is_file():
-        return f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium"
-    return None
-
-
-# As in test_web.py: under CI a missing browser fails the run instead of skipping it.
-_missing = _missing_browser_tools()
-if _missing is not None:
-    if os.environ.get("CI"):
-        pytest.fail(_missing, pytrace=False)
-    pytest.skip(_missing, allow_module_level=True)
-
-from playwright import sync_api as playwright_api  # noqa: E402
+require_browser()
 
 
 @pytest.fixture
@@ -48,12 +29,8 @@ def base_url(tmp_path: Path, tiny_checkpoints, api_server: Callable[..., str]) -
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 class RecordedPage:
