@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from blipsearch import __version__
-from blipsearch.api import captions, items, search_routes
+from blipsearch.api import captions, facets, items, search_routes
 from blipsearch.api.contract import declare_error_responses
 from blipsearch.api.deps import AppState, InferenceGate
 from blipsearch.api.docs_pages import FAVICON_PATH, install_docs_pages
@@ -97,6 +97,7 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
     app.add_middleware(UnexpectedErrors)
     app.add_middleware(SecurityHeaders)  # outermost: every answer carries the headers
     app.include_router(search_routes.router)
+    app.include_router(facets.router)
     app.include_router(items.router)
     app.include_router(captions.router)
     _include_jobs(app)

@@ -1,12 +1,10 @@
-"""Search endpoints: text to images, image to images, image to texts, and the facets filters use."""
+"""Search endpoints: text to images, image to images, image to texts (the facets: api/facets.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from sqlalchemy import func, select
 
 from blipsearch.api.deps import AppState, ItemId, app_state, require_read_access
 from blipsearch.api.errors import ApiError
@@ -14,7 +12,6 @@ from blipsearch.api.search_schema import SearchPageOut
 from blipsearch.api.uploads import read_upload
 from blipsearch.search.filters import parse_filters
 from blipsearch.search.results import SearchOptions, SearchPage
-from blipsearch.storage.schema import Item, ItemStatus
 
 router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read_access)])
 
@@ -113,34 +110,3 @@ async def similar(request: Request, state: State, options: Options, item_id: Ite
 async def item_texts(request: Request, state: State, options: Options, item_id: ItemId) -> dict[str, Any]:
     page = await state.gate.run(lambda: state.service.image_to_texts(item_id=item_id, options=options))
     return page_json(page, request)
-
-
-@router.get("/facets", summary="Values to build filters from")
-async def facets(state: State) -> dict[str, Any]:
-    def read() -> dict[str, Any]:
-        indexed = Item.status == ItemStatus.INDEXED.value
-        with state.catalog.sessions() as session:
-            categories = session.scalars(
-                select(Item.category)
-                .where(indexed, Item.category.is_not(None))
-                .distinct()
-                .order_by(Item.category)
-            ).all()
-            brands = session.scalars(
-                select(Item.brand).where(indexed, Item.brand.is_not(None)).distinct().order_by(Item.brand)
-            ).all()
-            low, high, count = session.execute(
-                select(func.min(Item.price), func.max(Item.price), func.count(Item.id)).where(indexed)
-            ).one()
-        return {
-            "categories": list(categories)[:500],
-            "brands": list(brands)[:500],
-            "price": {
-                "min": str(low) if low is not None else None,
-                "max": str(high) if high is not None else None,
-            },
-            "vqa": state.vqa is not None,
-            "items": int(count),
-        }
-
-    return await anyio.to_thread.run_sync(read)  # SQL only: no need to queue behind model work

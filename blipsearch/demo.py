@@ -11,12 +11,19 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from blipsearch.errors import BlipsearchError
 
 DEMO_RERANKS = True
 """Whether `blipsearch demo` and the quickstart re-rank with ITM by default: only where the demo
 model's card measures ITM with ITC above ITC alone on its own catalog."""
+
+DEMO_MODEL_NOTE = (
+    "Demo model: it knows emoji only. It finds emoji by what they show or by their names; a photo "
+    "or an everyday product finds little. Use a real BLIP checkpoint for real pictures."
+)
+"""What the web UI tells a user when the server runs the shipped demo model."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,14 @@ def demo_assets(demo_dir: Path) -> DemoAssets:
                 "or set BLIPSEARCH_DEMO_DIR to a copy of it."
             )
     return assets
+
+
+def is_demo_model(fingerprint: str, config: Any, demo_dir: Path) -> bool:
+    """Whether the retrieval model with this fingerprint and config is the shipped demo model
+    (`demo_dir`/model/retrieval), recognised by its fingerprint, not by where it was loaded from."""
+    from blipsearch.models.identity import is_same_checkpoint
+
+    return is_same_checkpoint(fingerprint, config, demo_dir / "model" / "retrieval")
 
 
 def demo_rerank_itc_weight(assets: DemoAssets) -> float:

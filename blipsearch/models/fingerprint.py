@@ -37,7 +37,9 @@ _VOLATILE_CONFIG_KEYS = frozenset(
 )
 
 
-def _canonical_config(config: Any) -> dict[str, Any]:
+def canonical_config(config: Any) -> dict[str, Any]:
+    """The config without the keys that say how it was written: equal for the same model."""
+
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: clean(v) for k, v in sorted(value.items()) if k not in _VOLATILE_CONFIG_KEYS}
@@ -49,7 +51,7 @@ def _canonical_config(config: Any) -> dict[str, Any]:
 def model_fingerprint(model: nn.Module, config: Any) -> str:
     """Hex digest over the canonical config and all tensors (name, dtype, shape, bytes), in name order."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(_canonical_config(config), sort_keys=True, default=str).encode())
+    digest.update(json.dumps(canonical_config(config), sort_keys=True, default=str).encode())
     state = model.state_dict()
     for name in sorted(state):
         tensor = state[name].detach()
