@@ -68,8 +68,8 @@ def catalog_examples(session: Session, indexed: Any) -> list[str]:
     """Up to 3 category names (largest first) then short titles, one per category in the same order
     (the lowest item id first), so the same catalog always gives the same examples."""
     count = func.count(Item.id)
-    categories = [
-        name
+    categories: list[str] = [
+        str(name)
         for name, _ in session.execute(
             select(Item.category, count)
             .where(indexed, Item.category.is_not(None), Item.category != "")
