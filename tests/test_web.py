@@ -20,16 +20,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from browser import launched_chromium, require_browser
+from browser import Page, launched_chromium, require_browser
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 API_KEY = "test-key"
 ITEMS = 24  # more than one page of 20, so "More results" has a second page
 QUERY_IMAGE = 6  # a JPEG among the generated files
@@ -154,105 +152,6 @@ def base_url(catalog: dict[str, Any], tiny_checkpoints) -> Iterator[str]:
 def browser() -> Iterator[Any]:
     with launched_chromium() as browser:
         yield browser
-
-
-class Page:
-    """A Playwright page that also collects uncaught script errors and failed API calls."""
-
-    def __init__(self, page: Any, base_url: str) -> None:
-        self.page = page
-        self.base_url = base_url
-        self.script_errors: list[str] = []
-        self.server_errors: list[str] = []
-        page.on("pageerror", lambda error: self.script_errors.append(str(error)))
-        # The server's Content-Security-Policy is in force: a violation by the UI is a failure.
-        page.on(
-            "console",
-            lambda message: (
-                self.script_errors.append(message.text)
-                if message.type == "error" and "Content Security Policy" in message.text
-                else None
-            ),
-        )
-        page.on(
-            "response",
-            lambda response: (
-                self.server_errors.append(f"{response.status} {response.url}")
-                if response.status >= 500
-                else None
-            ),
-        )
-        page.set_default_timeout(60_000)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.page, name)
-
-    def wait_for_function(self, expression: str, arg: Any = None, timeout: float = 60.0) -> None:
-        """Poll `expression` until it is truthy.
-
-        Playwright's own wait_for_function compiles the predicate inside the page, which the UI's
-        Content-Security-Policy (no eval) forbids; `evaluate` runs through the DevTools protocol.
-        """
-        deadline = time.monotonic() + timeout
-        while not self.page.evaluate(expression, arg):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"still false after {timeout:.0f} s: {expression}")
-            self.page.wait_for_timeout(50)
-
-    def tid(self, test_id: str) -> Any:
-        return self.page.get_by_test_id(test_id)
-
-    def open(self, path: str = "/") -> None:
-        self.page.goto(self.base_url + path)
-        # the module has started and the filters have been built from the facets
-        self.wait_for_function(
-            "document.documentElement.dataset.ready === 'true' && !!document.documentElement.dataset.facets"
-        )
-
-    def search(self, text: str) -> None:
-        with self.page.expect_response(lambda r: "/v1/search?" in r.url) as response:
-            self.tid("search-input").fill(text)
-            self.tid("search-input").press("Enter")
-        assert response.value.ok, response.value.text()
-        self.wait_idle()
-
-    def wait_idle(self) -> None:
-        """Every loading indicator is gone (none of the searches or loads is in flight)."""
-        self.wait_for_function("[...document.querySelectorAll('.status')].every((node) => node.hidden)")
-
-    def wait_item(self, item_id: str) -> None:
-        """The item view shows this item, loaded."""
-        self.page.wait_for_url(f"**/#/item/{item_id}")
-        self.page.wait_for_selector(f'[data-testid="item"][data-item-id="{item_id}"]:not([hidden])')
-        self.wait_idle()
-
-    def cards(self, grid: str = "results") -> Any:
-        return self.tid(grid).get_by_test_id("result-card")
-
-    def card_data(self, grid: str = "results") -> list[dict[str, str]]:
-        return self.page.eval_on_selector_all(
-            f'[data-testid="{grid}"] [data-testid="result-card"]', "cards => cards.map(c => ({...c.dataset}))"
-        )
-
-    def assert_thumbnails_loaded(self, grid: str = "results", count: int = 4) -> None:
-        """The first `count` thumbnails really decoded (naturalWidth > 0), not just exist."""
-        self.wait_for_function(
-            """([grid, count]) => {
-                const images = [...document.querySelectorAll(`[data-testid="${grid}"] img`)].slice(0, count);
-                return images.length > 0 && images.every((image) => image.complete && image.naturalWidth > 0);
-            }""",
-            arg=[grid, count],
-        )
-
-    def shot(self, name: str, full_page: bool = True) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        if full_page:  # from the top, or the sticky header is drawn where the page was scrolled to
-            self.page.evaluate("window.scrollTo(0, 0)")
-        self.page.screenshot(path=str(ARTIFACTS / f"web-{name}.png"), full_page=full_page)
-
-    def assert_clean(self) -> None:
-        assert not self.script_errors, self.script_errors
-        assert not self.server_errors, self.server_errors
 
 
 @pytest.fixture
@@ -464,7 +363,7 @@ def test_unknown_item_shows_the_api_error(page: Page) -> None:
     page.open("/#/item/999999")
     page.tid("item-error").wait_for()
     assert "There is no item 999999" in page.tid("item-error").inner_text()
-    page.assert_clean()
+    page.assert_clean(expected_404=("/v1/items/999999",))
 
 
 def test_search_error_shows_the_api_message(page: Page) -> None:

@@ -1,14 +1,29 @@
 // blipsearch web UI: one ES module, no build step, no dependencies. Talks to the API over HTTP only.
 //
 // Routes (client side, in the URL hash):
-//   #/            search (text or image), filters, results
-//   #/?q=TEXT     the same, running a text search on load
-//   #/item/ID     one item: metadata, caption, question box, "More like this"
-//   #/upload      add an item (needs the API key)
+//   #/                 the home page: search box, example queries, filters
+//   #/?q=TEXT&...      a search; every filter, the sort, the mode and `like=ID` (more like an item)
+//                      live in the address (url-state.js), so reload, links and Back/Forward work
+//   #/item/ID          one item: large picture (zoom), metadata, "More like this"
+//   #/upload           add an item (needs the API key)
+
+import { createLightbox, markUpscaled } from "./lightbox.js";
+import { createPictureField, fileProblem } from "./upload-form.js";
+import {
+  DEFAULTS,
+  filterStrings,
+  hasQuery,
+  parseSearchState,
+  priceProblem,
+  searchHash,
+  structuredFilters,
+} from "./url-state.js";
 
 const PAGE_SIZE = 20;
 const SIMILAR_SIZE = 12;
 const KEY_STORAGE = "blipsearch.apiKey";
+const DETAILS_STORAGE = "blipsearch.details";
+const ITEM_ID = /^[1-9][0-9]{0,18}$/;
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const byTestId = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
@@ -167,8 +182,10 @@ function imageUrl(item) {
 
 const state = {
   facets: null,
-  // the search on screen: {kind: "text", q} or {kind: "image", file}; its options and filters
+  // the search on screen: {kind: "text" | "browse" | "like" | "image", state (url-state.js), file}
   search: null,
+  // whether POST /v1/search/query (structured filters) exists: null until the first answer
+  structured: null,
   nextOffset: null,
   controller: null,
   // item view
@@ -194,6 +211,9 @@ function collectUi() {
     "similar-section", "similar-status", "similar-error", "similar-results", "similar-more",
     "upload-view", "upload-form", "upload-file", "upload-key", "upload-key-forget", "upload-submit",
     "upload-status", "upload-error", "upload-result", "footer-info",
+    "sort", "chips", "filter-hint", "demo-notice", "examples-box", "examples", "option-details",
+    "item-details-toggle", "item-zoom", "lightbox", "skip-link", "upload-drop", "upload-preview",
+    "upload-limit",
   ]) {
     ui[id] = byTestId(id);
   }
@@ -213,13 +233,40 @@ async function loadFacets() {
     const price = facets.price || {};
     ui["filter-price-min"].placeholder = price.min ?? "min";
     ui["filter-price-max"].placeholder = price.max ?? "max";
+    if (state.search && state.search.kind !== "image") {
+      // the URL may name a category the select did not hold before the facets came
+      applyControls(state.search.state);
+      renderChips(state.search.state);
+    }
     show(ui["ask-form"], Boolean(facets.vqa) && state.itemId !== null);
+    renderExamples(facets.examples || [], facets.categories || []);
+    const model = facets.model || {};
+    ui["demo-notice"].textContent = model.demo ? model.note || "Demo model: it knows emoji only." : "";
+    show(ui["demo-notice"], Boolean(model.demo));
+    pictureField.setLimit(facets.max_upload_bytes);
     document.documentElement.dataset.facets = "loaded";
     updateFooter();
   } catch (error) {
     document.documentElement.dataset.facets = "failed";
     ui["footer-info"].textContent = `Filters unavailable: ${error.message}`;
   }
+}
+
+/** Example queries from the catalog: a category browses it, anything else is searched for. */
+function renderExamples(examples, categories) {
+  const list = ui.examples;
+  list.replaceChildren();
+  for (const example of examples) {
+    const isCategory = categories.includes(example);
+    const target = isCategory ? { ...DEFAULTS, category: example } : { ...DEFAULTS, q: example };
+    list.append(
+      el("li", {},
+        el("a", { class: "example", href: searchHash(target), "data-testid": "example",
+          "data-kind": isCategory ? "category" : "query" },
+          isCategory ? el("span", { class: "example-kind", text: "Browse " }) : null, example)),
+    );
+  }
+  show(ui["examples-box"], examples.length > 0);
 }
 
 function fillSelect(select, values, anyLabel) {
@@ -251,38 +298,110 @@ async function updateFooter() {
 // ---------------------------------------------------------------------------------------------
 // Search
 
-function currentOptions() {
-  const filters = [];
-  const category = ui["filter-category"].value;
-  const brand = ui["filter-brand"].value;
-  const min = ui["filter-price-min"].value.trim();
-  const max = ui["filter-price-max"].value.trim();
-  if (category) filters.push(`category=${category}`);
-  if (brand) filters.push(`brand=${brand}`);
-  if (min !== "") filters.push(`price>=${min}`);
-  if (max !== "") filters.push(`price<=${max}`);
+function applyDetails(on) {
+  document.documentElement.dataset.details = on ? "on" : "off";
+  ui["option-details"].checked = on;
+  ui["item-details-toggle"].setAttribute("aria-pressed", on ? "true" : "false");
+  ui["item-details-toggle"].textContent = on ? "Hide details" : "Show details";
+}
+
+function setDetails(on) {
+  try {
+    if (on) localStorage.setItem(DETAILS_STORAGE, "1");
+    else localStorage.removeItem(DETAILS_STORAGE);
+  } catch {
+    /* storage disabled: remembered for this page only */
+  }
+  applyDetails(on);
+}
+
+function storedDetails() {
+  try {
+    return localStorage.getItem(DETAILS_STORAGE) === "1";
+  } catch {
+    return false;
+  }
+}
+
+/** The search the controls describe; `like` (more like an item) is kept from the search on screen. */
+function controlsState() {
+  const keepLike = state.search && state.search.kind === "like" ? state.search.state.like : "";
   return {
-    filters,
+    q: ui["search-input"].value.trim(),
+    like: keepLike,
+    category: ui["filter-category"].value,
+    brand: ui["filter-brand"].value,
+    min: ui["filter-price-min"].value.trim(),
+    max: ui["filter-price-max"].value.trim(),
+    sort: ui.sort.value,
     mode: ui["option-mode"].value,
     rerank: ui["option-rerank"].checked,
     caption: ui["option-caption"].checked,
   };
 }
 
+function selectValue(select, value) {
+  if (value && ![...select.options].some((option) => option.value === value)) {
+    select.append(el("option", { value, text: value }));
+  }
+  select.value = value;
+}
+
+/** Puts a search state into the controls (after a reload, a shared link, Back/Forward). */
+function applyControls(search) {
+  ui["search-input"].value = search.q;
+  selectValue(ui["filter-category"], search.category);
+  selectValue(ui["filter-brand"], search.brand);
+  ui["filter-price-min"].value = search.min;
+  ui["filter-price-max"].value = search.max;
+  ui.sort.value = search.sort;
+  ui["option-mode"].value = search.mode;
+  ui["option-rerank"].checked = search.rerank;
+  ui["option-caption"].checked = search.caption;
+}
+
+function kindOf(search) {
+  if (search.like) return "like";
+  return search.q ? "text" : "browse";
+}
+
+function sameSearch(a, b) {
+  return searchHash(a) === searchHash(b);
+}
+
+async function textRequest(search, offset, signal) {
+  const base = [["k", PAGE_SIZE], ["offset", offset], ["sort", search.sort]];
+  if (state.structured !== false) {
+    const body = { k: PAGE_SIZE, offset, sort: search.sort, mode: search.mode, rerank: search.rerank,
+      filters: structuredFilters(search) };
+    if (search.q) body.q = search.q;
+    try {
+      const page = await api("/v1/search/query", { method: "POST", json: body, signal });
+      state.structured = true;
+      return page;
+    } catch (error) {
+      // a server from before structured filters: the string grammar does the same
+      if (!(error instanceof ApiError) || ![404, 405].includes(error.status) || error.code === "item_not_found") throw error;
+      state.structured = false;
+    }
+  }
+  const params = [["q", search.q], ...base, ["rerank", search.rerank], ["mode", search.mode],
+    ...filterStrings(search).map((filter) => ["filter", filter])];
+  return api(`/v1/search${query(params)}`, { signal });
+}
+
 function searchRequest(search, offset, signal) {
-  const options = search.options;
-  const common = [
-    ["k", PAGE_SIZE],
-    ["offset", offset],
-    ...options.filters.map((filter) => ["filter", filter]),
-  ];
+  const filters = filterStrings(search.state).map((filter) => ["filter", filter]);
+  const common = [["k", PAGE_SIZE], ["offset", offset], ...filters];
   if (search.kind === "image") {
     const body = new FormData();
     body.append("file", search.file, search.file.name || "image");
     return api(`/v1/search/image${query(common)}`, { method: "POST", body, signal });
   }
-  const params = [["q", search.q], ...common, ["rerank", options.rerank], ["mode", options.mode]];
-  return api(`/v1/search${query(params)}`, { signal });
+  if (search.kind === "like") {
+    return api(`/v1/items/${encodeURIComponent(search.state.like)}/similar${query(common)}`, { signal });
+  }
+  return textRequest(search.state, offset, signal);
 }
 
 /** Runs a new search (offset 0) or appends the next page of the current one. */
@@ -297,6 +416,17 @@ async function runSearch(search, { append = false } = {}) {
   const offset = append ? state.nextOffset ?? 0 : 0;
   setError(ui.error, null);
   show(ui["empty-state"], false);
+  renderChips(search.state);
+  const problem = priceProblem(search.state, (state.facets && state.facets.price) || {});
+  renderHint(problem);
+  if (!append && problem && problem.kind === "inverted") {
+    // nothing can match: say why instead of asking the server
+    state.controller = null;
+    ui.results.replaceChildren();
+    show(ui["more-results"], false);
+    ui.summary.textContent = "No results: fix the price range.";
+    return;
+  }
   setStatus(ui.status, true, append ? "Loading more results…" : "Searching…");
   ui.results.setAttribute("aria-busy", "true");
   ui["more-results"].disabled = true;
@@ -305,12 +435,14 @@ async function runSearch(search, { append = false } = {}) {
     const page = await searchRequest(search, offset, controller.signal);
     if (state.controller !== controller) return;
     if (!append) ui.results.replaceChildren();
-    renderHits(ui.results, page.hits || [], { showScores: true, showCaptions: search.options.caption });
+    renderHits(ui.results, page.hits || [], { showScores: true, showCaptions: search.state.caption });
     state.nextOffset = page.next_offset ?? null;
     show(ui["more-results"], state.nextOffset !== null && (page.hits || []).length > 0);
-    ui.summary.textContent = describePage(search, page, ui.results.children.length);
+    describePage(search, page, ui.results.children.length);
     if (!ui.results.children.length) {
-      ui.summary.textContent = "No results. Try other words, fewer filters, or another picture.";
+      ui.summary.textContent = problem
+        ? "No results in this price range."
+        : "No results. Try other words, fewer filters, or another picture.";
     }
   } catch (error) {
     if (error.name === "AbortError") return;
@@ -330,20 +462,98 @@ async function runSearch(search, { append = false } = {}) {
   }
 }
 
+/** "123 items" when the total is exact, "40+ results" when it is a lower bound. */
+function totalText(total, shown) {
+  if (total && typeof total.value === "number") {
+    if (total.exact) return `${total.value} item${total.value === 1 ? "" : "s"}`;
+    return `${total.value}+ results`;
+  }
+  return `${shown} shown`;
+}
+
 function describePage(search, page, shown) {
-  const what = search.kind === "image" ? `pictures like ${search.file.name || "your image"}` : `“${search.q}”`;
-  const parts = [`${shown} result${shown === 1 ? "" : "s"} for ${what}`];
-  if (page.reranked) parts.push("re-ranked by ITM");
-  if (page.rerank_deadline_hit) parts.push(`re-ranking stopped early (${page.reranked_count} scored)`);
-  if (page.mode && search.kind === "text") parts.push(`${page.mode} search`);
+  const what = {
+    image: () => ` like ${search.file.name || "your picture"}`,
+    like: () => ` like item ${search.state.like}`,
+    text: () => ` for “${search.state.q}”`,
+    browse: () => "",
+  }[search.kind]();
+  const details = [];
+  if (page.reranked) details.push("re-ranked by ITM");
+  if (page.rerank_deadline_hit) details.push(`re-ranking stopped early (${page.reranked_count} scored)`);
+  if (page.mode && search.kind === "text") details.push(`${page.mode} search`);
   const timings = page.timings_ms || {};
   const total =
     typeof timings.total === "number"
       ? timings.total
       : Object.values(timings).reduce((sum, value) => (typeof value === "number" ? sum + value : sum), 0);
-  if (total > 0) parts.push(`${Math.round(total)} ms`);
-  if (search.options.filters.length) parts.push(`filters: ${search.options.filters.join(", ")}`);
-  return parts.join(" · ");
+  if (total > 0) details.push(`${Math.round(total)} ms`);
+  ui.summary.replaceChildren(
+    el("strong", { "data-testid": "total", text: totalText(page.total, shown) }),
+    what,
+    details.length ? el("span", { class: "details-only", "data-testid": "summary-details", text: ` · ${details.join(" · ")}` }) : null,
+  );
+}
+
+const PRICE_LABEL = { min: "Price from", max: "Price up to" };
+
+/** One removable chip per active filter (and for "more like item N"). */
+function renderChips(search) {
+  const chips = [];
+  if (search.like) chips.push(["like", `More like item ${search.like}`]);
+  if (search.category) chips.push(["category", `Category: ${search.category}`]);
+  if (search.brand) chips.push(["brand", `Brand: ${search.brand}`]);
+  if (search.min !== "") chips.push(["min", `${PRICE_LABEL.min} ${search.min}`]);
+  if (search.max !== "") chips.push(["max", `${PRICE_LABEL.max} ${search.max}`]);
+  ui.chips.replaceChildren(
+    ...chips.map(([field, label]) =>
+      el("li", { class: "chip", "data-testid": "chip", "data-field": field },
+        el("span", { text: label }),
+        el("button", { type: "button", class: "chip-remove", "data-testid": "chip-remove",
+          "aria-label": `Remove filter ${label}`, onclick: () => removeFilter(field) }, "×"))),
+  );
+  if (chips.length > 1) {
+    ui.chips.append(el("li", {}, el("button", { type: "button", class: "btn btn-ghost btn-small",
+      "data-testid": "chips-clear", onclick: () => removeFilter("all") }, "Clear all")));
+  }
+  show(ui.chips, chips.length > 0);
+}
+
+function renderHint(problem) {
+  ui["filter-hint"].replaceChildren();
+  if (problem) {
+    ui["filter-hint"].append(el("span", { text: problem.text }));
+    if (problem.kind === "inverted") {
+      ui["filter-hint"].append(" ", el("button", { type: "button", class: "btn btn-small",
+        "data-testid": "price-swap", onclick: swapPrices }, "Swap them"));
+    }
+  }
+  show(ui["filter-hint"], Boolean(problem));
+}
+
+function swapPrices() {
+  const min = ui["filter-price-min"].value;
+  ui["filter-price-min"].value = ui["filter-price-max"].value;
+  ui["filter-price-max"].value = min;
+  refreshSearch();
+}
+
+function removeFilter(field) {
+  if (!state.search) return;
+  const next = { ...state.search.state };
+  if (field === "all") Object.assign(next, { like: "", category: "", brand: "", min: "", max: "" });
+  else next[field] = "";
+  const focusTarget = () => {
+    const chip = ui.chips.querySelector("[data-testid=chip-remove]");
+    (chip || ui["search-input"]).focus();
+  };
+  if (state.search.kind === "image") {
+    applyControls({ ...next, q: "" });
+    runSearch({ ...state.search, state: next });
+  } else {
+    navigateTo(next);
+  }
+  focusTarget();
 }
 
 function renderHits(list, hits, { showScores, showCaptions = true }) {
@@ -367,8 +577,9 @@ function resultCard(hit, { showScores, showCaptions, lazy }) {
     "data-testid": "result-thumb",
   });
   image.addEventListener("error", () => image.classList.add("broken"), { once: true });
+  markUpscaled(image);
 
-  const scores = el("p", { class: "card-scores", "data-testid": "result-scores" });
+  const scores = el("p", { class: "card-scores details-only", "data-testid": "result-scores" });
   if (showScores) {
     scores.append(
       el("span", { class: "score", title: "Image-text contrastive similarity (cosine)", "data-testid": "score-itc" },
@@ -401,6 +612,7 @@ function resultCard(hit, { showScores, showCaptions, lazy }) {
     el(
       "span",
       { class: "card-body" },
+      hit.exact === true ? el("span", { class: "badge-exact", "data-testid": "exact-badge", text: "Exact match" }) : null,
       el("span", { class: "card-title", "data-testid": "result-title", text: name }),
       el("span", { class: "card-sub" },
         [hit.brand, hit.category].filter(Boolean).join(" · "),
@@ -411,32 +623,50 @@ function resultCard(hit, { showScores, showCaptions, lazy }) {
   link.addEventListener("click", () => {
     state.lastCardId = String(hit.item_id);
   });
-  const data = { "data-item-id": hit.item_id, "data-sku": hit.sku, "data-category": hit.category, "data-price": hit.price };
+  const data = {
+    "data-item-id": hit.item_id, "data-sku": hit.sku, "data-category": hit.category, "data-brand": hit.brand,
+    "data-price": hit.price, "data-created": hit.created_at, "data-exact": hit.exact === true ? "true" : null,
+  };
   return el("li", { class: "card", "data-testid": "result-card", ...data }, link, scores);
 }
 
+/**
+ * Shows `search` by its address: a new address adds a history entry and the hashchange runs it;
+ * the same address (a repeated search) runs it again at once.
+ */
+function navigateTo(search) {
+  const hash = searchHash(search);
+  if (location.hash === hash || (hash === "#/" && ["", "#", "#/"].includes(location.hash))) {
+    showSearch(search, { force: true });
+  } else {
+    location.hash = hash;
+  }
+}
+
 function startTextSearch() {
-  const q = ui["search-input"].value.trim();
-  if (!q) {
-    setError(ui.error, "Type something to search for, or search by image.");
+  const next = { ...controlsState(), like: "" };
+  if (!hasQuery(next)) {
+    setError(ui.error, "Type something to search for, choose a filter, or search by image.");
     ui["search-input"].focus();
     return;
   }
   clearImageQuery({ keepResults: true });
-  runSearch({ kind: "text", q, options: currentOptions() });
-  goToSearchView(q);
+  navigateTo(next);
 }
 
 function startImageSearch(file) {
   if (!file) return;
-  if (file.type && !file.type.startsWith("image/")) {
+  const problem = fileProblem(file, pictureField.limit);
+  if (problem) {
     goToSearchView();
-    setError(ui.error, `“${file.name}” is not an image.`);
+    setError(ui.error, problem);
     return;
   }
   showImageQuery(file);
-  runSearch({ kind: "image", file, options: currentOptions() });
+  const search = { ...controlsState(), q: "", like: "" };
+  ui["search-input"].value = "";
   goToSearchView();
+  runSearch({ kind: "image", file, state: search });
 }
 
 let imageQueryUrl = null;
@@ -457,21 +687,36 @@ function clearImageQuery({ keepResults = false } = {}) {
   ui["image-input"].value = "";
   if (!keepResults && state.search && state.search.kind === "image") {
     if (state.controller) state.controller.abort();
-    state.search = null;
-    ui.results.replaceChildren();
-    ui.summary.textContent = "";
-    show(ui["more-results"], false);
-    show(ui["empty-state"], true);
+    showHome();
   }
+}
+
+/** The home page: no search, the examples and the tips. */
+function showHome() {
+  if (state.controller) state.controller.abort();
+  state.search = null;
+  ui.results.replaceChildren();
+  ui.summary.textContent = "";
+  show(ui["more-results"], false);
+  show(ui["empty-state"], true);
+  renderChips({ ...DEFAULTS });
+  renderHint(null);
+  setError(ui.error, null);
 }
 
 /** Re-runs the search on screen with the current filters and options. */
 function refreshSearch() {
-  if (!state.search) return;
-  const options = currentOptions();
+  const next = controlsState();
+  if (state.search && state.search.kind === "image") {
+    const search = { ...next, q: "", like: "" };
+    // Enter in a price box fires "change" and then "submit": run that search once
+    if (state.controller && sameSearch(search, state.search.state)) return;
+    runSearch({ ...state.search, state: search });
+    return;
+  }
   // Enter in a price box fires "change" and then "submit": run that search once
-  if (state.controller && JSON.stringify(options) === JSON.stringify(state.search.options)) return;
-  runSearch({ ...state.search, options });
+  if (state.search && state.controller && sameSearch(next, state.search.state)) return;
+  navigateTo(next);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,6 +739,12 @@ async function openItem(id) {
   ui["item-texts-box"].open = false;
   ui["similar-results"].replaceChildren();
 
+  if (!ITEM_ID.test(id)) {
+    setStatus(ui["item-status"], false);
+    document.title = "No such item · blipsearch";
+    showItemProblem(`“${id}” is not an item number: item addresses look like #/item/123.`);
+    return;
+  }
   try {
     const item = await api(`/v1/items/${encodeURIComponent(id)}`, { signal: controller.signal });
     if (state.itemController !== controller) return;
@@ -503,10 +754,31 @@ async function openItem(id) {
     loadSimilar(id, controller, { append: false });
   } catch (error) {
     if (error.name === "AbortError" || state.itemController !== controller) return;
-    setError(ui["item-error"], error);
+    if (error.status === 404) {
+      document.title = "No such item · blipsearch";
+      showItemProblem(`There is no item ${id}. It may have been removed.`);
+    } else {
+      setError(ui["item-error"], error);
+    }
   } finally {
     if (state.itemController === controller) setStatus(ui["item-status"], false);
   }
+}
+
+/** A message a person can act on, with a way back to searching. */
+function showItemProblem(text) {
+  const node = ui["item-error"];
+  node.replaceChildren(el("span", { text }), " ", el("a", { href: "#/", "data-testid": "item-error-home", text: "Search the catalog" }));
+  show(node, true);
+  node.focus?.();
+}
+
+const BROWSER_FORMATS = new Set(["PNG", "JPEG", "GIF", "WEBP"]);
+
+/** The original when it is small and a format browsers show, else a 512 px JPEG rendition. */
+function itemPictureUrl(item) {
+  const small = item.width && item.height && Math.max(item.width, item.height) <= 512;
+  return small && BROWSER_FORMATS.has(String(item.format || "").toUpperCase()) ? imageUrl(item) : sizedThumbnailUrl(item, 512);
 }
 
 function renderItem(item) {
@@ -514,13 +786,13 @@ function renderItem(item) {
   ui.item.dataset.itemId = String(item.item_id);
   document.title = `${name} · blipsearch`;
   ui["item-title"].textContent = name;
-  // a 512 px JPEG rendition: originals may be huge, or in a format browsers do not show (TIFF)
-  ui["item-image"].src = sizedThumbnailUrl(item, 512);
+  // drawn at the column's width whatever its pixels (CSS); a tiny picture is drawn crisp, not blurred
+  ui["item-image"].src = itemPictureUrl(item);
   ui["item-image"].alt = item.caption ? `${name}: ${item.caption}` : name;
+  ui["item-zoom"].dataset.src = itemPictureUrl(item);
   if (item.width && item.height) {
-    const scale = Math.min(1, 512 / Math.max(item.width, item.height));
-    ui["item-image"].width = Math.round(item.width * scale);
-    ui["item-image"].height = Math.round(item.height * scale);
+    ui["item-image"].width = item.width;
+    ui["item-image"].height = item.height;
   } else {
     ui["item-image"].removeAttribute("width");
     ui["item-image"].removeAttribute("height");
@@ -538,9 +810,9 @@ function renderItem(item) {
     ["Price", formatPrice(item.price, item.currency)],
     ["Tags", (item.tags || []).join(", ")],
     ["Size", item.width && item.height ? `${item.width} × ${item.height} px` : ""],
-    ["Format", item.format],
-    ["Status", item.status],
-    ["Item id", item.item_id],
+    ["Format", item.format, true],
+    ["Status", item.status, true],
+    ["Item id", item.item_id, true],
     ["Added", formatDate(item.created_at)],
     ["Updated", formatDate(item.updated_at)],
   ];
@@ -549,10 +821,14 @@ function renderItem(item) {
   }
   const meta = ui["item-meta"];
   meta.replaceChildren();
-  for (const [label, value] of rows) {
+  for (const [label, value, technical] of rows) {
     if (value === null || value === undefined || value === "") continue;
-    meta.append(el("div", { class: "meta-row" }, el("dt", { text: label }), el("dd", { text: String(value) })));
+    meta.append(el("div", { class: technical ? "meta-row details-only" : "meta-row" },
+      el("dt", { text: label }), el("dd", { text: String(value) })));
   }
+  const like = el("a", { href: searchHash({ ...DEFAULTS, like: String(item.item_id) }), "data-testid": "item-like",
+    text: "Search for more like this" });
+  meta.append(el("div", { class: "meta-row" }, el("dt", { text: "Similar" }), el("dd", {}, like)));
   const link = el("a", { href: imageUrl(item), target: "_blank", rel: "noopener", text: "Open the original" });
   meta.append(el("div", { class: "meta-row" }, el("dt", { text: "Image" }), el("dd", {}, link)));
 
@@ -605,12 +881,13 @@ async function loadItemTexts() {
     const page = await api(`/v1/items/${encodeURIComponent(id)}/texts${query([["k", 5]])}`);
     if (state.itemId !== id) return;
     list.replaceChildren();
-    for (const hit of page.hits || []) {
-      const score = hit.itm_score ?? hit.itc_score ?? hit.score;
+    const scoreOf = (hit) => hit.itm_score ?? hit.itc_score ?? hit.score ?? -Infinity;
+    const hits = [...(page.hits || [])].sort((a, b) => scoreOf(b) - scoreOf(a));
+    for (const hit of hits) {
       list.append(
-        el("li", { "data-testid": "item-text" },
+        el("li", { "data-testid": "item-text", "data-score": scoreOf(hit) },
           el("a", { href: `#/item/${encodeURIComponent(hit.item_id)}`, text: hit.text || itemName(hit) }),
-          el("span", { class: "muted", text: ` ${hit.kind || ""} · ${formatScore(score)}` })),
+          el("span", { class: "muted details-only", text: ` ${hit.kind || ""} · ${formatScore(scoreOf(hit))}` })),
       );
     }
     if (!list.children.length) list.append(el("li", { class: "muted", text: "No catalog texts yet." }));
@@ -666,6 +943,11 @@ async function upload(event) {
     ui["upload-file"].focus();
     return;
   }
+  const problem = fileProblem(file, pictureField.limit);
+  if (problem) {
+    setError(ui["upload-error"], problem);
+    return;
+  }
   if (!key) {
     setError(ui["upload-error"], "Enter the API key: adding items needs it.");
     ui["upload-key"].focus();
@@ -686,7 +968,8 @@ async function upload(event) {
       text: itemName(item) });
     ui["upload-result"].replaceChildren(`Added item ${item.item_id}: `, link, ". It is searchable now.");
     show(ui["upload-result"], true);
-    for (const name of ["file", "sku", "title", "description", "price", "tags"]) form.elements[name].value = "";
+    for (const name of ["sku", "title", "description", "price", "tags"]) form.elements[name].value = "";
+    pictureField.reset();
     loadFacets();
   } catch (error) {
     let message = error.message;
@@ -741,11 +1024,8 @@ function route({ initial = false } = {}) {
     $("#upload-heading").focus();
   } else {
     document.title = "blipsearch";
-    const q = next.params.get("q");
-    if (q && (!state.search || state.search.kind !== "text" || state.search.q !== q)) {
-      ui["search-input"].value = q;
-      runSearch({ kind: "text", q, options: currentOptions() });
-    } else if (previous === "item" && state.lastCardId) {
+    const ran = showSearch(parseSearchState(next.params));
+    if (!ran && previous === "item" && state.lastCardId) {
       // back from an item: return focus to the card that opened it
       const card = ui.results.querySelector(`a[data-item-id="${CSS.escape(state.lastCardId)}"]`);
       if (card) card.focus();
@@ -753,18 +1033,32 @@ function route({ initial = false } = {}) {
   }
 }
 
+/** Shows the search an address stands for; runs it unless it is already on screen. */
+function showSearch(search, { force = false } = {}) {
+  applyControls(search);
+  if (!hasQuery(search)) {
+    if (state.search && state.search.kind === "image" && !force) return false;
+    clearImageQuery({ keepResults: true });
+    showHome();
+    return false;
+  }
+  if (!force && state.search && state.search.kind !== "image" && sameSearch(state.search.state, search)) return false;
+  clearImageQuery({ keepResults: true });
+  runSearch({ kind: kindOf(search), state: search });
+  return true;
+}
+
 /**
- * Shows the search view for a search that has just started. From another view this adds a history
- * entry (so Back returns to the item); on the search view it only rewrites the address, so that a
- * reload or a shared link repeats a text search.
+ * Shows the search view for an image search (a file cannot live in the address). From another view
+ * this adds a history entry (so Back returns there); on the search view it rewrites the address.
  */
-function goToSearchView(q = null) {
-  const hash = q ? `#/?q=${encodeURIComponent(q)}` : "#/";
+function goToSearchView() {
+  const hash = "#/";
   if (currentView !== "search") {
     showView("search"); // before the hashchange, so route() sees nothing to do
     state.itemId = null;
     document.title = "blipsearch";
-    location.hash = hash;
+    history.pushState(null, "", hash);
   } else if (location.hash !== hash) {
     history.replaceState(null, "", hash);
   }
@@ -805,7 +1099,7 @@ function wire() {
   document.addEventListener("dragover", (event) => {
     if (!hasFiles(event)) return;
     event.preventDefault();
-    if (currentView === "upload") event.dataTransfer.dropEffect = "none";
+    if (currentView === "upload" && !ui["upload-drop"].contains(event.target)) event.dataTransfer.dropEffect = "none";
   });
   document.addEventListener("dragleave", (event) => {
     if (!hasFiles(event)) return;
@@ -839,10 +1133,32 @@ function wire() {
     refreshSearch();
   });
   ui["filters-form"].addEventListener("change", (event) => {
-    if (event.target.matches("select, input[type=checkbox], input[type=number]")) refreshSearch();
+    if (event.target === ui["option-details"]) setDetails(ui["option-details"].checked);
+    else if (event.target.matches("select, input[type=checkbox], input[type=number]")) refreshSearch();
   });
   ui["filters-form"].addEventListener("reset", () => {
-    setTimeout(refreshSearch, 0); // after the form has reset its controls
+    setTimeout(() => {
+      // after the form has reset its controls; the details toggle is a preference, not a filter
+      applyDetails(storedDetails());
+      refreshSearch();
+    }, 0);
+  });
+  ui.sort.addEventListener("change", refreshSearch);
+  ui["item-details-toggle"].addEventListener("click", () => setDetails(document.documentElement.dataset.details !== "on"));
+
+  const lightbox = createLightbox(ui.lightbox);
+  markUpscaled(ui["item-image"]);
+  markUpscaled(byTestId("lightbox-image"));
+  ui["item-zoom"].addEventListener("click", () => {
+    lightbox.open(ui["item-zoom"].dataset.src || ui["item-image"].src, ui["item-image"].alt, ui["item-zoom"]);
+  });
+
+  // The skip link lands on the results heading without touching the address (the hash is the route).
+  ui["skip-link"].addEventListener("click", (event) => {
+    event.preventDefault();
+    const target = currentView === "item" ? ui["item-title"] : currentView === "upload" ? $("#upload-heading") : ui["results-heading"];
+    target.scrollIntoView({ block: "start" });
+    target.focus({ preventScroll: true });
   });
 
   ui["more-results"].addEventListener("click", () => {
@@ -869,6 +1185,7 @@ function wire() {
 
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape" || event.defaultPrevented) return;
+    if (lightbox.isOpen) return; // the dialog closes itself and gives focus back
     if (!ui["drop-overlay"].hidden) {
       show(ui["drop-overlay"], false);
       return;
@@ -885,8 +1202,18 @@ function wire() {
   window.addEventListener("hashchange", () => route());
 }
 
+let pictureField = null;
+
 function start() {
   collectUi();
+  applyDetails(storedDetails());
+  pictureField = createPictureField({
+    input: ui["upload-file"],
+    zone: ui["upload-drop"],
+    preview: ui["upload-preview"],
+    limitText: ui["upload-limit"],
+    onProblem: (problem) => setError(ui["upload-error"], problem),
+  });
   // On a phone the filters start folded so that the results come first.
   if (window.matchMedia("(max-width: 899px)").matches) byTestId("filters").open = false;
   wire();
