@@ -51,6 +51,24 @@ def launched_chromium() -> Iterator[Any]:
         browser.close()
 
 
+def is_text_search(response: Any) -> bool:
+    """A text search or browse: GET /v1/search or its JSON twin, POST /v1/search/query."""
+    path = response.url.split("?")[0]
+    return path.endswith(("/v1/search", "/v1/search/query"))
+
+
+def search_body(response: Any) -> dict[str, Any]:
+    """What a text search asked for, whichever of the two forms it took (JSON body or query string)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if response.request.method == "POST":
+        return dict(response.request.post_data_json)
+    params = parse_qs(urlsplit(response.url).query)
+    body: dict[str, Any] = {name: values[-1] for name, values in params.items() if name != "filter"}
+    body["filter"] = params.get("filter", [])
+    return body
+
+
 class Page:
     """A Playwright page that also records every request, uncaught script errors, 404s and 5xx.
 
@@ -116,7 +134,7 @@ class Page:
         )
 
     def search(self, text: str) -> None:
-        with self.page.expect_response(lambda r: "/v1/search?" in r.url) as response:
+        with self.page.expect_response(is_text_search) as response:
             self.tid("search-input").fill(text)
             self.tid("search-input").press("Enter")
         assert response.value.ok, response.value.text()

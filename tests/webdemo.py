@@ -33,6 +33,9 @@ API_KEY = "web-demo-key"
 DESKTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 375, "height": 812}
 
+__all__ = ["browser", "demo_catalog", "demo_server", "open_page"]
+"""The fixtures a module gets with `from webdemo import *`."""
+
 _indexed: dict[str, Any] = {}
 
 
@@ -74,7 +77,7 @@ def _index_once(root: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return _index_once(tmp_path_factory.getbasetemp() / "web-demo")
+    return _indexed or _index_once(tmp_path_factory.mktemp("web-demo"))
 
 
 def demo_settings(root: Path, **overrides: Any) -> Settings:

@@ -517,6 +517,10 @@ function renderChips(search) {
       "data-testid": "chips-clear", onclick: () => removeFilter("all") }, "Clear all")));
   }
   show(ui.chips, chips.length > 0);
+  if (state.focusChips) {
+    state.focusChips = false;
+    (ui.chips.querySelector("[data-testid=chip-remove]") || ui["search-input"]).focus();
+  }
 }
 
 function renderHint(problem) {
@@ -543,17 +547,13 @@ function removeFilter(field) {
   const next = { ...state.search.state };
   if (field === "all") Object.assign(next, { like: "", category: "", brand: "", min: "", max: "" });
   else next[field] = "";
-  const focusTarget = () => {
-    const chip = ui.chips.querySelector("[data-testid=chip-remove]");
-    (chip || ui["search-input"]).focus();
-  };
+  state.focusChips = true; // the chips are drawn again: keep the keyboard on them
   if (state.search.kind === "image") {
     applyControls({ ...next, q: "" });
     runSearch({ ...state.search, state: next });
   } else {
     navigateTo(next);
   }
-  focusTarget();
 }
 
 function renderHits(list, hits, { showScores, showCaptions = true }) {
