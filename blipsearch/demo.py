@@ -20,8 +20,8 @@ DEMO_RERANKS = True
 model's card measures ITM with ITC above ITC alone on its own catalog."""
 
 DEMO_MODEL_NOTE = (
-    "Demo model: it knows emoji only. It finds emoji by what they show or by their names; a photo "
-    "or an everyday product finds little. Use a real BLIP checkpoint for real pictures."
+    "Demo model: it knows emoji only, so photos and everyday words find little. "
+    "Real pictures need a real BLIP checkpoint."
 )
 """What the web UI tells a user when the server runs the shipped demo model."""
 

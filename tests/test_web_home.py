@@ -66,7 +66,9 @@ def test_an_example_runs_its_search_and_the_skip_link_lands_on_results(
     page.wait_idle()
     assert {card["category"] for card in page.card_data()} == {name}
 
+    page.tid("home-link").click()
     query = page.locator("[data-testid=example][data-kind=query]").first
+    query.wait_for()
     with page.expect_response(is_text_search) as response:
         query.click()
     assert response.value.ok

@@ -213,7 +213,7 @@ function collectUi() {
     "upload-status", "upload-error", "upload-result", "footer-info",
     "sort", "chips", "filter-hint", "demo-notice", "examples-box", "examples", "option-details",
     "item-details-toggle", "item-zoom", "lightbox", "skip-link", "upload-drop", "upload-preview",
-    "upload-limit",
+    "upload-limit", "sort-field",
   ]) {
     ui[id] = byTestId(id);
   }
@@ -416,6 +416,9 @@ async function runSearch(search, { append = false } = {}) {
   const offset = append ? state.nextOffset ?? 0 : 0;
   setError(ui.error, null);
   show(ui["empty-state"], false);
+  ui["results-heading"].textContent = "Results";
+  // the sort applies to words and to browsing, not to "more like this" or a picture
+  show(ui["sort-field"], search.kind === "text" || search.kind === "browse");
   renderChips(search.state);
   const problem = priceProblem(search.state, (state.facets && state.facets.price) || {});
   renderHint(problem);
@@ -699,6 +702,8 @@ function showHome() {
   ui.summary.textContent = "";
   show(ui["more-results"], false);
   show(ui["empty-state"], true);
+  show(ui["sort-field"], false);
+  ui["results-heading"].textContent = "Search your collection";
   renderChips({ ...DEFAULTS });
   renderHint(null);
   setError(ui.error, null);
