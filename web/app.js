@@ -381,7 +381,7 @@ async function textRequest(search, offset, signal) {
       return page;
     } catch (error) {
       // a server from before structured filters: the string grammar does the same
-      if (!(error instanceof ApiError) || ![404, 405].includes(error.status) || error.code === "item_not_found") throw error;
+      if (!(error instanceof ApiError) || ![404, 405].includes(error.status)) throw error;
       state.structured = false;
     }
   }
