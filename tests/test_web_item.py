@@ -138,3 +138,22 @@ def test_a_bad_or_unknown_item_gets_a_human_message(
     assert message in text and "{" not in text
     assert page.tid("item-error-home").get_attribute("href") == "#/"
     page.assert_clean(expected_404=(f"/v1/items/{address}",))
+
+
+def test_more_like_an_item_is_an_address_that_survives_a_reload(open_page: Callable[..., Page]) -> None:
+    page = open_page()
+    open_item(page, "2")
+    with page.expect_response(lambda r: "/v1/items/2/similar" in r.url and "k=20" in r.url):
+        page.tid("item-like").click()
+    page.wait_idle()
+    assert page.url.endswith("#/?like=2")
+    first = page.card_data()
+    assert first and "2" not in [card["itemId"] for card in first]
+    assert page.tid("chip").first.inner_text().startswith("More like item 2")
+    assert page.tid("sort-field").is_hidden()  # similarity has one order
+
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('[data-testid=result-card]').length > 0")
+    page.wait_idle()
+    assert page.card_data() == first
+    page.assert_clean()
