@@ -217,6 +217,7 @@ def test_exact_matches_carry_a_badge(open_page: Callable[..., Page]) -> None:
     assert first["sku"] == sku and first["exact"] == "true"
     assert page.cards().first.get_by_test_id("exact-badge").inner_text() == "Exact match"
     assert page.cards().nth(1).get_by_test_id("exact-badge").count() == 0
+    page.shot("exact", full_page=False)
     page.assert_clean()
 
 
