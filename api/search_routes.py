@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import anyio
@@ -10,10 +11,11 @@ from sqlalchemy import func, select
 
 from blipsearch.api.deps import AppState, ItemId, app_state, require_read_access
 from blipsearch.api.errors import ApiError
-from blipsearch.api.search_schema import SearchPageOut
+from blipsearch.api.search_schema import SORT_DESCRIPTION, SearchPageOut, SearchQueryIn
 from blipsearch.api.uploads import read_upload
+from blipsearch.search.filter_objects import conditions_from_objects
 from blipsearch.search.filters import parse_filters
-from blipsearch.search.results import SearchOptions, SearchPage
+from blipsearch.search.results import SearchOptions, SearchPage, SortKey
 from blipsearch.storage.schema import Item, ItemStatus
 
 router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read_access)])
@@ -66,18 +68,53 @@ def page_json(page: SearchPage, request: Request) -> dict[str, Any]:
     return data
 
 
-@router.get("/search", summary="Text to images", response_model=SearchPageOut)
+@router.get("/search", summary="Text to images, or browse by filters", response_model=SearchPageOut)
 async def search_text(
     request: Request,
     state: State,
     options: Options,
-    q: Annotated[str, Query(min_length=1, description="What to look for, in words.")],
+    q: Annotated[
+        str | None,
+        Query(description="What to look for, in words. Empty or absent with a filter: browse the matches."),
+    ] = None,
+    sort: Annotated[SortKey, Query(description=SORT_DESCRIPTION)] = "relevance",
 ) -> dict[str, Any]:
-    if len(q) > state.settings.max_query_chars:
+    return await _text_or_browse(request, state, q, replace(options, sort=sort))
+
+
+@router.post(
+    "/search/query", summary="Text to images or browse, filters as JSON objects", response_model=SearchPageOut
+)
+async def search_query(request: Request, state: State, body: SearchQueryIn) -> dict[str, Any]:
+    """The same answer as GET /v1/search; each filter is `{"field", "op", "value"}` and its value is
+    never read as filter grammar, so commas and operators inside a value are fine."""
+    options = SearchOptions(
+        k=body.k,
+        offset=body.offset,
+        rerank=body.rerank,
+        rerank_k=body.rerank_k,
+        filters=conditions_from_objects([spec.model_dump() for spec in body.filters]),
+        mode=body.mode,
+        sort=body.sort,
+    )
+    return await _text_or_browse(request, state, body.q, options)
+
+
+async def _text_or_browse(
+    request: Request, state: AppState, q: str | None, options: SearchOptions
+) -> dict[str, Any]:
+    """A query searches; no query (absent, empty or blanks) with filters browses; neither is a 400."""
+    if q is not None and len(q) > state.settings.max_query_chars:
         raise ApiError(
             400, "query_too_long", f"The query is over {state.settings.max_query_chars} characters."
         )
-    page = await state.gate.run(state.service.text_to_images, q, options)
+    if q is not None and q.strip():
+        page = await state.gate.run(state.service.text_to_images, q, options)
+    elif options.filters:
+        # SQL only: no need to queue behind model work
+        page = await anyio.to_thread.run_sync(state.service.browse, options)
+    else:
+        raise ApiError(400, "query_required", "Give a query (q), at least one filter to browse by, or both.")
     return page_json(page, request)
 
 

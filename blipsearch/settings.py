@@ -262,6 +262,13 @@ class Settings(BaseSettings):
     hybrid_candidates: int = Field(
         default=100, ge=1, le=10_000, description="Results taken from each side before hybrid fusion."
     )
+    sort_candidates: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="A text query sorted by price or date re-orders at most this many of its most relevant "
+        "results.",
+    )
     vision_tokens: Literal["files", "cache"] = Field(
         default="cache",
         description=(

@@ -20,7 +20,10 @@ console = Console()
 def search(
     ctx: typer.Context,
     query: Annotated[
-        str | None, typer.Argument(help="What to look for, in words (omit with --image or --item).")
+        str | None,
+        typer.Argument(
+            help="What to look for, in words (omit with --image or --item, or to browse by --filter)."
+        ),
     ] = None,
     image: Annotated[Path | None, typer.Option("--image", help="Find images like this image file.")] = None,
     item: Annotated[int | None, typer.Option("--item", help="Find images like this catalog item.")] = None,
@@ -45,6 +48,13 @@ def search(
     mode: Annotated[
         str | None, typer.Option("--mode", help="Text queries: vector, keyword or hybrid (default: setting).")
     ] = None,
+    sort: Annotated[
+        str,
+        typer.Option(
+            "--sort",
+            help="relevance, price_asc, price_desc (no price last) or newest; text queries and browsing.",
+        ),
+    ] = "relevance",
     include_noisy: Annotated[
         bool, typer.Option("--include-noisy", help="With --texts: also texts CapFilt marked noisy.")
     ] = False,
@@ -55,8 +65,11 @@ def search(
 ) -> None:
     """Search the index: text to images, image to images (--image, --item), image to texts (--texts).
 
-    Examples: `blipsearch search "a red dress" -f category=dresses -f "price<=50"`,
-    `blipsearch search --image photo.jpg`, `blipsearch search --item 42 --texts`.
+    Browse: --filter with no query lists the matching items (newest first, or --sort).
+
+    Examples: `blipsearch search "a red dress" -f category=dresses -f "price<=50" --sort price_asc`,
+    `blipsearch search -f category=shoes --sort newest`, `blipsearch search --image photo.jpg`,
+    `blipsearch search --item 42 --texts`.
     """
     from blipsearch.errors import InvalidInputError
     from blipsearch.images import read_image_file
@@ -64,11 +77,18 @@ def search(
     from blipsearch.search.results import SearchOptions
     from blipsearch.search.service import SearchService
 
+    if query is not None and not query.strip():
+        query = None  # an empty query with filters browses
+    browsing = query is None and image is None and item is None and bool(filters)
     given = sum(value is not None for value in (query, image, item))
-    if given != 1:
-        raise InvalidInputError("Give exactly one of: a text query, --image FILE, or --item ID.")
-    if texts and query is not None:
+    if given != 1 and not browsing:
+        raise InvalidInputError(
+            "Give exactly one of: a text query, --image FILE, or --item ID (or only --filter to browse)."
+        )
+    if texts and (query is not None or browsing):
         raise InvalidInputError("--texts looks up texts for an image: use it with --image or --item.")
+    if sort != "relevance" and (image is not None or item is not None):
+        raise InvalidInputError("--sort applies to text queries and browsing, not to --image or --item.")
     options = SearchOptions(
         k=k,
         offset=offset,
@@ -78,6 +98,7 @@ def search(
         filters=parse_filters(filters or []),
         mode=mode,
         include_noisy=include_noisy,
+        sort=sort,  # the service validates it
     )
     settings = session(ctx).settings(data_dir=data_dir, database_url=database_url, retrieval_model=model)
     service = SearchService.open(settings)
@@ -87,7 +108,9 @@ def search(
             if image is not None
             else None
         )
-        if query is not None:
+        if browsing:
+            page = service.browse(options)
+        elif query is not None:
             page = service.text_to_images(query, options)
         elif texts:
             page = service.image_to_texts(data, item_id=item, options=options)
@@ -115,7 +138,10 @@ def _print_page(result: dict[str, Any], *, texts: bool, caption: bool) -> None:
     sources, root = shorten_paths([str(hit.get("source") or "") for hit in hits])
     timings = ", ".join(f"{key} {value} ms" for key, value in result["timings_ms"].items())
     more = f"; next page: --offset {result['next_offset']}" if result["next_offset"] is not None else ""
-    summary = f"mode {result['mode']}, re-ranked: {result['reranked']}; {timings}{more}"
+    total = result.get("total")
+    counted = f"{'' if total['exact'] else 'at least '}{total['value']} results, " if total else ""
+    ordered = f"mode {result['mode']}, sort {result['sort']}, re-ranked: {result['reranked']}"
+    summary = f"{counted}{ordered}; {timings}{more}"
     notes = [summary, *([f"paths relative to {root}"] if root else [])]
     if not stdout_is_terminal():
         _write_hit_lines(hits, sources, texts=texts, caption=caption)

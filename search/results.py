@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from blipsearch.search.filters import Condition
 from blipsearch.storage.schema import Item
 
 QueryMode = Literal["vector", "keyword", "hybrid"]
+SortKey = Literal["relevance", "price_asc", "price_desc", "newest"]
+SORT_KEYS: tuple[SortKey, ...] = ("relevance", "price_asc", "price_desc", "newest")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class SearchOptions:
     mode: QueryMode | None = None
     include_noisy: bool = False
     """Image-to-text lookups skip texts CapFilt marked noisy unless this is set."""
+    sort: SortKey = "relevance"
+    """Text queries and browsing: relevance, or the relevant set re-ordered (search/ordering.py)."""
 
 
 @dataclass
@@ -82,6 +87,17 @@ class TextHit:
         }
 
 
+@dataclass(frozen=True)
+class Total:
+    """How many results the query has: exact, or at least `value` when a depth limit cut the list."""
+
+    value: int
+    exact: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "exact": self.exact}
+
+
 @dataclass
 class SearchPage:
     mode: str
@@ -96,6 +112,10 @@ class SearchPage:
     rerank_deadline_hit: bool = False
     """The re-rank safety deadline stopped scoring early: the unscored rest of the shortlist follows
     the scored candidates in first-stage order, so this page may not agree with another one."""
+    sort: SortKey = "relevance"
+    total: Total | None = None
+    browse: bool = False
+    """No query: the items the filters match, listed in `sort` order (search/browse.py)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +126,9 @@ class SearchPage:
             "reranked": self.reranked,
             "reranked_count": self.reranked_count,
             "rerank_deadline_hit": self.rerank_deadline_hit,
+            "sort": self.sort,
+            "total": self.total.as_dict() if self.total is not None else None,
+            "browse": self.browse,
             "timings_ms": {key: round(value * 1000, 2) for key, value in self.timings.items()},
             "hits": [hit.as_dict() for hit in self.hits],
         }
@@ -129,4 +152,14 @@ def item_summary(item: Item | None) -> dict[str, Any]:
         "width": item.width,
         "height": item.height,
         "format": item.format,
+        "created_at": iso_time(item.created_at),
     }
+
+
+def iso_time(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC: SQLite hands back naive datetimes, which the catalog writes in UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()

@@ -36,13 +36,24 @@ from blipsearch.errors import IndexLockedError, InvalidInputError
 from blipsearch.images import decode_image
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel, validate_texts
+from blipsearch.search.browse import browse_page
 from blipsearch.search.captioning import CaptionWriter
 from blipsearch.search.filters import matching_item_ids
 from blipsearch.search.fusion import reciprocal_rank_fusion
 from blipsearch.search.keyword import KeywordSearch
+from blipsearch.search.ordering import sort_ranked
 from blipsearch.search.query_cache import LruCache
 from blipsearch.search.rerank import ItmReranker
-from blipsearch.search.results import ImageHit, QueryMode, SearchOptions, SearchPage, TextHit, item_summary
+from blipsearch.search.results import (
+    SORT_KEYS,
+    ImageHit,
+    QueryMode,
+    SearchOptions,
+    SearchPage,
+    TextHit,
+    Total,
+    item_summary,
+)
 from blipsearch.search.vision import FileVisionTokens, vision_token_source
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
@@ -64,6 +75,8 @@ class _Ranked:
     itc: dict[int, float] = field(default_factory=dict)
     keyword: dict[int, float] = field(default_factory=dict)
     fused: dict[int, float] = field(default_factory=dict)
+    capped: bool = False
+    """A depth limit, not the candidates running out, ended a list: more may match."""
 
 
 class SearchService:
@@ -181,9 +194,14 @@ class SearchService:
             self._sync()
             allowed = self._allowed(options, timings)
             rerank_k = self.reranker.depth(options)
-            depth = max(options.offset + options.k + 1, rerank_k if rerank_k else 0)
+            depth = max(
+                options.offset + options.k + 1, rerank_k if rerank_k else 0, self._sort_depth(options)
+            )
             ranked = self._first_stage(query, vector, mode, depth, allowed, timings)
-        reranked = bool(rerank_k) and options.offset < rerank_k and bool(ranked.ids)
+        # a sorted page's tie order is the re-ranked order on every page, so all pages re-rank
+        reranked = (
+            bool(rerank_k) and (options.offset < rerank_k or options.sort != "relevance") and bool(ranked.ids)
+        )
         itm: dict[int, float] = {}
         deadline_hit = False
         if reranked:
@@ -191,10 +209,36 @@ class SearchService:
             outcome = self.reranker.images_for_text(query, ranked.ids, rerank_k, ranked.itc)
             ranked.ids, itm, deadline_hit = outcome.ids, outcome.itm, outcome.deadline_hit
             timings["rerank"] = time.perf_counter() - started
+        total = self._sort(ranked, options)
         page = self._image_page(mode, ranked, itm, options, reranked, timings)
         page.reranked_count = len(itm)
         page.rerank_deadline_hit = deadline_hit
+        page.sort, page.total = options.sort, total
         return page
+
+    def browse(self, options: SearchOptions | None = None) -> SearchPage:
+        """No query: the indexed items the filters match, in `options.sort` order, exactly counted."""
+        options = options or SearchOptions()
+        self._check_page(options)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        page = browse_page(
+            self.catalog, options, caption_missing=self.captions.caption_missing, timings=timings
+        )
+        timings["browse"] = time.perf_counter() - started
+        return page
+
+    def _sort_depth(self, options: SearchOptions) -> int:
+        return 0 if options.sort == "relevance" else self.settings.sort_candidates
+
+    def _sort(self, ranked: _Ranked, options: SearchOptions) -> Total:
+        """Re-order the relevant candidates by the sort key (search/ordering.py); their count."""
+        if options.sort == "relevance":
+            return Total(len(ranked.ids), exact=not ranked.capped)
+        cut = self.settings.sort_candidates
+        capped = ranked.capped or len(ranked.ids) > cut
+        ranked.ids = sort_ranked(self.catalog, ranked.ids[:cut], options.sort)
+        return Total(len(ranked.ids), exact=not capped)
 
     def _text_vector(self, query: str) -> np.ndarray:
         cached = self.query_vectors.get(query)
@@ -228,7 +272,9 @@ class SearchService:
             scores, ids = self.live.images.search(vector[None, :], depth, allowed_ids=allowed)
             timings["vector"] = time.perf_counter() - started
         order, itc = _ordered(scores[0], ids[0])
-        return self._image_page("vector", _Ranked(ids=order, itc=itc), {}, options, False, timings)
+        page = self._image_page("vector", _Ranked(ids=order, itc=itc), {}, options, False, timings)
+        page.total = Total(len(order), exact=len(order) < depth)
+        return page
 
     def image_to_texts(
         self,
@@ -282,6 +328,8 @@ class SearchService:
             for position, vector_id in enumerate(page_ids)
         ]
         more = len(order) > options.offset + options.k
+        # the fetch went past the noisy texts: it was cut only if it came back full
+        complete = len(scores[0][ids[0] >= 0]) < depth
         return SearchPage(
             "vector",
             hits,
@@ -290,6 +338,7 @@ class SearchService:
             options.offset + options.k if more else None,
             reranked,
             timings,
+            total=Total(len(order), exact=complete),
         )
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
@@ -309,6 +358,8 @@ class SearchService:
             raise InvalidInputError(f"rerank_k must be between 1 and 1000, not {options.rerank_k}.")
         if options.mode is not None and options.mode not in ("vector", "keyword", "hybrid"):
             raise InvalidInputError(f"mode must be vector, keyword or hybrid, not {options.mode!r}.")
+        if options.sort not in SORT_KEYS:
+            raise InvalidInputError(f"sort must be one of {', '.join(SORT_KEYS)}, not {options.sort!r}.")
 
     def _allowed(self, options: SearchOptions, timings: dict[str, float]) -> np.ndarray | None:
         if not options.filters:
@@ -338,6 +389,7 @@ class SearchService:
             scores, ids = self.live.images.search(vector[None, :], side_depth, allowed_ids=allowed)
             timings["vector"] = time.perf_counter() - started
             vector_ids, ranked.itc = _ordered(scores[0], ids[0])
+            ranked.capped = len(vector_ids) >= side_depth
         if mode in ("keyword", "hybrid"):
             started = time.perf_counter()
             found = self.keyword.search(
@@ -346,6 +398,7 @@ class SearchService:
             timings["keyword"] = time.perf_counter() - started
             keyword_ids = [item_id for item_id, _ in found]
             ranked.keyword = dict(found)
+            ranked.capped = ranked.capped or len(keyword_ids) >= side_depth
         if mode == "vector":
             ranked.ids = vector_ids
         elif mode == "keyword":

@@ -228,7 +228,7 @@ def test_writes_need_the_key_upload_is_searchable_delete_disappears(client: http
 
 
 def test_bad_input_gets_clear_errors(client: httpx.Client) -> None:
-    _error(client.get("/v1/search"), 422, "invalid_request")
+    _error(client.get("/v1/search"), 400, "query_required")  # neither a query nor a filter to browse by
     _error(client.get("/v1/search", params={"q": "x" * 1001}), 400, "query_too_long")
     _error(client.get("/v1/search", params={"q": "x", "filter": "colour=red"}), 400, "invalid_input")
     inert = client.get("/v1/search", params={"q": "x", "filter": "category=x'; DROP TABLE items;--"})

@@ -76,6 +76,7 @@ def test_search_help_lists_the_options() -> None:
         "--no-rerank",
         "--caption",
         "--filter",
+        "--sort",
         "--json",
     ):
         assert option in result.stdout
@@ -91,6 +92,28 @@ def test_text_search_with_filters_json(indexed) -> None:
     assert page["hits"] and len(page["hits"]) <= 3
     assert all(hit["category"] == "shoes" and float(hit["price"]) <= 40 for hit in page["hits"])
     assert page["reranked"] and all(hit["itm_score"] is not None for hit in page["hits"])
+
+
+def test_filters_without_a_query_browse_in_the_sort_order(indexed) -> None:
+    env, _ = indexed
+    result = _cli("search", "-f", "category=shoes", "--sort", "price_desc", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    page = json.loads(result.stdout)
+    # shoes are items 1, 3 and 5, priced 10, 30 and 50
+    assert [hit["price"] for hit in page["hits"]] == ["50.00", "30.00", "10.00"]
+    assert page["browse"] and page["sort"] == "price_desc" and page["total"] == {"value": 3, "exact": True}
+    lines = _cli("search", "", "-f", "price<=20", "--sort", "price_asc", env=env)
+    assert lines.returncode == 0, lines.stderr
+    assert [line.split("\t")[5] for line in lines.stdout.splitlines()[1:]] == ["QW-000", "QW-100", "QW-200"]
+    assert "3 results, mode browse, sort price_asc" in lines.stderr
+
+
+def test_a_sorted_text_query_orders_its_results_by_price(indexed) -> None:
+    env, _ = indexed
+    result = _cli("search", "a red bag", "--sort", "price_asc", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    prices = [float(hit["price"]) for hit in json.loads(result.stdout)["hits"]]
+    assert len(prices) == 6 and prices == sorted(prices)
 
 
 def test_in_a_pipe_each_hit_is_one_tab_separated_line_with_a_short_path(indexed) -> None:
@@ -170,6 +193,9 @@ def test_describe_captions_and_lists_catalog_texts(indexed) -> None:
         (["search", "x", "-f", "colour=red"], "Unknown filter field"),
         (["search", "x", "-f", "category=x'; DROP TABLE items; --"], None),
         (["search", "x", "-k", "0"], "k must be between"),
+        (["search", "x", "--sort", "cheapest"], "sort must be one of"),
+        (["search", "--item", "1", "--sort", "newest"], "--sort applies to text queries"),
+        (["search", "-f", "category=shoes", "--texts"], "--texts looks up texts"),
         (["search", "--image", "/nonexistent.jpg"], "nonexistent.jpg"),
     ],
 )
