@@ -67,6 +67,10 @@ def demo(
             overrides["caption_min_tokens"] = 1  # its captions are emoji names, often two words
         if not os.environ.get("BLIPSEARCH_IMAGE_BATCH_SIZE"):
             overrides["image_batch_size"] = 64  # 64 px images: unlike BLIP-base on a CPU, batching pays
+        if not os.environ.get("BLIPSEARCH_CAPTION_BATCH_SIZE"):
+            # a whole indexing chunk per generate call: beam search over a small decoder is step
+            # overhead at batch 8; the captions are the same (bench/results/demo-serve-*)
+            overrides["caption_batch_size"] = base.index_chunk_items
         if not os.environ.get("BLIPSEARCH_RERANK_ITC_WEIGHT"):
             # its ITM head alone ranks below its ITC; both together are what its card measures
             overrides["rerank_itc_weight"] = demo_rerank_itc_weight(assets)
@@ -80,7 +84,8 @@ def demo(
     if limit is not None:
         manifest = limited_manifest(manifest, limit, directory / "catalog-first.csv")
     broken = write_broken_files(directory, sample_image(assets))
-    indexer = Indexer(settings, progress=Progress())  # a bar with img/s and ETA on a terminal
+    # a bar with img/s and ETA on a terminal, a plain line every 10 s elsewhere
+    indexer = Indexer(settings, progress=Progress(lines_off_terminal=True))
     try:
         report = indexer.run(manifest, IndexOptions(captions=captions))
         failed = indexer.run(broken, IndexOptions())

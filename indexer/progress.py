@@ -1,12 +1,16 @@
 """Progress of long runs: a live bar on a terminal, and a structured log line every few seconds.
 
 The log line is what a service, a CI job or `--log-json` consumer sees when there is no terminal.
+A command a person starts and waits on (`blipsearch demo`) can also print a plain line off a
+terminal (`lines_off_terminal`), so its output piped to a file or a container log is not silent
+for minutes at the default log level.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import (
@@ -24,10 +28,18 @@ log = logging.getLogger(__name__)
 
 class Progress:
     def __init__(
-        self, *, enabled: bool = True, log_every: float = 10.0, console: Console | None = None
+        self,
+        *,
+        enabled: bool = True,
+        log_every: float = 10.0,
+        console: Console | None = None,
+        lines_off_terminal: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.enabled = enabled
         self.log_every = log_every
+        self.lines_off_terminal = lines_off_terminal
+        self.clock = clock
         self.console = console or Console(stderr=True)
         self._bar: RichProgress | None = None
         self._task: TaskID | None = None
@@ -39,7 +51,7 @@ class Progress:
 
     def start(self, *, total: int, description: str) -> None:
         self._total, self._done, self._description = total, 0, description
-        self._started = self._last_log = time.perf_counter()
+        self._started = self._last_log = self.clock()
         if self.enabled and self.console.is_terminal:
             self._bar = RichProgress(
                 TextColumn("{task.description}"),
@@ -57,7 +69,7 @@ class Progress:
 
     def advance(self, count: int, *, embedded: int = 0, failed: int = 0) -> None:
         self._done += count
-        now = time.perf_counter()
+        now = self.clock()
         elapsed = max(now - self._started, 1e-9)
         rate = self._done / elapsed
         if self._bar is not None and self._task is not None:
@@ -65,6 +77,8 @@ class Progress:
         if now - self._last_log >= self.log_every:
             self._last_log = now
             remaining = (self._total - self._done) / rate if rate > 0 else None
+            if self.enabled and self.lines_off_terminal and self._bar is None:
+                self.console.print(_plain_line(self._description, self._done, self._total, rate, remaining))
             log.info(
                 "progress",
                 extra={
@@ -82,3 +96,14 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def _plain_line(description: str, done: int, total: int, rate: float, remaining: float | None) -> str:
+    share = f" ({100 * done // total}%)" if total else ""
+    left = f", about {_duration(remaining)} left" if remaining is not None and done < total else ""
+    return f"{description}: {done}/{total}{share}, {rate:.1f} img/s{left}"
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{whole}s"

@@ -41,3 +41,35 @@ def test_disabled_progress_draws_nothing() -> None:
     progress.advance(2)
     progress.finish()
     assert out.getvalue() == ""
+
+
+def test_off_a_terminal_a_waiting_person_can_ask_for_plain_lines() -> None:
+    now = [100.0]
+    out = io.StringIO()
+    progress = Progress(
+        log_every=10.0,
+        console=Console(file=out, force_terminal=False, width=200),
+        lines_off_terminal=True,
+        clock=lambda: now[0],
+    )
+    progress.start(total=300, description="Indexing the demo catalog")
+    now[0] += 5.0
+    progress.advance(50)  # before log_every: nothing yet
+    now[0] += 5.0
+    progress.advance(50)  # 100 in 10 s: 10 img/s, 200 left: 20 s
+    now[0] += 190.0
+    progress.advance(200)
+    progress.finish()
+    assert out.getvalue().splitlines() == [
+        "Indexing the demo catalog: 100/300 (33%), 10.0 img/s, about 20s left",
+        "Indexing the demo catalog: 300/300 (100%), 1.5 img/s",
+    ]
+
+
+def test_plain_lines_are_off_unless_asked_for() -> None:
+    out = io.StringIO()
+    progress = Progress(log_every=0.0, console=Console(file=out, force_terminal=False))
+    progress.start(total=2, description="quiet")
+    progress.advance(2)
+    progress.finish()
+    assert out.getvalue() == ""

@@ -86,6 +86,25 @@ def test_results_do_not_depend_on_batch_size(retrieval, images, texts) -> None:
         retrieval.image_batch_size, retrieval.text_batch_size, retrieval.itm_batch_size = original
 
 
+def test_texts_batched_by_length_come_back_in_the_callers_order(retrieval) -> None:
+    texts = [
+        "a long description of a red leather handbag with a golden buckle and two straps",
+        "cat",
+        "a small blue bird sitting on a branch",
+        "dog",
+        "an apple",
+    ]
+    alone = np.stack([retrieval.embed_texts([text])[0] for text in texts])
+    original = retrieval.text_batch_size
+    try:
+        retrieval.text_batch_size = 2  # batches mix lengths differently from the input order
+        together = retrieval.embed_texts(texts)
+    finally:
+        retrieval.text_batch_size = original
+    np.testing.assert_allclose(together, alone, atol=TOLERANCE)
+    assert not np.allclose(together[1], together[3], atol=TOLERANCE)  # distinct texts, distinct rows
+
+
 def test_text_is_embedded_at_its_own_length(retrieval) -> None:
     encoded = retrieval.tokenize(["cat", "a dog"])
     assert encoded["input_ids"].shape[1] == 4  # [CLS] a dog [SEP], not padded to 35

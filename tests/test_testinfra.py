@@ -43,7 +43,7 @@ def test_a_missing_browser_tool_fails_under_ci_and_skips_outside(tmp_path: Path,
 
     by_hand = _collect_web_tests(tmp_path, ci=False, block_playwright=block)
     assert by_hand.returncode == 5, by_hand.stdout  # collected nothing, failed nothing
-    assert "SKIPPED [1] tests/test_web.py" in by_hand.stdout
+    assert "SKIPPED [1] tests/" in by_hand.stdout  # the whole module, once (the gate lives in browser.py)
     assert ("playwright package is missing" if block else "no-chromium is missing") in by_hand.stdout
 
 
