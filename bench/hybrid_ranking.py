@@ -26,7 +26,10 @@ Runs with whatever blipsearch the interpreter imports, so the same script measur
     python bench/hybrid_ranking.py --data /tmp/demo/data --label after
 
 Each run is merged into bench/results/hybrid-ranking-<machine>.json (by label) and the markdown
-table beside it is rewritten from all labels. About a minute on 2 CPU cores.
+table beside it is rewritten from all labels. About four minutes on 2 shared CPU cores.
+
+`--floors 0:0 0.5:0.2 ...` instead measures hybrid + ITM on the name and paraphrase classes under
+each `vector_floor:keyword_floor` pair (k = 100), the calibration behind the floors' defaults.
 """
 
 from __future__ import annotations
@@ -163,6 +166,21 @@ def render(report: dict[str, Any]) -> str:
                     f"| {row['results']} |"
                 )
         lines.append("")
+    floors = report.get("floors")
+    if floors:
+        lines += [
+            f"## Floors: hybrid + ITM, k = 100, {floors['code']} ({floors['when']})",
+            "",
+            "| vector_floor | keyword_floor | Class | MRR | R@1 | results |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in floors["rows"]:
+            for kind, cells in row["classes"].items():
+                lines.append(
+                    f"| {row['vector_floor']} | {row['keyword_floor']} | {kind} | {cells['mrr']:.3f} "
+                    f"| {cells['r_at_1'] * 100:.1f}% | {cells['results']} |"
+                )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -177,41 +195,93 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=50, help="hits asked per query")
     parser.add_argument("--rerank-k", type=int, default=8, help="fixed ITM re-rank depth")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--floors", nargs="+", help="vector_floor:keyword_floor pairs to compare")
     args = parser.parse_args()
-    assets = demo_assets(REPO / "demo")
-    settings = Settings(
-        data_dir=args.data,
-        retrieval_model=str(assets.retrieval),
-        caption_model=str(assets.caption),
-        rerank_itc_weight=demo_rerank_itc_weight(assets),
-        device="cpu",
-        offline=True,
-        rerank_deadline_ms=600_000.0,  # the safety deadline must not cut a shortlist on a busy machine
-    )
-    service = SearchService.open(settings)
+    if args.floors:
+        sweep(args)
+        return
+    service = open_service(args.data)
     try:
-        with service.catalog.sessions() as session:
-            from sqlalchemy import select
-
-            items = list(session.scalars(select(Item).where(Item.status == ItemStatus.INDEXED.value)))
-            session.expunge_all()
+        items = indexed_items(service)
         queries = build_queries(items, args.per_class, args.seed)
         configs = measure(service, queries, args.k, args.rerank_k)
     finally:
         service.close()
-    info = machine()
-    path = args.out / f"hybrid-ranking-{slug(info)}.json"
-    report: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"runs": {}}
-    report.update(machine=info, k=args.k, rerank_k=args.rerank_k, items=len(items), seed=args.seed)
+    path, report = load_report(args.out)
+    report.update(k=args.k, rerank_k=args.rerank_k, items=len(items), seed=args.seed)
     report["runs"][args.label] = {
         "code": str(Path(service_module.__file__).resolve().parent.parent),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "configs": configs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
+    save_report(path, report)
+
+
+def open_service(data: Path, **settings: Any) -> SearchService:
+    assets = demo_assets(REPO / "demo")
+    return SearchService.open(
+        Settings(
+            data_dir=data,
+            retrieval_model=str(assets.retrieval),
+            caption_model=str(assets.caption),
+            rerank_itc_weight=demo_rerank_itc_weight(assets),
+            device="cpu",
+            offline=True,
+            rerank_deadline_ms=600_000.0,  # the safety deadline must not cut a shortlist on a busy machine
+            **settings,
+        )
+    )
+
+
+def indexed_items(service: SearchService) -> list[Item]:
+    from sqlalchemy import select
+
+    with service.catalog.sessions() as session:
+        items = list(session.scalars(select(Item).where(Item.status == ItemStatus.INDEXED.value)))
+        session.expunge_all()
+    return items
+
+
+def load_report(out: Path) -> tuple[Path, dict[str, Any]]:
+    info = machine()
+    path = out / f"hybrid-ranking-{slug(info)}.json"
+    report: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    report["machine"] = info
+    return path, report
+
+
+def save_report(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     path.with_suffix(".md").write_text(render(report))
     print(render(report))
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """hybrid + ITM on the name and paraphrase classes under each pair of floors."""
+    global CONFIGS
+    CONFIGS = (("hybrid + ITM", "hybrid", True),)
+    rows = []
+    for pair in args.floors:
+        vector_floor, keyword_floor = (float(part) for part in pair.split(":"))
+        service = open_service(args.data, vector_floor=vector_floor, keyword_floor=keyword_floor)
+        try:
+            queries = [
+                q
+                for q in build_queries(indexed_items(service), args.per_class, args.seed)
+                if q[0] in ("name", "paraphrase")
+            ]
+            classes = measure(service, queries, 100, args.rerank_k)["hybrid + ITM"]["classes"]
+        finally:
+            service.close()
+        rows.append({"vector_floor": vector_floor, "keyword_floor": keyword_floor, "classes": classes})
+    path, report = load_report(args.out)
+    report["floors"] = {
+        "code": str(Path(service_module.__file__).resolve().parent.parent),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rows": rows,
+    }
+    save_report(path, report)
 
 
 if __name__ == "__main__":
