@@ -28,4 +28,8 @@ class SearchPageOut(BaseModel):
         "keeps its first-stage order, so this page may disagree with another page of the query."
     )
     timings_ms: dict[str, float]
-    hits: list[dict[str, Any]]
+    hits: list[dict[str, Any]] = Field(
+        description="Best first. Image hits carry `exact` (bool): the query equals the item's SKU, title or "
+        "brand (case- and space-insensitive); exact hits lead keyword and hybrid results and ITM "
+        "re-ranking never puts another hit above them."
+    )
