@@ -55,7 +55,11 @@ class SearchPageOut(BaseModel):
     total: TotalOut | None = Field(description="How many results the query has, exact or at least.")
     browse: bool = Field(description="No query was given: the items the filters match, in sort order.")
     timings_ms: dict[str, float]
-    hits: list[dict[str, Any]]
+    hits: list[dict[str, Any]] = Field(
+        description="Best first. Image hits carry `exact` (bool): the query equals the item's SKU, title or "
+        "brand (case- and space-insensitive); exact hits lead keyword and hybrid results and ITM "
+        "re-ranking never puts another hit above them."
+    )
 
 
 _VALUE_SCHEMA = {

@@ -269,6 +269,32 @@ class Settings(BaseSettings):
         description="A text query sorted by price or date re-orders at most this many of its most relevant "
         "results.",
     )
+    keyword_stopwords: bool = Field(
+        default=True,
+        description=(
+            "Leave English stopwords (a, the, with...) out of keyword search unless the query has nothing "
+            "else; the list is in search/stopwords.py."
+        ),
+    )
+    keyword_floor: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description=(
+            "Keyword and hybrid modes: keyword hits scoring below this fraction of the query's best keyword "
+            "score are dropped (a match on one common word among several). 0 keeps every match."
+        ),
+    )
+    vector_floor: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Hybrid mode: vector candidates whose ITC cosine is below this fraction of the query's best "
+            "cosine are dropped, so the results end instead of listing the whole catalog. 0 keeps all "
+            "hybrid_candidates. Vector mode is never cut."
+        ),
+    )
     vision_tokens: Literal["files", "cache"] = Field(
         default="cache",
         description=(

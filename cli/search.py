@@ -158,13 +158,21 @@ def _score(value: float | None) -> str:
 
 
 def _write_hit_lines(hits: list[dict[str, Any]], sources: list[str], *, texts: bool, caption: bool) -> None:
-    last = ["kind", "text"] if texts else ["source", "sku", "title", *(["caption"] if caption else [])]
+    last = (
+        ["kind", "text"] if texts else ["exact", "source", "sku", "title", *(["caption"] if caption else [])]
+    )
     rows = []
     for hit, source in zip(hits, sources, strict=True):
         tail = (
             [hit["kind"], hit["text"]]
             if texts
-            else [source, hit.get("sku"), hit.get("title"), *([hit.get("caption")] if caption else [])]
+            else [
+                "exact" if hit.get("exact") else "",
+                source,
+                hit.get("sku"),
+                hit.get("title"),
+                *([hit.get("caption")] if caption else []),
+            ]
         )
         rows.append(
             [hit["rank"], hit["item_id"], _score(hit.get("itc_score")), _score(hit.get("itm_score")), *tail]
@@ -179,7 +187,8 @@ def hits_table(
     too long for the terminal is cut at its end with an ellipsis, and only the free text wraps."""
     cells = []
     for hit, source in zip(hits, sources, strict=True):
-        details = [
+        details = ["exact match"] if hit.get("exact") else []
+        details += [
             str(value)
             for value in (hit.get("sku"), hit.get("title"), hit.get("brand"), hit.get("price"))
             if value

@@ -5,7 +5,8 @@ An image encoder cannot know brand names, model numbers or SKUs; the keyword doc
 whitespace into terms, and each term is matched as a plain phrase (its words adjacent, in order), so
 "AB-1234" finds that SKU, "1234" a part of it, and `title:foo OR *` is just three words to look for.
 Items match if they contain any term; more terms, rarer terms and terms in the SKU, title or brand
-rank higher.
+rank higher. English stopwords ("a", "the", "with": `stopwords.py`) are not searched for unless the
+query is made of nothing else.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.search.stopwords import content_terms
 from blipsearch.storage.catalog import Catalog
 
 MAX_TERMS = 32
@@ -58,8 +60,10 @@ def query_terms(query: str) -> list[str]:
 class KeywordSearch:
     """Full-text search over one catalog; documents are kept in step by the catalog's own writes."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, *, stopwords: bool = True) -> None:
+        """`stopwords` False searches for every term, stopwords included (`keyword_stopwords`)."""
         self.catalog = catalog
+        self.stopwords = stopwords
 
     def search(
         self, query: str, limit: int, *, allowed_ids: Sequence[int] | None = None
@@ -75,6 +79,8 @@ class KeywordSearch:
         if limit < 1:
             raise InvalidInputError(f"The result limit must be at least 1, not {limit}.")
         terms = query_terms(query)
+        if self.stopwords:
+            terms = content_terms(terms)
         if not terms:
             return []
         return self.catalog.keyword_search(terms, limit, allowed_ids)

@@ -49,6 +49,8 @@ class ImageHit:
     keyword_score: float | None = None
     caption: str | None = None
     item: dict[str, Any] = field(default_factory=dict)
+    exact: bool = False
+    """The item's SKU, title or brand equals the query: it leads the results (keyword, hybrid)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class ImageHit:
             "itc_score": self.itc_score,
             "itm_score": self.itm_score,
             "keyword_score": self.keyword_score,
+            "exact": self.exact,
             "caption": self.caption,
             **self.item,
         }

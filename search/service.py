@@ -6,8 +6,10 @@ Two-stage retrieval, as BLIP intends it:
    titles, descriptions, captions, SKUs, brands, tags) or both fused by reciprocal rank
    (`mode=hybrid`, the default). Image queries: ITC image-to-image or image-to-text. A metadata
    filter restricts the candidates exactly (the vector index answers over the matching ids only).
+   Keyword and hybrid modes drop candidates below the relevance floors and put exact hits (SKU,
+   title or brand equal to the query) first: search/ranking_rules.py.
 2. **Re-ranking.** The first `rerank_k` candidates of a text query (a depth fixed per deployment:
-   search/rerank_depth.py) are scored by the ITM head
+   search/rerank_depth.py) after the exact hits are scored by the ITM head
    (the text cross-attending into each image's vision tokens) and ordered by that probability
    alone; everything after the shortlist keeps its first-stage order. ITM and ITC are not summed:
    ITM is a calibrated match probability, ITC a cosine on another scale, and ITM is the better
@@ -43,6 +45,7 @@ from blipsearch.search.fusion import reciprocal_rank_fusion
 from blipsearch.search.keyword import KeywordSearch
 from blipsearch.search.ordering import sort_ranked
 from blipsearch.search.query_cache import LruCache
+from blipsearch.search.ranking_rules import exact_order, keyword_above_floor, pin_first, vector_above_floor
 from blipsearch.search.rerank import ItmReranker
 from blipsearch.search.results import (
     SORT_KEYS,
@@ -60,11 +63,15 @@ from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.index_content import text_vector_ids
 from blipsearch.storage.live import IndexSet, LiveIndexes
 from blipsearch.storage.lock import WriterLock
+from blipsearch.storage.match_keys import ExactKind
 from blipsearch.storage.schema import TEXT_SLOTS, ItemText
 
 log = logging.getLogger(__name__)
 
 GENERATION_CHECK_SECONDS = 2.0
+EXACT_LIMIT = 1000
+"""Most exact hits one query pins first (a brand may cover the whole catalog); the rest of them
+follow in their first-stage order."""
 
 
 @dataclass
@@ -77,6 +84,8 @@ class _Ranked:
     fused: dict[int, float] = field(default_factory=dict)
     capped: bool = False
     """A depth limit, not the candidates running out, ended a list: more may match."""
+    exact: dict[int, ExactKind] = field(default_factory=dict)
+    """Exact hits (SKU, title or brand equal to the query); they lead `ids` and are never re-ranked."""
 
 
 class SearchService:
@@ -103,7 +112,7 @@ class SearchService:
         self._decode_slots = threading.BoundedSemaphore(settings.max_concurrent_decodes)
         """Query decodes at once: each may hold up to max_query_pixels of RGB in memory."""
         self.vision = vision or vision_token_source(model, settings)
-        self.keyword = KeywordSearch(catalog)
+        self.keyword = KeywordSearch(catalog, stopwords=settings.keyword_stopwords)
         self.index_set = IndexSet(
             settings.data_dir,
             catalog,
@@ -198,16 +207,20 @@ class SearchService:
                 options.offset + options.k + 1, rerank_k if rerank_k else 0, self._sort_depth(options)
             )
             ranked = self._first_stage(query, vector, mode, depth, allowed, timings)
+        pinned = len(ranked.exact)  # exact hits lead; ITM orders only what follows them
         # a sorted page's tie order is the re-ranked order on every page, so all pages re-rank
         reranked = (
-            bool(rerank_k) and (options.offset < rerank_k or options.sort != "relevance") and bool(ranked.ids)
+            bool(rerank_k)
+            and (options.offset < pinned + rerank_k or options.sort != "relevance")
+            and len(ranked.ids) > pinned
         )
         itm: dict[int, float] = {}
         deadline_hit = False
         if reranked:
             started = time.perf_counter()
-            outcome = self.reranker.images_for_text(query, ranked.ids, rerank_k, ranked.itc)
-            ranked.ids, itm, deadline_hit = outcome.ids, outcome.itm, outcome.deadline_hit
+            outcome = self.reranker.images_for_text(query, ranked.ids[pinned:], rerank_k, ranked.itc)
+            ranked.ids = ranked.ids[:pinned] + outcome.ids
+            itm, deadline_hit = outcome.itm, outcome.deadline_hit
             timings["rerank"] = time.perf_counter() - started
         total = self._sort(ranked, options)
         page = self._image_page(mode, ranked, itm, options, reranked, timings)
@@ -390,15 +403,26 @@ class SearchService:
             timings["vector"] = time.perf_counter() - started
             vector_ids, ranked.itc = _ordered(scores[0], ids[0])
             ranked.capped = len(vector_ids) >= side_depth
+            if mode == "hybrid":
+                kept = vector_above_floor(vector_ids, ranked.itc, self.settings.vector_floor)
+                # a cut inside the fetched list ends it: everything not fetched scores lower still
+                ranked.capped = ranked.capped and len(kept) == len(vector_ids)
+                vector_ids = kept
         if mode in ("keyword", "hybrid"):
             started = time.perf_counter()
-            found = self.keyword.search(
+            matched = self.keyword.search(
                 query, side_depth, allowed_ids=allowed.tolist() if allowed is not None else None
+            )
+            found = keyword_above_floor(matched, self.settings.keyword_floor)
+            ranked.exact = dict(
+                self.catalog.exact_matches(
+                    query, EXACT_LIMIT, allowed_ids=allowed.tolist() if allowed is not None else None
+                )
             )
             timings["keyword"] = time.perf_counter() - started
             keyword_ids = [item_id for item_id, _ in found]
             ranked.keyword = dict(found)
-            ranked.capped = ranked.capped or len(keyword_ids) >= side_depth
+            ranked.capped = ranked.capped or (len(matched) >= side_depth and len(found) == len(matched))
         if mode == "vector":
             ranked.ids = vector_ids
         elif mode == "keyword":
@@ -407,12 +431,14 @@ class SearchService:
             fused = reciprocal_rank_fusion([vector_ids, keyword_ids])
             ranked.ids = [item_id for item_id, _ in fused]
             ranked.fused = dict(fused)
-        for item_id in ranked.ids:
+        for item_id in [*ranked.ids, *ranked.exact]:
             if item_id not in ranked.itc:
                 try:
                     ranked.itc[item_id] = float(self.live.images.reconstruct(item_id) @ vector)
                 except KeyError:
                     continue
+        if ranked.exact:
+            ranked.ids = pin_first(exact_order(ranked.exact, ranked.itc), ranked.ids)
         return ranked
 
     def _decode_query(self, image: Image.Image | bytes) -> Image.Image:
@@ -485,6 +511,7 @@ class SearchService:
                     itc_score=itc,
                     itm_score=itm.get(item_id),
                     keyword_score=ranked.keyword.get(item_id),
+                    exact=item_id in ranked.exact,
                     caption=captions.get(item_id, items[item_id].caption),
                     item=item_summary(items[item_id]),
                 )

@@ -126,16 +126,17 @@ def test_in_a_pipe_each_hit_is_one_tab_separated_line_with_a_short_path(indexed)
         "item_id",
         "itc_score",
         "itm_score",
+        "exact",
         "source",
         "sku",
         "title",
         "caption",
     ]
     first = lines[0].split("\t")
-    assert first[0] == "1" and first[5:7] == ["QW-400", "product 4"] and first[7]
-    assert all(len(line.split("\t")) == 8 for line in lines)
+    assert first[0] == "1" and first[6:8] == ["QW-400", "product 4"] and first[8]
+    assert all(len(line.split("\t")) == 9 for line in lines)
     stated_root = Path(result.stderr.split("paths relative to ")[1].splitlines()[0])
-    assert not Path(first[4]).is_absolute() and stated_root / first[4] == paths[4]
+    assert not Path(first[5]).is_absolute() and stated_root / first[5] == paths[4]
     assert "mode keyword" in result.stderr
 
 
@@ -150,7 +151,7 @@ def test_paths_under_the_working_directory_are_relative_to_it(indexed) -> None:
         cwd=paths[2].parent,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[1].split("\t")[4] == paths[2].name
+    assert result.stdout.splitlines()[1].split("\t")[5] == paths[2].name
     assert "paths relative to" not in result.stderr
 
 
@@ -161,7 +162,8 @@ def test_texts_lines_and_an_empty_page_keep_the_header(indexed) -> None:
     assert header == "rank\titem_id\titc_score\titm_score\tkind\ttext" and len(lines) == 2
     empty = _cli("search", "x", "-f", "category=nothing-has-this", env=env)
     assert (
-        empty.returncode == 0 and empty.stdout == "rank\titem_id\titc_score\titm_score\tsource\tsku\ttitle\n"
+        empty.returncode == 0
+        and empty.stdout == "rank\titem_id\titc_score\titm_score\texact\tsource\tsku\ttitle\n"
     )
     assert "No results" in empty.stderr
 

@@ -26,6 +26,16 @@ def test_environment_uses_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.device, settings.image_batch_size, settings.vqa_model) == ("cpu", 7, "/models/vqa")
 
 
+def test_ranking_floors_and_stopwords_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings()
+    assert (defaults.keyword_floor, defaults.vector_floor, defaults.keyword_stopwords) == (0.2, 0.5, True)
+    monkeypatch.setenv("BLIPSEARCH_VECTOR_FLOOR", "0")
+    monkeypatch.setenv("BLIPSEARCH_KEYWORD_FLOOR", "0.35")
+    monkeypatch.setenv("BLIPSEARCH_KEYWORD_STOPWORDS", "false")
+    settings = load_settings()
+    assert (settings.keyword_floor, settings.vector_floor, settings.keyword_stopwords) == (0.35, 0.0, False)
+
+
 @pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("0", False), ("", False)])
 def test_hf_hub_offline_is_honoured(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", value)
@@ -64,6 +74,8 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
         ("dtype", "int4", "dtype"),
         ("image_batch_size", 0, "image_batch_size"),
         ("database_url", "not a url", "database_url"),
+        ("vector_floor", 1.5, "vector_floor"),
+        ("keyword_floor", -0.1, "keyword_floor"),
     ],
 )
 def test_invalid_values_become_one_config_error(key: str, value: object, fragment: str) -> None:

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
@@ -27,6 +27,7 @@ from blipsearch.storage.catalog_access import QUERY_CHUNK
 from blipsearch.storage.index_content import IndexContent
 from blipsearch.storage.item_texts import ItemTexts, rewritten_texts
 from blipsearch.storage.item_writes import ItemWrite
+from blipsearch.storage.match_keys import ExactKind, match_key
 from blipsearch.storage.schema import Change, ChangeOp, Item, ItemStatus, ItemTag, ItemText
 from blipsearch.storage.vector_codec import decode_vectors, encode_vector
 
@@ -309,3 +310,41 @@ class Catalog(ItemTexts, IndexContent):
                 return self.keyword_documents.search(session, terms, limit, allowed_ids)
         except SQLAlchemyError as exc:
             raise self._fail("search", exc) from None
+
+    def exact_matches(
+        self, query: str, limit: int, allowed_ids: Sequence[int] | None = None
+    ) -> list[tuple[int, ExactKind]]:
+        """(item id, kind) of the indexed items whose SKU, title or brand equals `query` in the
+        normal form of `match_keys.match_key`, ids ascending.
+
+        Three equality tests on indexed key columns, the same SQL on SQLite and PostgreSQL. An item
+        equal on several fields gets its most specific kind (SKU, then title, then brand). At most
+        `limit` rows are read (a brand may cover the whole catalog); `allowed_ids` (a filter's ids)
+        restricts the answer.
+        """
+        key = match_key(query)
+        if key is None or limit < 1 or (allowed_ids is not None and not len(allowed_ids)):
+            return []
+        statement = (
+            select(Item.id, Item.sku_key, Item.title_key)
+            .where(
+                or_(Item.sku_key == key, Item.title_key == key, Item.brand_key == key),
+                Item.status == ItemStatus.INDEXED.value,
+            )
+            .order_by(Item.id)
+        )
+        allowed = None if allowed_ids is None else {int(i) for i in allowed_ids}
+        try:
+            with self.sessions() as session:
+                rows = session.execute(statement.limit(limit) if allowed is None else statement).all()
+        except SQLAlchemyError as exc:
+            raise self._fail("search", exc) from None
+        found: list[tuple[int, ExactKind]] = []
+        for item_id, sku_key, title_key in rows:
+            if allowed is not None and int(item_id) not in allowed:
+                continue
+            kind: ExactKind = "sku" if sku_key == key else "title" if title_key == key else "brand"
+            found.append((int(item_id), kind))
+            if len(found) == limit:
+                break
+        return found

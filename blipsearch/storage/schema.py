@@ -28,7 +28,9 @@ from sqlalchemy import (
     String,
     Text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from blipsearch.storage.match_keys import MAX_KEY_CHARS, match_key
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -110,12 +112,34 @@ class Item(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
+    sku_key: Mapped[str | None] = mapped_column(
+        String(MAX_KEY_CHARS), index=True, comment="external_id in match_key form, for exact matches"
+    )
+    title_key: Mapped[str | None] = mapped_column(
+        String(MAX_KEY_CHARS), index=True, comment="title in match_key form, for exact matches"
+    )
+    brand_key: Mapped[str | None] = mapped_column(
+        String(MAX_KEY_CHARS), index=True, comment="brand in match_key form, for exact matches"
+    )
+
     tags: Mapped[list[ItemTag]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="ItemTag.tag"
     )
     texts: Mapped[list[ItemText]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="ItemText.slot"
     )
+
+    @validates("external_id", "title", "brand")
+    def _keep_match_key(self, field: str, value: str | None) -> str | None:
+        """Every assignment of a matched field refreshes its key, whichever code path writes it."""
+        key = match_key(value)
+        if field == "external_id":
+            self.sku_key = key
+        elif field == "title":
+            self.title_key = key
+        else:
+            self.brand_key = key
+        return value
 
 
 class ItemTag(Base):
