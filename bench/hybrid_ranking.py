@@ -19,11 +19,12 @@ re-rank depth is fixed (`--rerank-k`, default 8, the CPU default) and the safety
 of reach, so the machine's speed cannot change an order. `results` is the mean number of hits a
 query lists (of at most `--k`): the relevance floor shows there.
 
-Runs with whatever blipsearch the interpreter imports, so the same script measures two checkouts:
+Runs with whatever blipsearch the interpreter imports, so the same module measures two checkouts
+(run it from each checkout's root):
 
     blipsearch demo --no-serve --no-captions --dir /tmp/demo        # index once (~2 minutes)
-    python bench/hybrid_ranking.py --data /tmp/demo/data --label before   # on the old code's venv
-    python bench/hybrid_ranking.py --data /tmp/demo/data --label after
+    python -m bench.hybrid_ranking --data /tmp/demo/data --label before  # the old checkout
+    python -m bench.hybrid_ranking --data /tmp/demo/data --label after
 
 Each run is merged into bench/results/hybrid-ranking-<machine>.json (by label) and the markdown
 table beside it is rewritten from all labels. About four minutes on 2 shared CPU cores.
@@ -38,18 +39,15 @@ import argparse
 import json
 import random
 import re
-import sys
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import machine
-
 import blipsearch.search.service as service_module
+from bench.common import machine
 from blipsearch.demo import demo_assets, demo_rerank_itc_weight
 from blipsearch.search.results import SearchOptions
 from blipsearch.search.service import SearchService
@@ -184,9 +182,27 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def code_version(checkout: Path) -> str:
+    """The commit the measured code is at (never a local path); "+changes" when not committed."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"commit {commit}" + (" +changes" if dirty else "") if commit else "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.hybrid_ranking",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data", type=Path, required=True, help="the demo's data directory (indexed)")
     parser.add_argument("--label", required=True, help="name of this run, e.g. before / after")
@@ -210,7 +226,7 @@ def main() -> None:
     path, report = load_report(args.out)
     report.update(k=args.k, rerank_k=args.rerank_k, items=len(items), seed=args.seed)
     report["runs"][args.label] = {
-        "code": str(Path(service_module.__file__).resolve().parent.parent),
+        "code": code_version(Path(service_module.__file__).resolve().parent.parent),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "configs": configs,
     }
@@ -277,7 +293,7 @@ def sweep(args: argparse.Namespace) -> None:
         rows.append({"vector_floor": vector_floor, "keyword_floor": keyword_floor, "classes": classes})
     path, report = load_report(args.out)
     report["floors"] = {
-        "code": str(Path(service_module.__file__).resolve().parent.parent),
+        "code": code_version(Path(service_module.__file__).resolve().parent.parent),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": rows,
     }
