@@ -104,7 +104,9 @@ def test_filters_without_a_query_browse_in_the_sort_order(indexed) -> None:
     assert page["browse"] and page["sort"] == "price_desc" and page["total"] == {"value": 3, "exact": True}
     lines = _cli("search", "", "-f", "price<=20", "--sort", "price_asc", env=env)
     assert lines.returncode == 0, lines.stderr
-    assert [line.split("\t")[5] for line in lines.stdout.splitlines()[1:]] == ["QW-000", "QW-100", "QW-200"]
+    header, *rows = lines.stdout.splitlines()
+    sku = header.split("\t").index("sku")
+    assert [row.split("\t")[sku] for row in rows] == ["QW-000", "QW-100", "QW-200"]
     assert "3 results, mode browse, sort price_asc" in lines.stderr
 
 

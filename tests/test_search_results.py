@@ -23,6 +23,7 @@ def test_a_page_reports_milliseconds_and_merges_each_hit_with_its_item() -> None
             "itc_score": 0.4,
             "itm_score": 0.9,
             "keyword_score": None,
+            "exact": False,
             "caption": None,
             "sku": "AB-1",
         }
