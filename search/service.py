@@ -423,6 +423,11 @@ class SearchService:
             keyword_ids = [item_id for item_id, _ in found]
             ranked.keyword = dict(found)
             ranked.capped = ranked.capped or (len(matched) >= side_depth and len(found) == len(matched))
+        if mode == "hybrid" and "sku" in ranked.exact.values():
+            # the query is a product code: the image side has no notion of one, and its nearest
+            # vectors to the code's text are noise a shopper would scroll past
+            vector_ids = []
+            ranked.capped = len(matched) >= side_depth and len(found) == len(matched)
         if mode == "vector":
             ranked.ids = vector_ids
         elif mode == "keyword":

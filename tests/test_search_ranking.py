@@ -167,6 +167,19 @@ def test_reranking_never_puts_a_candidate_above_an_exact_hit(shop: Shop, retriev
     assert [hit.rank for hit in page.hits] == list(range(1, len(page.hits) + 1))
 
 
+def test_a_product_code_lists_its_product_and_keyword_matches_not_vector_neighbours(
+    shop: Shop, retrieval: RetrievalModel
+) -> None:
+    service = _service(shop, retrieval)
+    page = service.text_to_images("ZX-9000", SearchOptions(k=COUNT, mode="hybrid", rerank=True, rerank_k=8))
+    # the plain items are the query text's nearest vectors, yet none names the code
+    assert _ids(page) == [shop.sku, shop.title, shop.brand]
+    assert page.total is not None and (page.total.value, page.total.exact) == (3, True)
+    assert page.next_offset is None
+    not_a_code = service.text_to_images("Quokkaware", SearchOptions(k=COUNT, mode="hybrid", rerank=False))
+    assert len(not_a_code.hits) > 1, "a brand is not a product code: vector candidates still come"
+
+
 def test_filters_still_apply_to_exact_hits(shop: Shop, retrieval: RetrievalModel) -> None:
     service = _service(shop, retrieval)
     boots = parse_filters(["category=boots"])
