@@ -181,39 +181,18 @@ def api_server() -> Iterator[Callable[..., str]]:
     A factory, so that each test builds its own settings (data directory, keys, models) first.
     Every server started is shut down at teardown.
     """
-    import socket
-    import threading
-    import time
-
-    import uvicorn
+    from contextlib import ExitStack
 
     from blipsearch.api.app import create_app
-    from blipsearch.api.limits import server_protocol_options
 
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+    from live_server import serving
 
-    def start(settings: Settings, **kwargs: object) -> str:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        app = create_app(settings, **kwargs)  # type: ignore[arg-type]
-        options = server_protocol_options()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 120
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the API server did not start")
-            time.sleep(0.05)
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{port}"
+    with ExitStack() as servers:
 
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=30)
+        def start(settings: Settings, **kwargs: object) -> str:
+            return servers.enter_context(serving(create_app(settings, **kwargs)))  # type: ignore[arg-type]
+
+        yield start
 
 
 @pytest.fixture

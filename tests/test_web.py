@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +24,7 @@ from PIL import Image
 
 from browser import Page, is_text_search, launched_chromium, require_browser, search_body
 from imagesets import TEST_MAX_PIXELS, write_valid_images
+from live_server import serving
 
 API_KEY = "test-key"
 ITEMS = 24  # more than one page of 20, so "More results" has a second page
@@ -121,27 +119,10 @@ def server_settings(catalog: dict[str, Any], tiny_checkpoints, **overrides: Any)
 
 @pytest.fixture(scope="module")
 def base_url(catalog: dict[str, Any], tiny_checkpoints) -> Iterator[str]:
-    import uvicorn
-
     from blipsearch.api.app import create_app
 
-    settings = server_settings(catalog, tiny_checkpoints)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the API server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(create_app(server_settings(catalog, tiny_checkpoints))) as base:
+        yield base
 
 
 # -------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from blipsearch.demo import demo_assets, demo_rerank_itc_weight
 from blipsearch.settings import Settings
 
 from browser import Page, launched_chromium
+from live_server import serving
 
 DEMO = Path(__file__).resolve().parents[1] / "demo"
 EVERY = 16
@@ -99,29 +100,10 @@ def demo_settings(root: Path, **overrides: Any) -> Settings:
 
 @pytest.fixture(scope="module")
 def demo_server(demo_catalog: dict[str, Any]) -> Iterator[str]:
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
     from blipsearch.api.app import create_app
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(demo_settings(demo_catalog["root"]))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the API server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(create_app(demo_settings(demo_catalog["root"]))) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
