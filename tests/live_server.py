@@ -21,7 +21,7 @@ START_TIMEOUT_S = 120.0
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
+def serving(app: Any, *, log_level: str = "warning") -> Iterator[str]:
     """Serve `app` until the block ends; yields its base URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

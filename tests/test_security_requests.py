@@ -33,6 +33,7 @@ from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 
 from imagesets import write_valid_images
+from live_server import serving
 
 KEY = "security-key"
 UPLOAD_LIMIT = 1_000_000
@@ -410,10 +411,7 @@ def test_server_failures_answer_generically_without_their_message(
 def test_after_a_500_the_next_pooled_request_succeeds(shop: Settings) -> None:
     """An unexpected exception in a route: the answer says `Connection: close`, so a client's
     pool opens a new connection instead of reusing one the server is about to drop."""
-    import uvicorn
-
     from blipsearch.api.app import create_app
-    from blipsearch.api.limits import server_protocol_options
 
     app = create_app(shop)
 
@@ -421,27 +419,10 @@ def test_after_a_500_the_next_pooled_request_succeeds(shop: Settings) -> None:
     def fault() -> None:
         raise RuntimeError("/secret/path/of/the/server")
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="critical", **server_protocol_options()
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 120
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as session:
-            for _ in range(5):
-                failed = session.get("/fault")
-                error = _error(failed, 500, "internal")
-                assert "secret" not in failed.text and "request " in error["message"]
-                assert failed.headers.get("connection") == "close"
-                assert session.get("/healthz").status_code == 200
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(app, log_level="critical") as base, httpx.Client(base_url=base, timeout=60) as session:
+        for _ in range(5):
+            failed = session.get("/fault")
+            error = _error(failed, 500, "internal")
+            assert "secret" not in failed.text and "request " in error["message"]
+            assert failed.headers.get("connection") == "close"
+            assert session.get("/healthz").status_code == 200
