@@ -397,37 +397,32 @@ class SearchService:
         vector_ids: list[int] = []
         keyword_ids: list[int] = []
         side_depth = max(depth, self.settings.hybrid_candidates) if mode == "hybrid" else depth
-        if mode in ("vector", "hybrid"):
+        allowed_list = allowed.tolist() if allowed is not None else None
+        vector_capped = keyword_capped = False
+        if mode in ("keyword", "hybrid"):
+            started = time.perf_counter()
+            ranked.exact = dict(self.catalog.exact_matches(query, EXACT_LIMIT, allowed_ids=allowed_list))
+            matched = self.keyword.search(query, side_depth, allowed_ids=allowed_list)
+            found = keyword_above_floor(matched, self.settings.keyword_floor)
+            timings["keyword"] = time.perf_counter() - started
+            keyword_ids = [item_id for item_id, _ in found]
+            ranked.keyword = dict(found)
+            keyword_capped = len(matched) >= side_depth and len(found) == len(matched)
+        # A product code: the image side has no notion of one, and the vectors nearest to the
+        # code's text are noise a shopper would scroll past.
+        product_code = mode == "hybrid" and "sku" in ranked.exact.values()
+        if mode in ("vector", "hybrid") and not product_code:
             started = time.perf_counter()
             scores, ids = self.live.images.search(vector[None, :], side_depth, allowed_ids=allowed)
             timings["vector"] = time.perf_counter() - started
             vector_ids, ranked.itc = _ordered(scores[0], ids[0])
-            ranked.capped = len(vector_ids) >= side_depth
+            vector_capped = len(vector_ids) >= side_depth
             if mode == "hybrid":
                 kept = vector_above_floor(vector_ids, ranked.itc, self.settings.vector_floor)
                 # a cut inside the fetched list ends it: everything not fetched scores lower still
-                ranked.capped = ranked.capped and len(kept) == len(vector_ids)
+                vector_capped = vector_capped and len(kept) == len(vector_ids)
                 vector_ids = kept
-        if mode in ("keyword", "hybrid"):
-            started = time.perf_counter()
-            matched = self.keyword.search(
-                query, side_depth, allowed_ids=allowed.tolist() if allowed is not None else None
-            )
-            found = keyword_above_floor(matched, self.settings.keyword_floor)
-            ranked.exact = dict(
-                self.catalog.exact_matches(
-                    query, EXACT_LIMIT, allowed_ids=allowed.tolist() if allowed is not None else None
-                )
-            )
-            timings["keyword"] = time.perf_counter() - started
-            keyword_ids = [item_id for item_id, _ in found]
-            ranked.keyword = dict(found)
-            ranked.capped = ranked.capped or (len(matched) >= side_depth and len(found) == len(matched))
-        if mode == "hybrid" and "sku" in ranked.exact.values():
-            # the query is a product code: the image side has no notion of one, and its nearest
-            # vectors to the code's text are noise a shopper would scroll past
-            vector_ids = []
-            ranked.capped = len(matched) >= side_depth and len(found) == len(matched)
+        ranked.capped = vector_capped or keyword_capped
         if mode == "vector":
             ranked.ids = vector_ids
         elif mode == "keyword":
