@@ -157,6 +157,56 @@ class Settings(BaseSettings):
         default=2, ge=1, le=64, description="Query images the server decodes at once; more wait their turn."
     )
 
+    vector_store: Literal["auto", "faiss", "pgvector"] = Field(
+        default="auto",
+        description=(
+            "Where vectors are kept and searched: faiss (files in data_dir), pgvector (the catalog's "
+            "PostgreSQL tables, shared by every server on the database); auto: pgvector when the catalog "
+            "is PostgreSQL with the extension installed, faiss otherwise."
+        ),
+    )
+    pgvector_ef_search: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="HNSW candidate list per pgvector query (hnsw.ef_search); a deeper query uses its k.",
+    )
+    pgvector_max_scan_tuples: int = Field(
+        default=20_000,
+        ge=100,
+        description=(
+            "Rows a filtered pgvector HNSW scan visits before the query falls back to an exact scan "
+            "(hnsw.max_scan_tuples)."
+        ),
+    )
+    pgvector_exact_limit: int = Field(
+        default=20_000,
+        ge=0,
+        description="A filter admitting at most this many items is answered by an exact pgvector scan.",
+    )
+    database_read_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of a PostgreSQL hot standby that searches read from; writes, and reads that "
+            "must see a write just acknowledged, go to database_url."
+        ),
+    )
+    read_replica_wait_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description=(
+            "How long a read waits for the standby to replay a write it must see before it reads from "
+            "the primary instead."
+        ),
+    )
+    image_store: str | None = Field(
+        default=None,
+        description=(
+            "Where uploaded images are kept: a directory, or an fsspec URL (s3://bucket/prefix with the "
+            "s3fs extra) that every server shares; default: data_dir/uploads."
+        ),
+    )
     index_kind: IndexKindSetting = Field(
         default="auto",
         description="FAISS index kind; auto picks by collection size and index_memory_budget.",
@@ -380,18 +430,27 @@ class Settings(BaseSettings):
             raise ValueError(f"ingest roots must be absolute paths, not {', '.join(relative)}")
         return roots
 
-    @field_validator("vqa_model", "database_url", "fault_injection", "caption_prompt", mode="before")
+    @field_validator(
+        "vqa_model", "database_url", "database_read_url", "image_store", "fault_injection", "caption_prompt",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _check_database_url(self) -> Settings:
-        if self.database_url is not None:
-            try:
-                make_url(self.database_url)
-            except Exception as exc:
-                raise ValueError(f"database_url is not a valid SQLAlchemy URL: {exc}") from None
+        for name in ("database_url", "database_read_url"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    make_url(value)
+                except Exception as exc:
+                    raise ValueError(f"{name} is not a valid SQLAlchemy URL: {exc}") from None
+        if self.database_read_url is not None and make_url(self.effective_database_url).get_backend_name() != (
+            "postgresql"
+        ):
+            raise ValueError("database_read_url needs a PostgreSQL database_url (a standby of it)")
         return self
 
     @classmethod
@@ -421,6 +480,8 @@ class Settings(BaseSettings):
         data["api_key"] = "********" if self.api_key is not None else None
         url = make_url(self.effective_database_url)
         data["database_url"] = url.render_as_string(hide_password=True)
+        if self.database_read_url is not None:
+            data["database_read_url"] = make_url(self.database_read_url).render_as_string(hide_password=True)
         return data
 
 
