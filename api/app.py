@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
         upkeep = ServerUpkeep(settings, engine).start()
         state.jobs = _start_jobs(settings, engine)
         app.state.blip = state
-        log.info("api ready", extra={"items": len(engine.live.images), "model": engine.model.fingerprint})
+        log.info("api ready", extra={"items": len(engine.store.images), "model": engine.model.fingerprint})
         try:
             yield
         finally:
@@ -156,12 +156,14 @@ def _health_routes(app: FastAPI, metrics: Metrics) -> None:
         service = state.service
         await anyio.to_thread.run_sync(service.refresh)
         decided = service.reranker.decided
+        vectors = await anyio.to_thread.run_sync(service.store.state)
         return {
             "ready": True,
-            "items": len(service.live.images),
-            "texts": len(service.live.texts),
-            "generation": dict(service.live.generations),
-            "last_change_id": service.live.last_change_id,
+            "items": vectors["items"],
+            "texts": vectors["texts"],
+            "vector_store": vectors["backend"],
+            "generation": vectors.get("generation", {}),
+            "last_change_id": vectors.get("last_change_id"),
             "model": service.model.fingerprint,
             "vqa": state.vqa is not None,
             "rerank_depth": decided.depth if decided is not None else None,
@@ -173,8 +175,8 @@ def _health_routes(app: FastAPI, metrics: Metrics) -> None:
     async def prometheus(request: Request) -> Response:
         state: AppState | None = getattr(request.app.state, "blip", None)
         if state is not None:
-            metrics.vectors.labels("images").set(len(state.service.live.images))
-            metrics.vectors.labels("texts").set(len(state.service.live.texts))
+            metrics.vectors.labels("images").set(len(state.service.store.images))
+            metrics.vectors.labels("texts").set(len(state.service.store.texts))
             for status, count in state.catalog.status_counts().items():
                 metrics.items.labels(status).set(count)
         return metrics.render()

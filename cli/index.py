@@ -222,17 +222,16 @@ def index_rebuild(
 ) -> None:
     """Build both indexes from the embeddings stored in SQL (no images read, no model run)."""
     from blipsearch.errors import InvalidInputError
-    from blipsearch.indexer.maintenance import rebuild
     from blipsearch.indexer.pipeline import Indexer
-    from blipsearch.storage.lock import WriterLock
+    from blipsearch.storage.store_choice import writer_lock
 
     if index_kind is not None and index_kind not in KINDS:
         raise InvalidInputError(f"--index-kind must be one of {', '.join(KINDS)}, not {index_kind!r}.")
     settings = session(ctx).settings(data_dir=data_dir, database_url=database_url, retrieval_model=model)
     indexer = Indexer(settings)
     try:
-        with WriterLock(settings.data_dir, "index rebuild"):
-            data = rebuild(indexer.index_set(index_kind))
+        with writer_lock(settings, indexer.catalog, "index rebuild"):
+            data = indexer.open_store(index_kind).rebuild()
     finally:
         indexer.catalog.close()
     if as_json:

@@ -32,9 +32,8 @@ from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.models.runtime import chunks
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
-from blipsearch.storage.live import IndexSet
-from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import SYNTHETIC_SLOTS, Item, ItemStatus, TextOrigin
+from blipsearch.storage.store_choice import open_vector_store, writer_lock
 from blipsearch.storage.vector_codec import round_trip
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ class CapFilt:
             raise ValueError("batch must be at least 1")
         started = time.perf_counter()
         report = CapFiltReport(threshold=threshold)
-        with WriterLock(self.settings.data_dir, "capfilt"):
+        with writer_lock(self.settings, self.catalog, "capfilt"):
             ids = self._indexed_ids(item_ids)
             if limit is not None:
                 ids = ids[: max(0, limit)]
@@ -188,16 +187,13 @@ class CapFilt:
         report.items += len(order)
 
     def _sync_indexes(self) -> None:
-        """Apply the run's change-log rows to the committed indexes, as an index run would."""
-        index_set = IndexSet(
-            self.settings.data_dir,
+        """Apply the run's catalog writes to the vector store, as an index run would."""
+        store = open_vector_store(
+            self.settings,
             self.catalog,
             fingerprint=self.model.fingerprint,
             dim=self.model.embedding_dim,
-            requested_kind=self.settings.index_kind,
-            memory_budget=self.settings.index_memory_budget,
+            writer=True,
         )
-        live, _ = index_set.open(writer=True)
-        live.catch_up(self.catalog)
-        if live.pending_changes:
-            index_set.commit(live)
+        store.refresh()
+        store.checkpoint()

@@ -16,7 +16,7 @@ from blipsearch.errors import IndexCorruptError
 from blipsearch.indexer.upload_files import IN_FLIGHT_SECONDS, UploadFolder
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.index_content import text_vector_ids
-from blipsearch.storage.live import IMAGES, TEXTS, IndexSet
+from blipsearch.storage.live import IMAGES, TEXTS
 from blipsearch.storage.schema import TEXT_SLOTS
 from blipsearch.storage.snapshots import IndexStore
 from blipsearch.storage.vectors import VectorIndex
@@ -191,15 +191,3 @@ def _few(ids: Any, limit: int = 10) -> str:
     values = [int(i) for i in list(ids)[:limit]]
     more = len(ids) - len(values)
     return ", ".join(map(str, values)) + (f" and {more} more" if more > 0 else "")
-
-
-def rebuild(index_set: IndexSet) -> dict[str, Any]:
-    """Discard the committed generations and build both indexes from SQL alone."""
-    live = index_set.rebuild()
-    return {
-        "generation": live.generations,
-        "images": {"kind": live.images.spec.kind, "vectors": len(live.images)},
-        "texts": {"kind": live.texts.spec.kind, "vectors": len(live.texts)},
-        "last_change_id": live.last_change_id,
-        "model_fingerprint": live.fingerprint,
-    }

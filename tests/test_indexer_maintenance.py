@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blipsearch.indexer.maintenance import index_status, rebuild, verify
+from blipsearch.indexer.maintenance import index_status, verify
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.item_writes import FileFacts, ItemWrite
@@ -108,6 +108,6 @@ def test_rebuild_repairs_what_verify_found(indexed) -> None:
     settings, catalog, index_set, _ = indexed
     _tamper(index_set, lambda index: index.add(np.array([999]), _vector(99)[None, :]))
     assert not verify(settings.data_dir, catalog).ok
-    summary = rebuild(index_set)
-    assert summary["images"] == {"kind": "flat", "vectors": 6}
+    live = index_set.rebuild()
+    assert (live.images.spec.kind, len(live.images)) == ("flat", 6)
     assert verify(settings.data_dir, catalog).ok
