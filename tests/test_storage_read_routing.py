@@ -20,7 +20,7 @@ from pg_standby import StreamingPair
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from blipsearch.errors import ConfigError
+from blipsearch.errors import ConfigError, InvalidInputError
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import create_catalog_engine, ensure_schema
@@ -174,9 +174,9 @@ def test_tokens_are_postgresql_lsns(token: str, lsn: int) -> None:
 
 @pytest.mark.parametrize("bad", ["", "0", "0/", "/1", "0/1/2", "g/1", "123456789/0", "0/3018AA8; DROP"])
 def test_a_malformed_token_is_a_clear_error(bad: str) -> None:
-    with pytest.raises(ValueError, match=CONSISTENCY_HEADER):
+    with pytest.raises(InvalidInputError, match=CONSISTENCY_HEADER):
         parse_token(bad)
-    with pytest.raises(ValueError, match="such as 0/"), replica_reads(bad):
+    with pytest.raises(InvalidInputError, match="such as 0/"), replica_reads(bad):
         pass
 
 
@@ -257,8 +257,10 @@ def test_a_token_read_never_misses_the_write_while_replay_is_paused(
         token = writer.consistency_token()
         assert token is not None
         with replica_reads(None):
-            # Nothing asks this read to be current: the standby answers, without the new item.
+            # Nothing asks these reads to be current: the standby answers each, without the new item.
             assert not _found(reader, item_id)
+            assert reader.exact_matches("paused", 10) == []
+            assert item_id not in [found for found, _ in reader.keyword_search(["paused"], 10)]
             assert reader_time.slept == []
         with caplog.at_level(logging.WARNING, logger=LOGGER), replica_reads(token):
             assert _found(reader, item_id)

@@ -37,6 +37,7 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from blipsearch.errors import InvalidInputError
 from blipsearch.storage.database import create_catalog_engine
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,12 @@ _TOKEN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 
 
 def parse_token(token: str) -> int:
-    """The LSN a token names; a `ValueError` that says what a token looks like otherwise."""
+    """The LSN a token names; an `InvalidInputError` (400 in the API) that says what a token looks like."""
     found = _TOKEN.match(token.strip())
     if found is None:
-        raise ValueError(f"{CONSISTENCY_HEADER} must be a token from an earlier response, such as 0/3018AA8.")
+        raise InvalidInputError(
+            f"{CONSISTENCY_HEADER} must be a token from an earlier response, such as 0/3018AA8."
+        )
     return (int(found.group(1), 16) << 32) | int(found.group(2), 16)
 
 
@@ -76,7 +79,7 @@ _scope: ContextVar[_Scope | None] = ContextVar("blipsearch_replica_reads", defau
 def replica_reads(token: str | None = None) -> Iterator[None]:
     """Let catalog reads in this context use the standby, seeing at least the writes `token` names.
 
-    A malformed token raises `ValueError` before anything is read (the API answers 400).
+    A malformed token raises `InvalidInputError` before anything is read (the API answers 400).
     """
     reset = _scope.set(_Scope(None if token is None else parse_token(token)))
     try:
