@@ -29,6 +29,7 @@ from blipsearch.storage.read_routing import (
     CONSISTENCY_HEADER,
     RETRY_AFTER_SECONDS,
     ReadRouter,
+    end_of_inserted,
     format_token,
     parse_token,
     replica_reads,
@@ -89,7 +90,7 @@ def urls(streaming_standby: StreamingPair) -> Iterator[Urls]:
     ensure_schema(engine)
     with engine.connect() as connection:
         target = parse_token(
-            str(connection.execute(text("SELECT pg_current_wal_insert_lsn()::text")).scalar())
+            str(connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar())
         )
     engine.dispose()
     _wait_for_replay(found.standby, target)
@@ -178,6 +179,22 @@ def test_a_malformed_token_is_a_clear_error(bad: str) -> None:
         parse_token(bad)
     with pytest.raises(InvalidInputError, match="such as 0/"), replica_reads(bad):
         pass
+
+
+BLOCK, SEGMENT = 8192, 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("insert_lsn", "end"),
+    [
+        (5 * SEGMENT + 3 * BLOCK + 24, 5 * SEGMENT + 3 * BLOCK),  # right after a page header
+        (5 * SEGMENT + 40, 5 * SEGMENT),  # right after a segment's long header
+        (5 * SEGMENT + 3 * BLOCK + 1000, 5 * SEGMENT + 3 * BLOCK + 1000),  # inside a page
+        (5 * SEGMENT + 24, 5 * SEGMENT + 24),  # a segment's first page has a long header
+    ],
+)
+def test_a_token_ends_where_the_last_record_ended(insert_lsn: int, end: int) -> None:
+    assert end_of_inserted(insert_lsn, BLOCK, SEGMENT) == end
 
 
 # settings --------------------------------------------------------------------------------------

@@ -111,13 +111,38 @@ class _ProcessWrites:
         if seen == self.covered:
             return self.lsn
         with sessions() as session:
-            current = parse_token(
-                str(session.execute(text("SELECT pg_current_wal_insert_lsn()::text")).scalar())
-            )
+            lsn, block, segment = session.execute(_INSERT_POSITION).one()
+        current = end_of_inserted(parse_token(str(lsn)), int(block), int(segment))
         with self._lock:
             self.lsn = current if self.lsn is None else max(self.lsn, current)
             self.covered = max(self.covered, seen)
             return self.lsn
+
+
+_INSERT_POSITION = text(
+    "SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::int,"
+    " pg_size_bytes(current_setting('wal_segment_size'))"
+)
+SHORT_PAGE_HEADER = 24
+LONG_PAGE_HEADER = 40
+"""PostgreSQL's WAL page header sizes (`SizeOfXLogShortPHD`, `SizeOfXLogLongPHD`; the long one
+starts each segment)."""
+
+
+def end_of_inserted(insert_lsn: int, block_size: int, segment_size: int) -> int:
+    """The end of the last WAL record written, from the primary's insert position.
+
+    The insert LSN covers every commit made before it was read (also under `synchronous_commit =
+    off`, where the write LSN can lag a commit). But when the last record ended exactly at a page
+    boundary, the insert position points past the next page's header, while a standby's replay LSN
+    stops at the boundary: a read would wait for unrelated WAL. Nothing is ever inserted inside a
+    header, so an insert position right after one means the boundary itself.
+    """
+    if insert_lsn % segment_size == LONG_PAGE_HEADER:
+        return insert_lsn - LONG_PAGE_HEADER
+    if insert_lsn % block_size == SHORT_PAGE_HEADER and insert_lsn % segment_size != SHORT_PAGE_HEADER:
+        return insert_lsn - SHORT_PAGE_HEADER
+    return insert_lsn
 
 
 _writes_lock = threading.Lock()
