@@ -277,11 +277,8 @@ class ReadRouter:
 
     def _mark_down(self, exc: SQLAlchemyError) -> None:
         self._down_until = self.clock() + self.retry_after_seconds
-        reason = (
-            str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            if str(exc).strip()
-            else type(exc).__name__
-        )
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
         self._warn(
             "down",
             "read replica unreachable; reading from the primary",
