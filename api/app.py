@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from blipsearch import __version__
 from blipsearch.api import captions, facets, items, search_routes
+from blipsearch.api.consistency import ConsistentReads
 from blipsearch.api.contract import declare_error_responses
 from blipsearch.api.deps import AppState, InferenceGate
 from blipsearch.api.docs_pages import FAVICON_PATH, install_docs_pages
@@ -34,6 +35,7 @@ from blipsearch.api.upkeep import ServerUpkeep
 from blipsearch.models.vqa import VisualQA
 from blipsearch.search.service import SearchService
 from blipsearch.settings import Settings
+from blipsearch.storage.read_routing import CONSISTENCY_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +88,15 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
     )
     install_error_handlers(app)
     install_metrics(app, metrics)
+    app.add_middleware(ConsistentReads)
     app.add_middleware(BodyLimit, fastapi=app, max_upload_bytes=settings.max_image_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type", CONSISTENCY_HEADER],
+            expose_headers=[CONSISTENCY_HEADER],
         )
     app.add_middleware(UnexpectedErrors)
     app.add_middleware(SecurityHeaders)  # outermost: every answer carries the headers

@@ -16,12 +16,19 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from blipsearch.storage.database import create_catalog_engine, ensure_schema
+from blipsearch.storage.read_routing import parse_token
 
 STANDBY_PORT = 5433
 """Only names the standby's socket file: neither server listens on TCP."""
@@ -127,8 +134,6 @@ def streaming_pair() -> Iterator[StreamingPair]:
 
 def _wait_until_streaming(pair: StreamingPair, timeout: float = 60.0) -> None:
     """The standby accepts connections once consistent; the tests also need its WAL receiver up."""
-    from sqlalchemy import create_engine, text
-
     engine = create_engine(pair.standby_url)
     deadline = time.monotonic() + timeout
     try:
@@ -143,5 +148,55 @@ def _wait_until_streaming(pair: StreamingPair, timeout: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("the standby did not start streaming from the primary")
             time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def catalog_database(pair: StreamingPair) -> Iterator[tuple[str, str]]:
+    """A fresh catalog database on the primary, migrated and replayed by the standby.
+
+    Yields the (primary, standby) URLs of that database.
+    """
+    name = f"blipsearch_replica_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(pair.primary_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    primary = make_url(pair.primary_url).set(database=name).render_as_string(hide_password=False)
+    standby = make_url(pair.standby_url).set(database=name).render_as_string(hide_password=False)
+    engine = create_catalog_engine(primary)
+    ensure_schema(engine)
+    with engine.connect() as connection:
+        target = parse_token(str(connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar()))
+    engine.dispose()
+    wait_for_replay(standby, target)
+    try:
+        yield primary, standby
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def wait_for_replay(standby_url: str, lsn: int, attempts: int = 600) -> None:
+    engine = create_engine(standby_url)
+    try:
+        for _ in range(attempts):
+            with suppress(Exception):
+                with engine.connect() as connection:
+                    replayed = connection.execute(text("SELECT pg_last_wal_replay_lsn()::text")).scalar()
+                if replayed is not None and parse_token(str(replayed)) >= lsn:
+                    return
+            time.sleep(0.05)
+        raise AssertionError("the standby never replayed the setup's writes")
+    finally:
+        engine.dispose()
+
+
+def standby_sql(standby_url: str, statement: str) -> None:
+    engine = create_engine(standby_url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(statement))
     finally:
         engine.dispose()

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from pg_standby import StreamingPair
+from pg_standby import StreamingPair, catalog_database, standby_sql, wait_for_replay
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from blipsearch.errors import ConfigError, InvalidInputError
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
-from blipsearch.storage.database import create_catalog_engine, ensure_schema
+from blipsearch.storage.database import create_catalog_engine
 from blipsearch.storage.item_writes import ItemMetadata
 from blipsearch.storage.read_routing import (
     CONSISTENCY_HEADER,
@@ -78,52 +78,12 @@ class Urls:
 @pytest.fixture(scope="module")
 def urls(streaming_standby: StreamingPair) -> Iterator[Urls]:
     """A fresh catalog database on the primary, migrated, and already replayed by the standby."""
-    name = f"blipsearch_replica_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(streaming_standby.primary_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    found = Urls(
-        make_url(streaming_standby.primary_url).set(database=name).render_as_string(hide_password=False),
-        make_url(streaming_standby.standby_url).set(database=name).render_as_string(hide_password=False),
-    )
-    engine = create_catalog_engine(found.primary)
-    ensure_schema(engine)
-    with engine.connect() as connection:
-        target = parse_token(
-            str(connection.execute(text("SELECT pg_current_wal_lsn()::text")).scalar())
-        )
-    engine.dispose()
-    _wait_for_replay(found.standby, target)
-    yield found
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def _wait_for_replay(standby_url: str, lsn: int, attempts: int = 600) -> None:
-    engine = create_engine(standby_url)
-    try:
-        for _ in range(attempts):
-            try:
-                with engine.connect() as connection:
-                    replayed = connection.execute(text("SELECT pg_last_wal_replay_lsn()::text")).scalar()
-                if replayed is not None and parse_token(str(replayed)) >= lsn:
-                    return
-            except Exception:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("the standby never replayed the setup's writes")
-    finally:
-        engine.dispose()
+    with catalog_database(streaming_standby) as (primary, standby):
+        yield Urls(primary, standby)
 
 
 def _standby_sql(urls: Urls, statement: str) -> None:
-    engine = create_engine(urls.standby)
-    try:
-        with engine.connect() as connection:
-            connection.execute(text(statement))
-    finally:
-        engine.dispose()
+    standby_sql(urls.standby, statement)
 
 
 @pytest.fixture
@@ -239,7 +199,7 @@ def test_a_write_on_the_primary_is_replayed_by_the_standby(urls: Urls, tmp_path:
     finally:
         catalog.close()
     assert token is not None
-    _wait_for_replay(urls.standby, parse_token(token))
+    wait_for_replay(urls.standby, parse_token(token))
     engine = create_engine(urls.standby)
     try:
         with engine.connect() as connection:
