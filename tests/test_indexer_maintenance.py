@@ -11,7 +11,7 @@ from blipsearch.indexer.maintenance import index_status, verify
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.item_writes import FileFacts, ItemWrite
-from blipsearch.storage.live import IMAGES, IndexSet
+from blipsearch.storage.live import IMAGES, TEXTS, IndexSet
 from blipsearch.storage.schema import ItemStatus
 from blipsearch.storage.snapshots import IndexStore
 
@@ -86,6 +86,22 @@ def test_verify_reports_phantom_missing_and_changed_vectors(indexed) -> None:
 
     _tamper(index_set, lambda index: index.add(np.array([ids[0]]), _vector(123)[None, :]))
     assert any("vectors differ" in p for p in verify(settings.data_dir, catalog).problems)
+
+
+def test_an_index_never_committed_is_a_note_not_a_problem(indexed) -> None:
+    """A writer killed before its first checkpoint of one index leaves only the other one; SQL
+    still holds every vector and the next open builds the missing index from it."""
+    settings, catalog, index_set, _ = indexed
+    store = IndexStore(index_set.directory, TEXTS)
+    store.discard()
+    assert store.read_manifest() is None
+    report = verify(settings.data_dir, catalog)
+    assert report.ok, report.problems
+    assert any("texts index: no committed generation" in note for note in report.notes)
+    live, opened = index_set.open(writer=True)
+    assert "texts" in opened.rebuilt and len(live.images) == 6
+    after = verify(settings.data_dir, catalog)
+    assert after.ok and not any("no committed generation" in note for note in after.notes)
 
 
 def test_verify_reports_duplicate_ids(indexed) -> None:
