@@ -5,8 +5,9 @@ An item's bytes leave the server only if the indexer decoded them as an allowed 
 a request the file may have changed: it could have been swapped for a symlink to `/etc/passwd`.
 So each request checks again, on the open file it then sends:
 
-- the path still is what the item was keyed by: its canonical form (no link slipped in since),
-  or, for an upload, a file inside the data directory's `uploads/`;
+- the path still is what the item was keyed by: its canonical form (no link slipped in since);
+  an upload is read through the image store by its key alone (storage/item_images.py), so it
+  cannot name anything outside the store;
 - an item that came from inside the ingest roots still resolves inside them;
 - it is a regular file within `max_image_bytes` whose first bytes are the signature of the format
   the decoder recorded. Hashing every request would cost a full read; the signature costs 16
@@ -19,6 +20,7 @@ otherwise, so nothing served can render as HTML.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from collections.abc import Iterator
@@ -27,9 +29,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from blipsearch.api.errors import ApiError
-from blipsearch.indexer.items import UPLOAD_ORIGIN
+from blipsearch.errors import InvalidInputError
 from blipsearch.paths import IngestRoots, canonical_path
 from blipsearch.settings import Settings
+from blipsearch.storage.image_store import UPLOAD_ORIGIN, UPLOAD_PREFIX
+from blipsearch.storage.item_images import ItemImages
 from blipsearch.storage.schema import Item, ItemStatus
 
 
@@ -97,6 +101,8 @@ class VerifiedFile:
 def open_verified(settings: Settings, item: Item) -> VerifiedFile:
     """The item's file, opened after every check in the module docstring, or an `ApiError`."""
     kind = image_type(item)
+    if item.origin == UPLOAD_ORIGIN or item.source.startswith(UPLOAD_PREFIX):
+        return _from_store(settings, item, kind)
     path = _checked_path(settings, item)
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -118,15 +124,24 @@ def open_verified(settings: Settings, item: Item) -> VerifiedFile:
     return VerifiedFile(handle, info.st_size, kind)
 
 
+def _from_store(settings: Settings, item: Item, kind: ImageType) -> VerifiedFile:
+    """An upload, read whole (it is within `max_image_bytes`) from whichever store holds it."""
+    try:
+        data = ItemImages(settings).read(item, max_bytes=settings.max_image_bytes)
+    except FileNotFoundError:
+        raise _missing(item) from None
+    except (InvalidInputError, OSError):
+        raise _refused(item) from None
+    if not kind.matches(data[:_HEAD_BYTES]):
+        raise _refused(item)
+    return VerifiedFile(io.BytesIO(data), len(data), kind)
+
+
 def _checked_path(settings: Settings, item: Item) -> Path:
     stored = Path(item.source)
     if not stored.is_absolute():
         raise _refused(item)
     canonical = canonical_path(stored)
-    if item.origin == UPLOAD_ORIGIN:
-        if not canonical.is_relative_to(canonical_path(settings.data_dir / "uploads")):
-            raise _refused(item)
-        return canonical
     if canonical != stored:
         if not os.path.lexists(stored):
             raise _missing(item)
