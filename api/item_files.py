@@ -30,7 +30,6 @@ from typing import BinaryIO
 
 from blipsearch.api.errors import ApiError
 from blipsearch.errors import InvalidInputError
-from blipsearch.paths import IngestRoots, canonical_path
 from blipsearch.settings import Settings
 from blipsearch.storage.image_store import UPLOAD_ORIGIN, UPLOAD_PREFIX
 from blipsearch.storage.item_images import ItemImages
@@ -138,19 +137,12 @@ def _from_store(settings: Settings, item: Item, kind: ImageType) -> VerifiedFile
 
 
 def _checked_path(settings: Settings, item: Item) -> Path:
-    stored = Path(item.source)
-    if not stored.is_absolute():
-        raise _refused(item)
-    canonical = canonical_path(stored)
-    if canonical != stored:
-        if not os.path.lexists(stored):
-            raise _missing(item)
-        raise _refused(item)  # a symlink now stands where the indexed file was
-    roots = IngestRoots(settings.ingest_roots)
-    from_roots = roots and item.origin and roots.contains(canonical_path(item.origin))
-    if from_roots and not roots.contains(canonical):
-        raise _refused(item)
-    return canonical
+    try:
+        return ItemImages(settings).checked_path(item)
+    except FileNotFoundError:
+        raise _missing(item) from None
+    except InvalidInputError:
+        raise _refused(item) from None
 
 
 def _missing(item: Item) -> ApiError:

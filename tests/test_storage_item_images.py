@@ -108,3 +108,28 @@ def test_sources_that_would_reach_outside_the_store_are_refused(
     assert "passwd" not in str(refused.value)
     images.delete(_upload(9, source, origin))
     assert secret.exists()
+
+
+def test_an_ingested_file_is_read_only_while_it_is_the_one_indexed(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = root / "a.png"
+    photo.write_bytes(_png(5))
+    outside = tmp_path / "private.png"
+    outside.write_bytes(_png(6))
+    settings = Settings(data_dir=tmp_path / "data", ingest_roots=[root])
+    images = ItemImages(settings)
+    item = _upload(5, str(photo), origin=str(root))
+    assert images.read(item, max_bytes=1_000_000) == photo.read_bytes()
+
+    photo.unlink()
+    photo.symlink_to(outside)  # swapped since indexing
+    with pytest.raises(InvalidInputError, match="link"):
+        images.read(item, max_bytes=1_000_000)
+    with pytest.raises(InvalidInputError, match="outside the ingest roots"):
+        images.read(_upload(6, str(outside), origin=str(root)), max_bytes=1_000_000)
+    with pytest.raises(InvalidInputError, match="absolute"):
+        images.read(_upload(7, "photos/a.png", origin=str(root)), max_bytes=1_000_000)
+    photo.unlink()
+    with pytest.raises(InvalidInputError, match="No such file"):
+        images.open(item, max_bytes=1_000_000, max_pixels=10_000)

@@ -10,16 +10,25 @@ The rule for sources:
   before the image store existed, its old absolute path under `data_dir/uploads/`. An old path is
   read as its key from this server's `data_dir/uploads/` first and from the configured store
   second, so copying that folder's tree into the store shares old uploads too;
-- any other item names the file the indexer read, as before. A source that looks like a store key
-  but did not come from an upload is refused: nothing but the API puts bytes in the store.
+- any other item names the file the indexer read, by its canonical path. It is read only while
+  that path still is canonical (no symlink slipped in since indexing) and, for an item that came
+  from inside the ingest roots, still lies inside them; the same checks the API made alone before,
+  so a caption or a re-ranking never looks at a file outside the roots either. A source that
+  looks like a store key but did not come from an upload is refused: nothing but the API puts
+  bytes in the store.
 """
 
 from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
 
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.images import decode_image, read_image_file
+from blipsearch.paths import IngestRoots, canonical_path
 from blipsearch.settings import Settings
 from blipsearch.storage.image_store import (
     UPLOAD_ORIGIN,
@@ -37,11 +46,13 @@ class ItemImages:
     def __init__(self, settings: Settings, store: ImageStore | None = None) -> None:
         self.store = store or open_image_store(settings)
         self.legacy = None if settings.image_store is None else LocalImageStore(default_folder(settings))
+        self.roots = IngestRoots(settings.ingest_roots)
 
     def read(self, item: Item, *, max_bytes: int, name: str | None = None) -> bytes:
         """The whole file, within `max_bytes`: FileNotFoundError if gone, InvalidInputError if refused."""
         if item.origin != UPLOAD_ORIGIN and not item.source.startswith(UPLOAD_PREFIX):
-            return read_image_file(item.source, max_bytes=max_bytes, name=name or item.source)
+            path = self.checked_path(item)
+            return read_image_file(path, max_bytes=max_bytes, name=name or item.source)
         key = upload_key(item.source) if item.origin == UPLOAD_ORIGIN else None
         if key is None:
             raise InvalidInputError(f"Item {item.id} names no image the store holds.")
@@ -51,6 +62,22 @@ class ItemImages:
             except FileNotFoundError:
                 pass  # copied into the shared store since
         return self.store.read(key, max_bytes=max_bytes)
+
+    def checked_path(self, item: Item) -> Path:
+        """An ingested item's file, if it still is the one indexed: FileNotFoundError if gone,
+        InvalidInputError if something else stands there now."""
+        stored = Path(item.source)
+        if not stored.is_absolute():
+            raise InvalidInputError(f"Item {item.id} names no absolute path.")
+        canonical = canonical_path(stored)
+        if canonical != stored:
+            if not os.path.lexists(stored):
+                raise FileNotFoundError(errno.ENOENT, f"the file of item {item.id} is gone")
+            raise InvalidInputError(f"A link now stands where item {item.id}'s file was indexed.")
+        from_roots = self.roots and item.origin and self.roots.contains(canonical_path(item.origin))
+        if from_roots and not self.roots.contains(canonical):
+            raise InvalidInputError(f"The file of item {item.id} now lies outside the ingest roots.")
+        return canonical
 
     def open(
         self,
