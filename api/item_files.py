@@ -123,6 +123,26 @@ def open_verified(settings: Settings, item: Item) -> VerifiedFile:
     return VerifiedFile(handle, info.st_size, kind)
 
 
+def confirm_present(settings: Settings, item: Item) -> None:
+    """`open_verified`'s answer without the bytes, where a cached thumbnail stands in for them.
+
+    An upload is asked for its size only (one HEAD on an object store, not a GET of the image);
+    bytes in the store are written by servers alone, under keys no one else chooses.
+    """
+    if not (item.origin == UPLOAD_ORIGIN or item.source.startswith(UPLOAD_PREFIX)):
+        open_verified(settings, item).handle.close()
+        return
+    image_type(item)
+    try:
+        size = ItemImages(settings).upload_size(item)
+    except FileNotFoundError:
+        raise _missing(item) from None
+    except (InvalidInputError, OSError):
+        raise _refused(item) from None
+    if size > settings.max_image_bytes:
+        raise _refused(item)
+
+
 def _from_store(settings: Settings, item: Item, kind: ImageType) -> VerifiedFile:
     """An upload, read whole (it is within `max_image_bytes`) from whichever store holds it."""
     try:

@@ -100,6 +100,13 @@ def test_an_upload_through_one_replica_is_served_by_the_other(replicas: Replicas
     item = replicas.second.get(f"/v1/items/{item_id}").json()
     assert "source" not in item and str(replicas.shared) not in str(item)
 
+    stored.rename(stored.with_name("aside"))
+    gone = replicas.second.get(f"/v1/items/{item_id}/thumbnail", params={"size": 64})
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "image_missing", (
+        "no thumbnail outlives its image"
+    )
+    stored.with_name("aside").rename(stored)
+
     deleted = replicas.second.delete(f"/v1/items/{item_id}", headers={"X-API-Key": KEY})
     assert deleted.status_code == 204, deleted.text
     assert replicas.files_in_store() == [], "the delete through one replica removed the shared bytes"

@@ -49,6 +49,7 @@ def test_put_stores_the_bytes_under_a_fresh_key_that_reads_back(store: ImageStor
             check_key(key) == key and key.startswith(f"{DIGEST[:2]}/{DIGEST[:32]}-") and key.endswith(".png")
         )
         assert store.read(key, max_bytes=len(PNG)) == PNG
+        assert store.size(key) == len(PNG)
     assert sorted(entry.key for entry in store.entries()) == sorted([first, second])
     assert not any(entry.temporary for entry in store.entries())
 
@@ -64,6 +65,8 @@ def test_reads_over_the_limit_are_refused_and_missing_keys_are_not_found(store: 
         store.read(key, max_bytes=len(PNG) - 1)
     with pytest.raises(FileNotFoundError):
         store.read(VALID, max_bytes=10_000)
+    with pytest.raises(FileNotFoundError):
+        store.size(VALID)
 
 
 def test_delete_removes_and_a_second_delete_is_no_error(store: ImageStore) -> None:
@@ -99,6 +102,8 @@ def test_keys_not_in_the_one_written_shape_are_refused(store: ImageStore, key: s
     assert "etc" not in str(refused.value) and "bucket" not in str(refused.value)
     with pytest.raises(InvalidInputError):
         store.delete(key)
+    with pytest.raises(InvalidInputError):
+        store.size(key)
 
 
 def test_litter_with_a_path_outside_is_never_removed(store: ImageStore) -> None:
@@ -131,6 +136,8 @@ def test_the_local_store_refuses_a_link_in_place_of_an_upload(tmp_path: Path) ->
     (tmp_path / "uploads" / key).symlink_to(secret)
     with pytest.raises(InvalidInputError, match="link"):
         store.read(key, max_bytes=10_000)
+    with pytest.raises(InvalidInputError, match="link"):
+        store.size(key)
     assert [entry.key for entry in store.entries()] == [], "a link is never listed, so never removed through"
 
 

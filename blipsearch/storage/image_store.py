@@ -103,6 +103,10 @@ class ImageStore(ABC):
         """The bytes: FileNotFoundError if gone, InvalidInputError if over `max_bytes` or not a file."""
 
     @abstractmethod
+    def size(self, key: str) -> int:
+        """Bytes stored under the key without reading them (FileNotFoundError if gone)."""
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove if present; a second delete is no error."""
 
@@ -141,12 +145,7 @@ class LocalImageStore(ImageStore):
         return key
 
     def read(self, key: str, *, max_bytes: int) -> bytes:
-        path = self.root / check_key(key)
-        canonical_root = Path(os.path.realpath(self.root))
-        if Path(os.path.realpath(path)) != canonical_root / key:
-            if not os.path.lexists(path):
-                raise FileNotFoundError(errno.ENOENT, "not in the image store")
-            raise InvalidInputError("The stored image is a link, not a file.")
+        path = self._checked(key)
         try:
             descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
@@ -158,6 +157,12 @@ class LocalImageStore(ImageStore):
             raise InvalidInputError("The stored image is not a regular file.")
         with os.fdopen(descriptor, "rb") as handle:
             return _bounded(handle.read(max_bytes + 1), max_bytes)
+
+    def size(self, key: str) -> int:
+        info = os.lstat(self._checked(key))
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidInputError("The stored image is not a regular file.")
+        return info.st_size
 
     def delete(self, key: str) -> None:
         (self.root / check_key(key)).unlink(missing_ok=True)
@@ -181,6 +186,15 @@ class LocalImageStore(ImageStore):
 
     def describe(self) -> str:
         return str(self.root)
+
+    def _checked(self, key: str) -> Path:
+        """The key's path, refused if a link anywhere below the root leads elsewhere."""
+        path = self.root / check_key(key)
+        if Path(os.path.realpath(path)) != Path(os.path.realpath(self.root)) / key:
+            if not os.path.lexists(path):
+                raise FileNotFoundError(errno.ENOENT, "not in the image store")
+            raise InvalidInputError("The stored image is a link, not a file.")
+        return path
 
 
 class FsspecImageStore(ImageStore):
@@ -217,6 +231,18 @@ class FsspecImageStore(ImageStore):
         except Exception as exc:  # a remote store raises its own classes
             raise OSError(f"image store read failed ({type(exc).__name__})") from None
         return _bounded(bytes(data), max_bytes)
+
+    def size(self, key: str) -> int:
+        path = self._path(check_key(key))
+        try:
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # a remote store raises its own classes
+            raise OSError(f"image store read failed ({type(exc).__name__})") from None
+        if info.get("type") != "file":
+            raise InvalidInputError("The stored image is not a file.")
+        return int(info.get("size") or 0)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image
 
@@ -41,6 +43,8 @@ from blipsearch.storage.image_store import (
 )
 from blipsearch.storage.schema import Item
 
+T = TypeVar("T")
+
 
 class ItemImages:
     def __init__(self, settings: Settings, store: ImageStore | None = None) -> None:
@@ -53,15 +57,11 @@ class ItemImages:
         if item.origin != UPLOAD_ORIGIN and not item.source.startswith(UPLOAD_PREFIX):
             path = self.checked_path(item)
             return read_image_file(path, max_bytes=max_bytes, name=name or item.source)
-        key = upload_key(item.source) if item.origin == UPLOAD_ORIGIN else None
-        if key is None:
-            raise InvalidInputError(f"Item {item.id} names no image the store holds.")
-        if self.legacy is not None and not item.source.startswith(UPLOAD_PREFIX):
-            try:
-                return self.legacy.read(key, max_bytes=max_bytes)
-            except FileNotFoundError:
-                pass  # copied into the shared store since
-        return self.store.read(key, max_bytes=max_bytes)
+        return self._first(item, lambda store, key: store.read(key, max_bytes=max_bytes))
+
+    def upload_size(self, item: Item) -> int:
+        """An upload's stored size, without reading it: FileNotFoundError if gone."""
+        return self._first(item, lambda store, key: store.size(key))
 
     def checked_path(self, item: Item) -> Path:
         """An ingested item's file, if it still is the one indexed: FileNotFoundError if gone,
@@ -92,6 +92,18 @@ class ItemImages:
         shown = name or (item.source if item.origin != UPLOAD_ORIGIN else f"item {item.id}")
         data = self.read(item, max_bytes=max_bytes, name=shown)
         return decode_image(data, max_pixels=max_pixels, name=shown, at_least=at_least).image
+
+    def _first(self, item: Item, action: Callable[[ImageStore, str], T]) -> T:
+        """`action` on the first store that holds the upload's key (see the module docstring)."""
+        key = upload_key(item.source) if item.origin == UPLOAD_ORIGIN else None
+        if key is None:
+            raise InvalidInputError(f"Item {item.id} names no image the store holds.")
+        if self.legacy is not None and not item.source.startswith(UPLOAD_PREFIX):
+            try:
+                return action(self.legacy, key)
+            except FileNotFoundError:
+                pass  # copied into the shared store since
+        return action(self.store, key)
 
     def delete(self, item: Item) -> None:
         """Remove an upload's bytes (after its row: a crash in between leaves litter, never a hole)."""
