@@ -241,7 +241,7 @@ def _check_everything(
     unknown = {item_id for item_id in hashes if item_id not in ledger.live}
     assert {hashes[item_id] for item_id in unknown} <= {_sha256(seed) for seed in ledger.unanswered}
     files = {
-        str(path)
+        f"upload:{path.relative_to(data_dir / 'uploads')}"
         for path in (data_dir / "uploads").rglob("*")
         if path.is_file() and path.name != ".servers.lock"
     }
