@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from blipsearch.cli.context import session
 from blipsearch.cli.options import DatabaseUrlOpt, DataDirOpt, JsonOpt, RetrievalModelOpt, print_json
+from blipsearch.settings import Settings
 
 console = Console()
 
@@ -39,7 +40,7 @@ index_app = typer.Typer(
 
 
 def _with_catalog(
-    ctx: typer.Context, data_dir: Path | None, database_url: str | None, read: Callable[[Path, Any], Any]
+    ctx: typer.Context, data_dir: Path | None, database_url: str | None, read: Callable[[Settings, Any], Any]
 ) -> Any:
     """Run a read-only maintenance function on the data directory's catalog, then close it."""
     from blipsearch.storage.catalog import Catalog
@@ -47,7 +48,7 @@ def _with_catalog(
     settings = session(ctx).settings(data_dir=data_dir, database_url=database_url)
     catalog = Catalog.open(settings)
     try:
-        return read(settings.data_dir, catalog)
+        return read(settings, catalog)
     finally:
         catalog.close()
 

@@ -26,12 +26,12 @@ from PIL import Image
 from sqlalchemy import select
 
 from blipsearch.errors import BlipsearchError
-from blipsearch.images import open_image
 from blipsearch.models.captioner import Captioner, CaptionOptions
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.models.runtime import chunks
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.item_images import ItemImages
 from blipsearch.storage.schema import SYNTHETIC_SLOTS, Item, ItemStatus, TextOrigin
 from blipsearch.storage.store_choice import open_vector_store, writer_lock
 from blipsearch.storage.vector_codec import round_trip
@@ -72,6 +72,7 @@ class CapFilt:
         self.model = retrieval_model
         self.captioner = captioner
         self.catalog = catalog or Catalog.open(settings)
+        self.item_images = ItemImages(settings)
 
     def run(
         self,
@@ -126,10 +127,8 @@ class CapFilt:
         images: dict[int, Image.Image] = {}
         for item in items:
             try:
-                images[item.id] = open_image(
-                    item.source,
-                    max_bytes=self.settings.max_image_bytes,
-                    max_pixels=self.settings.max_image_pixels,
+                images[item.id] = self.item_images.open(
+                    item, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels
                 )
             except (BlipsearchError, OSError) as exc:
                 report.skipped += 1

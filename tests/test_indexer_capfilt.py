@@ -78,7 +78,7 @@ def _assert_indexes_agree(indexer: Indexer) -> None:
     text_ids = {int(i) for i in live.texts.ids()}
     expected = {row.item_id * TEXT_SLOTS + row.slot for row in _texts(indexer.catalog)}
     assert text_ids == expected
-    report = verify(indexer.settings.data_dir, indexer.catalog)
+    report = verify(indexer.settings, indexer.catalog)
     assert report.ok, report.problems
 
 

@@ -83,7 +83,7 @@ def _live(
 
 
 def _assert_verified(indexer: Indexer) -> None:
-    report = verify(indexer.settings.data_dir, indexer.catalog)
+    report = verify(indexer.settings, indexer.catalog)
     assert report.ok, report.problems
 
 
@@ -308,7 +308,7 @@ def test_missing_corrupt_and_stale_indexes_are_rebuilt_or_caught_up(
             for p, v in zip(new, vectors, strict=True)
         ]
     )
-    assert not verify(settings.data_dir, indexer.catalog).problems, "pending changes are notes, not problems"
+    assert not verify(settings, indexer.catalog).problems, "pending changes are notes, not problems"
     live, report = other.open(writer=False)
     assert report.caught_up_items == 2 and set(ids) <= set(live.images.ids().tolist())
     assert other.manifests()["images"] == generation, "a reader never commits"

@@ -94,8 +94,8 @@ def test_api_writes_are_committed_after_n_changes(settings: Settings, service: S
     writer.delete(first)
     assert checkpoints.tick() and checkpoints.committed == 1
     assert _replayed_at_open(settings, service) == 0
-    assert index_status(settings.data_dir, service.catalog)["indexes"]["images"]["state"] == "current"
-    report = verify(settings.data_dir, service.catalog)
+    assert index_status(settings, service.catalog)["indexes"]["images"]["state"] == "current"
+    report = verify(settings, service.catalog)
     assert report.ok and report.checked["images_vectors"] == 1, report.as_dict()
     assert not checkpoints.tick()  # nothing new
 
@@ -138,7 +138,7 @@ def test_a_server_checkpoints_uploads_in_the_background(
         catalog = Catalog.open(settings)
         deadline = time.monotonic() + 60
         while True:
-            status = index_status(settings.data_dir, catalog)["indexes"]["images"]
+            status = index_status(settings, catalog)["indexes"]["images"]
             if status["state"] == "current" and status["vectors"] == 2:
                 break
             assert time.monotonic() < deadline, status
@@ -169,7 +169,7 @@ def test_verify_reports_crash_litter_and_a_server_start_removes_it(
     kept_file = settings.data_dir / "uploads" / source.removeprefix("upload:")
     orphan, temporary = _litter(settings)
 
-    report = verify(settings.data_dir, service.catalog)
+    report = verify(settings, service.catalog)
     assert not report.ok
     assert report.checked["upload_orphans"] == 1 and report.checked["upload_temporary"] == 1
     assert any(orphan.name in problem for problem in report.problems), report.problems
@@ -180,7 +180,7 @@ def test_verify_reports_crash_litter_and_a_server_start_removes_it(
     assert [e.key for e in removed.temporary] == [f"ab/{temporary.name}"]
     assert not orphan.exists() and not temporary.exists() and kept_file.exists()
     uploads.close()
-    after = verify(settings.data_dir, service.catalog)
+    after = verify(settings, service.catalog)
     assert after.checked["upload_orphans"] == after.checked["upload_temporary"] == 0
     assert not any("uploads" in problem for problem in after.problems), after.problems
 
@@ -196,7 +196,7 @@ def test_a_second_server_leaves_young_files_that_may_be_uploads_in_flight(
     long_ago = time.time() - IN_FLIGHT_SECONDS - 60
     os.utime(old, (long_ago, long_ago))
 
-    report = verify(settings.data_dir, service.catalog)
+    report = verify(settings, service.catalog)
     assert report.checked["upload_orphans"] == 1 and any("in flight" in note for note in report.notes)
     second = UploadFolder(settings.data_dir)
     removed = second.open(service.catalog)
