@@ -15,6 +15,7 @@ from blipsearch.errors import CatalogError
 from blipsearch.settings import Settings
 from blipsearch.storage.database import create_catalog_engine, ensure_schema, session_factory
 from blipsearch.storage.keyword import KeywordDocuments
+from blipsearch.storage.pgvector_rows import VectorRows
 from blipsearch.storage.vector_codec import StorageDType
 
 QUERY_CHUNK = 500
@@ -29,6 +30,7 @@ class CatalogAccess:
         self.sessions = session_factory(engine)
         self.embedding_storage: StorageDType = embedding_storage
         self.keyword_documents = KeywordDocuments(engine.dialect.name)
+        self.vector_rows = VectorRows(engine.dialect.name)
 
     @classmethod
     def open(cls, settings: Settings) -> Self:
