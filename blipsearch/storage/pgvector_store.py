@@ -4,15 +4,17 @@ The rows are written by every catalog write in its own transaction (`pgvector_ro
 store keeps no state of its own: `refresh`, `checkpoint` and `pending_changes` have nothing to do,
 and any number of servers on one database answer alike.
 
-Indexes. One HNSW index per model and side, a partial expression index
-`(embedding::halfvec(dim)) halfvec_ip_ops WHERE model_fingerprint = '<fp>' AND vector_dims(embedding) = dim`:
-partial, because the tables hold every model's rows and a query must never mix them (the predicate
-must be a literal for the planner to match it, hence the fingerprint check below); an expression,
-because the column has no fixed dimension. halfvec rather than vector: on 20k random 256-d unit
-vectors (m=16, ef_construction=64, ef_search=40) both found the same top 10 (recall@10 0.994 vs
-0.995) while the halfvec index was half the size (20 MB vs 40 MB) and built faster; the candidates
-are re-scored exactly on the float32 column, so halfvec rounding never reaches a returned score.
-m=16, ef_construction=64 as measured in issue 29.
+Indexes. One HNSW index per model and side, a partial expression index on
+`(embedding::halfvec(dim)) halfvec_ip_ops WHERE model_fingerprint = '<fp>' AND vector_dims(embedding) = dim`.
+Partial, because the tables hold every model's rows and a query must never mix them (the planner
+matches a partial index only against a literal, hence `check_fingerprint` before inlining one); an
+expression, because the column has no fixed dimension. halfvec rather than vector: on 20k
+clustered 256-d unit vectors (m=16, ef_construction=64, ef_search=40; one run on the development
+machine) the halfvec index took 16.7 MB against 27.3 MB and 7.3 s against 7.9 s to build, for
+recall@10 0.999 against 1.000. Half the memory is what decides at 10M vectors, and the recall
+difference is within noise: the candidates are re-scored exactly on the float32 column, and a few
+more than k are read, so halfvec rounding never reaches a returned score and seldom an order.
+m=16 and ef_construction=64 are the values issue 29 measured.
 
 Searches. pgvector's HNSW scan applies a filter after the graph search, so with a filter it can
 silently return fewer rows than asked. The rules here make that impossible:
@@ -21,13 +23,15 @@ silently return fewer rows than asked. The rules here make that impossible:
   `hnsw.max_scan_tuples`), candidates ordered by the index expression, then re-sorted exactly;
 * filtered to at most `exact_limit` ids: an exact scan over the admitted ids, ordered by an
   expression the index does not match, so the planner cannot take the approximate path;
-* filtered to more: the iterative scan with `id = ANY(:ids)`, re-sorted;
+* filtered to more: the iterative scan with `id + 0 = ANY(:ids)` (hidden from the primary key, so
+  the planner cannot swap the graph for a key lookup), re-sorted;
 * in every case, when fewer than min(k, admitted rows) come back, the query is answered exactly.
 
 A search with no valid HNSW index for the model answers by an exact scan.
 
-Writers coordinate through a PostgreSQL session-level advisory lock held on a dedicated connection:
-the server releases it when that connection ends, so a killed holder never blocks the next run.
+Writers coordinate through `pgvector_writer_lock`, a PostgreSQL session-level advisory lock held
+on a dedicated connection: the server releases it when that connection ends, so a killed holder
+never blocks the next run, on whichever machine it ran.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ import os
 import re
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +130,8 @@ class PgvectorCollection:
         self._store = store
         self._side = side
         self._count: tuple[float, int] | None = None
+        self.paths: Counter[str] = Counter()
+        """Queries answered per path (exact, approximate, fallback): for logs and tests."""
         fp, dim = store.fingerprint, store.dim
         self.index_name = index_name(side, fp, dim)
         self.index_expression = f"(embedding::halfvec({dim}))"
@@ -132,7 +139,9 @@ class PgvectorCollection:
         rows = f"FROM {side.table} WHERE {self.predicate}"
         ident = side.id_column
         exact_score = "(embedding <#> CAST(:q AS vector))"
-        approximate = f"{self.index_expression} <#> CAST(:q AS halfvec({dim}))"
+        # Its own parameter: PostgreSQL types a parameter by its first use, and a query bound as
+        # halfvec would round the exact re-scoring too.
+        approximate = f"{self.index_expression} <#> CAST(:q_half AS halfvec({dim}))"
         order = f"ORDER BY {exact_score}, {ident} LIMIT :k"
         self._exact = f"SELECT {ident}, -{exact_score} AS score {rows} {{filter}} {order}"
         self._approximate = (
@@ -142,6 +151,9 @@ class PgvectorCollection:
         )
         self._count_sql = f"SELECT count(*) {rows} {{filter}}"
         self._filter = f"AND {ident} = ANY(:ids)"
+        # `+ 0` hides the filter from the primary key, so a large filter cannot turn the graph
+        # search into a key lookup plus sort: it is the small filters that go exact, by rule.
+        self._graph_filter = f"AND {ident} + 0 = ANY(:ids)"
 
     def __len__(self) -> int:
         now = self._store.clock()
@@ -190,15 +202,18 @@ class PgvectorCollection:
                 exact_only = not indexed or (allowed is not None and len(allowed) <= store.exact_limit)
                 admitted: int | None = None
                 for row, query in enumerate(queries):
-                    params: dict[str, Any] = {"q": vector_literal(query), "k": k}
+                    literal = vector_literal(query)
+                    params: dict[str, Any] = {"q": literal, "k": k}
                     if allowed is not None:
                         params["ids"] = allowed
                     found: list[Any] = []
                     if not exact_only:
                         found = self._run(
                             connection,
-                            self._approximate,
-                            params | {"candidates": k + max(k, CANDIDATE_MARGIN)},
+                            self._approximate.format(
+                                filter=self._graph_filter if allowed is not None else ""
+                            ),
+                            params | {"q_half": literal, "candidates": k + max(k, CANDIDATE_MARGIN)},
                             allowed,
                         )
                         if len(found) < k:
@@ -206,8 +221,16 @@ class PgvectorCollection:
                                 admitted = self._admitted(connection, allowed)
                             if len(found) < min(k, admitted):
                                 found = []
-                    if not found:
-                        found = self._run(connection, self._exact, params, allowed)
+                    if found:
+                        self.paths["approximate"] += 1
+                    else:
+                        self.paths["exact" if exact_only else "fallback"] += 1
+                        found = self._run(
+                            connection,
+                            self._exact.format(filter=self._filter if allowed is not None else ""),
+                            params,
+                            allowed,
+                        )
                     for column, (vector_id, score) in enumerate(found):
                         ids[row, column] = int(vector_id)
                         scores[row, column] = float(score)
@@ -218,7 +241,7 @@ class PgvectorCollection:
     def _run(
         self, connection: Connection, sql: str, params: dict[str, Any], allowed: list[int] | None
     ) -> list[Any]:
-        statement = text(sql.format(filter=self._filter if allowed is not None else ""))
+        statement = text(sql)
         if allowed is not None:
             statement = statement.bindparams(_IDS)
         return list(connection.execute(statement, params).all())
@@ -267,8 +290,11 @@ class PgvectorStore:
         ef_search: int = 100,
         max_scan_tuples: int = 20_000,
         exact_limit: int = 20_000,
+        writer: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`writer`: opened by a writer (holding `pgvector_writer_lock`), which builds the model's
+        HNSW indexes where they are missing, so uploads alone never leave searches exact forever."""
         if engine.dialect.name != "postgresql":
             raise CatalogError("The pgvector vector store needs a PostgreSQL catalog (database_url).")
         if dim < 1:
@@ -282,16 +308,30 @@ class PgvectorStore:
         self.clock = clock
         self._images = PgvectorCollection(self, IMAGES)
         self._texts = PgvectorCollection(self, TEXTS)
+        if writer:
+            self.ensure_indexes()
 
     @classmethod
-    def from_settings(cls, engine: Engine, fingerprint: str, dim: int, settings: Settings) -> PgvectorStore:
+    def open(
+        cls,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        fingerprint: str,
+        dim: int,
+        writer: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> PgvectorStore:
+        """The store for one model on this catalog, tuned by the `pgvector_*` settings."""
         return cls(
-            engine,
+            catalog.engine,
             fingerprint,
             dim,
             ef_search=settings.pgvector_ef_search,
             max_scan_tuples=settings.pgvector_max_scan_tuples,
             exact_limit=settings.pgvector_exact_limit,
+            writer=writer,
+            clock=clock,
         )
 
     @property
@@ -312,39 +352,12 @@ class PgvectorStore:
     def checkpoint(self) -> bool:
         return False
 
-    @contextmanager
-    def writer_lock(self, purpose: str) -> Iterator[None]:
-        """A session-level advisory lock on a connection of its own, dropped with that connection:
-        PostgreSQL releases it when the holder exits or is killed, wherever it ran."""
-        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            name = f"blipsearch {purpose} pid {os.getpid()} on {socket.gethostname()}"[:63]
-            connection.execute(text("SELECT set_config('application_name', :name, false)"), {"name": name})
-            got = connection.execute(
-                text("SELECT pg_try_advisory_lock(:a, :b)"), {"a": LOCK_KEY[0], "b": LOCK_KEY[1]}
-            ).scalar()
-            if not got:
-                holder = _lock_holder(connection)
-                raise IndexLockedError(
-                    f"Another blipsearch writer holds the pgvector store of this catalog ({holder}); "
-                    "wait for it to finish or stop it."
-                )
-            self._ensure_indexes(connection)
-        except SQLAlchemyError as exc:
-            connection.invalidate()
-            connection.close()
-            raise _fail(self.engine, "lock", exc) from None
-        except BaseException:
-            connection.invalidate()
-            connection.close()
-            raise
-        try:
-            yield
-        finally:
-            # Closing the DBAPI connection ends the session, which releases the lock (and the
-            # application name never reaches a pooled connection).
-            connection.invalidate()
-            connection.close()
+    def searching(self) -> AbstractContextManager[None]:
+        """Nothing to hold: every query reads its own snapshot of the committed rows."""
+        return nullcontext()
+
+    def writer_lock(self, purpose: str) -> AbstractContextManager[None]:
+        return pgvector_writer_lock(self.engine, purpose)
 
     def _ensure_indexes(self, connection: Connection) -> list[str]:
         return [c.index_name for c in (self._images, self._texts) if c.ensure_index(connection)]
@@ -422,6 +435,40 @@ class PgvectorStore:
 
     def close(self) -> None:
         """Nothing to release: the engine belongs to the catalog."""
+
+
+@contextmanager
+def pgvector_writer_lock(engine: Engine, purpose: str) -> Iterator[None]:
+    """The writer lock of a pgvector catalog: a session-level advisory lock on a connection of its
+    own, released by PostgreSQL when that connection ends, so a killed holder, wherever it ran,
+    never blocks the next writer. Raises `IndexLockedError` at once when another session holds it."""
+    connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        name = f"blipsearch {purpose} pid {os.getpid()} on {socket.gethostname()}"[:63]
+        connection.execute(text("SELECT set_config('application_name', :name, false)"), {"name": name})
+        got = connection.execute(
+            text("SELECT pg_try_advisory_lock(:a, :b)"), {"a": LOCK_KEY[0], "b": LOCK_KEY[1]}
+        ).scalar()
+        if not got:
+            raise IndexLockedError(
+                f"Another blipsearch writer holds the pgvector store of this catalog "
+                f"({_lock_holder(connection)}); wait for it to finish or stop it."
+            )
+    except SQLAlchemyError as exc:
+        connection.invalidate()
+        connection.close()
+        raise _fail(engine, "lock", exc) from None
+    except BaseException:
+        connection.invalidate()
+        connection.close()
+        raise
+    try:
+        yield
+    finally:
+        # Closing the DBAPI connection ends the session, which releases the lock (and the
+        # application name never reaches a pooled connection).
+        connection.invalidate()
+        connection.close()
 
 
 def _lock_holder(connection: Connection) -> str:
