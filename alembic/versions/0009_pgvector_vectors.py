@@ -50,16 +50,16 @@ _DDL = (
 )
 
 
-def _literal(blob: bytes | None, dtype: str | None) -> str | None:
+def _literal(blob: bytes | None, dtype: str | None, dim: int | None = None) -> str | None:
     if not blob:
         return None
     numpy_dtype = np.dtype(_DTYPES.get(dtype or "float32", "<f4"))
-    if len(blob) % numpy_dtype.itemsize:
+    if len(blob) % numpy_dtype.itemsize or (dim and len(blob) != dim * numpy_dtype.itemsize):
         return None
     vector = np.frombuffer(blob, dtype=numpy_dtype).astype(np.float32)
     if not np.isfinite(vector).all():
         return None
-    return "[" + ",".join(map(repr, vector.tolist())) + "]"
+    return "[" + ",".join(["%.9g"] * len(vector)) % tuple(vector.tolist()) + "]"
 
 
 def _backfill(bind: sa.Connection) -> None:
@@ -77,23 +77,22 @@ def _backfill(bind: sa.Connection) -> None:
         last = ids[-1]
         items = bind.execute(
             sa.text(
-                "SELECT id, embedding, embedding_dtype, model_fingerprint FROM items WHERE id = ANY(:ids) "
+                "SELECT id, embedding, embedding_dtype, embedding_dim, model_fingerprint FROM items "
+                "WHERE id = ANY(:ids) "
                 "AND embedding IS NOT NULL AND model_fingerprint IS NOT NULL"
             ),
             {"ids": ids},
         ).all()
-        rows = [
-            {"i": int(i), "f": fp, "e": literal}
-            for i, blob, dtype, fp in items
-            if (literal := _literal(blob, dtype)) is not None
-        ]
+        rows = [(int(i), fp, literal) for i, blob, dtype, dim, fp in items if (literal := _literal(blob, dtype, dim))]
         if rows:
+            ids_, fps, embeddings = zip(*rows, strict=True)
             bind.execute(
                 sa.text(
                     "INSERT INTO item_vectors (item_id, model_fingerprint, embedding) "
-                    "VALUES (:i, :f, CAST(:e AS vector)) ON CONFLICT (item_id) DO NOTHING"
+                    "SELECT u.i, u.f, CAST(u.e AS vector) FROM unnest(CAST(:i AS bigint[]), "
+                    "CAST(:f AS text[]), CAST(:e AS text[])) AS u(i, f, e) ON CONFLICT (item_id) DO NOTHING"
                 ),
-                rows,
+                {"i": list(ids_), "f": list(fps), "e": list(embeddings)},
             )
         texts = bind.execute(
             sa.text(
@@ -102,18 +101,21 @@ def _backfill(bind: sa.Connection) -> None:
             ),
             {"ids": ids},
         ).all()
-        rows = [
-            {"v": int(i) * _TEXT_SLOTS + int(slot), "i": int(i), "f": fp, "e": literal}
+        text_rows = [
+            (int(i) * _TEXT_SLOTS + int(slot), int(i), fp, literal)
             for i, slot, blob, dtype, fp in texts
-            if (literal := _literal(blob, dtype)) is not None
+            if (literal := _literal(blob, dtype))
         ]
-        if rows:
+        if text_rows:
+            vector_ids, ids_, fps, embeddings = zip(*text_rows, strict=True)
             bind.execute(
                 sa.text(
                     "INSERT INTO text_vectors (vector_id, item_id, model_fingerprint, embedding) "
-                    "VALUES (:v, :i, :f, CAST(:e AS vector)) ON CONFLICT (vector_id) DO NOTHING"
+                    "SELECT u.v, u.i, u.f, CAST(u.e AS vector) FROM unnest(CAST(:v AS bigint[]), "
+                    "CAST(:i AS bigint[]), CAST(:f AS text[]), CAST(:e AS text[])) AS u(v, i, f, e) "
+                    "ON CONFLICT (vector_id) DO NOTHING"
                 ),
-                rows,
+                {"v": list(vector_ids), "i": list(ids_), "f": list(fps), "e": list(embeddings)},
             )
 
 

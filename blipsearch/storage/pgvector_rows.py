@@ -29,6 +29,7 @@ give the same tables.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -117,17 +118,22 @@ _SELECT_TEXTS = text(
     "WHERE t.item_id = ANY(:ids) AND i.status = 'indexed' AND t.embedding IS NOT NULL "
     "AND t.model_fingerprint IS NOT NULL ORDER BY t.item_id, t.slot"
 ).bindparams(_IDS)
-# ON CONFLICT: a concurrent writer refreshing the same item (the API storing a caption while the
-# indexer writes) may insert between our DELETE and INSERT; the later row wins instead of failing.
-_INSERT_ITEM = text(
+# One statement per table whatever the batch size (arrays, unnested server-side), instead of a
+# round trip per row. ON CONFLICT: a concurrent writer refreshing the same item (the API storing a
+# caption while the indexer writes) may insert between our DELETE and INSERT; the later row wins.
+_INSERT_ITEMS = text(
     "INSERT INTO item_vectors (item_id, model_fingerprint, embedding) "
-    "VALUES (:item_id, :fingerprint, CAST(:embedding AS vector)) "
+    "SELECT u.item_id, u.fingerprint, CAST(u.embedding AS vector) "
+    "FROM unnest(CAST(:item_ids AS bigint[]), CAST(:fingerprints AS text[]), CAST(:embeddings AS text[])) "
+    "AS u(item_id, fingerprint, embedding) "
     "ON CONFLICT (item_id) DO UPDATE SET model_fingerprint = EXCLUDED.model_fingerprint, "
     "embedding = EXCLUDED.embedding"
 )
-_INSERT_TEXT = text(
+_INSERT_TEXTS = text(
     "INSERT INTO text_vectors (vector_id, item_id, model_fingerprint, embedding) "
-    "VALUES (:vector_id, :item_id, :fingerprint, CAST(:embedding AS vector)) "
+    "SELECT u.vector_id, u.item_id, u.fingerprint, CAST(u.embedding AS vector) "
+    "FROM unnest(CAST(:vector_ids AS bigint[]), CAST(:item_ids AS bigint[]), CAST(:fingerprints AS text[]), "
+    "CAST(:embeddings AS text[])) AS u(vector_id, item_id, fingerprint, embedding) "
     "ON CONFLICT (vector_id) DO UPDATE SET item_id = EXCLUDED.item_id, "
     "model_fingerprint = EXCLUDED.model_fingerprint, embedding = EXCLUDED.embedding"
 )
@@ -149,10 +155,16 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
     return True
 
 
+@functools.cache
+def _literal_format(dim: int) -> str:
+    return "[" + ",".join(["%.9g"] * dim) + "]"
+
+
 def vector_literal(vector: np.ndarray) -> str:
-    """pgvector's text form. Python's repr of a float32 widened to a double reads back (strtof) as
-    exactly that float32, so the row equals the blob bit for bit."""
-    return "[" + ",".join(map(repr, np.asarray(vector, dtype=np.float32).tolist())) + "]"
+    """pgvector's text form. Nine significant digits name a float32 uniquely, so the row reads back
+    (strtof) as exactly the stored value; `%` formatting is several times faster than repr here."""
+    values = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
+    return _literal_format(len(values)) % tuple(values)
 
 
 def parse_vector(value: str) -> np.ndarray:
@@ -179,29 +191,25 @@ def rewrite_rows(connection: Connection, item_ids: Sequence[int]) -> None:
         part = [int(i) for i in item_ids[start : start + REFRESH_CHUNK]]
         connection.execute(_DELETE_ITEMS, {"ids": part})
         connection.execute(_DELETE_TEXTS, {"ids": part})
-        items = []
+        items: dict[str, list[Any]] = {"item_ids": [], "fingerprints": [], "embeddings": []}
         for item_id, blob, dtype, dim, fingerprint in connection.execute(_SELECT_ITEMS, {"ids": part}):
             vector = _decode(blob, dtype, dim)
             if vector is not None:
-                items.append(
-                    {"item_id": int(item_id), "fingerprint": fingerprint, "embedding": vector_literal(vector)}
-                )
-        texts = []
+                items["item_ids"].append(int(item_id))
+                items["fingerprints"].append(str(fingerprint))
+                items["embeddings"].append(vector_literal(vector))
+        texts: dict[str, list[Any]] = {"vector_ids": [], "item_ids": [], "fingerprints": [], "embeddings": []}
         for item_id, slot, blob, dtype, fingerprint in connection.execute(_SELECT_TEXTS, {"ids": part}):
             vector = _decode(blob, dtype, len(blob or b"") // value_width(dtype))
             if vector is not None:
-                texts.append(
-                    {
-                        "vector_id": int(item_id) * TEXT_SLOTS + int(slot),
-                        "item_id": int(item_id),
-                        "fingerprint": fingerprint,
-                        "embedding": vector_literal(vector),
-                    }
-                )
-        if items:
-            connection.execute(_INSERT_ITEM, items)
-        if texts:
-            connection.execute(_INSERT_TEXT, texts)
+                texts["vector_ids"].append(int(item_id) * TEXT_SLOTS + int(slot))
+                texts["item_ids"].append(int(item_id))
+                texts["fingerprints"].append(str(fingerprint))
+                texts["embeddings"].append(vector_literal(vector))
+        if items["item_ids"]:
+            connection.execute(_INSERT_ITEMS, items)
+        if texts["vector_ids"]:
+            connection.execute(_INSERT_TEXTS, texts)
 
 
 def tables_present(connection: Connection) -> bool:

@@ -150,6 +150,8 @@ class PgvectorCollection:
             f"SELECT {ident}, -{exact_score} AS score FROM candidates {order}"
         )
         self._count_sql = f"SELECT count(*) {rows} {{filter}}"
+        # By fingerprint alone: an index-only scan, where the dimension check would read every vector.
+        self._len_sql = text(f"SELECT count(*) FROM {side.table} WHERE model_fingerprint = '{fp}'")
         self._filter = f"AND {ident} = ANY(:ids)"
         # `+ 0` hides the filter from the primary key, so a large filter cannot turn the graph
         # search into a key lookup plus sort: it is the small filters that go exact, by rule.
@@ -161,7 +163,7 @@ class PgvectorCollection:
             return self._count[1]
         try:
             with self._store.engine.connect() as connection:
-                count = int(connection.execute(text(self._count_sql.format(filter=""))).scalar() or 0)
+                count = int(connection.execute(self._len_sql).scalar() or 0)
         except SQLAlchemyError as exc:
             raise _fail(self._store.engine, "read", exc) from None
         self._count = (now, count)
