@@ -96,7 +96,7 @@ def loaded(postgres_admin_url: str) -> Iterator[Loaded]:
 @pytest.fixture(scope="module")
 def store(loaded: Loaded) -> PgvectorStore:
     store = PgvectorStore(
-        loaded.engine, FP, DIM, ef_search=40, max_scan_tuples=20_000, exact_limit=EXACT_LIMIT
+        loaded.engine, FP, DIM, ef_search=100, max_scan_tuples=20_000, exact_limit=EXACT_LIMIT
     )
     with store.writer_lock("test"):
         store.finish_run()  # builds the HNSW indexes
