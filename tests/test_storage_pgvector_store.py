@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +15,12 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from blipsearch.errors import IndexLockedError
+from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
-from blipsearch.storage.database import create_catalog_engine, ensure_schema
+from blipsearch.storage.database import create_catalog_engine, ensure_schema, session_factory
 from blipsearch.storage.item_writes import ItemWrite, TextVector
 from blipsearch.storage.pgvector_store import (
     PgvectorStore,
@@ -336,3 +339,29 @@ def test_advisory_lock_excludes_a_second_writer_and_dies_with_its_holder(loaded:
         holder.kill()
         holder.wait()
         other_engine.dispose()
+
+
+def test_searches_read_through_the_sessions_given(loaded: Loaded, tmp_path: Path) -> None:
+    """A catalog with a read replica hands its `reading()` sessions over; searches use them."""
+    factory = session_factory(loaded.engine)
+    opened: list[int] = []
+
+    @contextmanager
+    def reading() -> Iterator[Session]:
+        opened.append(1)
+        with factory() as session:
+            yield session
+
+    store = PgvectorStore(loaded.engine, FP, DIM, reading=reading)
+    _, ids = store.images.search(loaded.vectors[:2], 3)
+    assert (ids[:, 0] == loaded.ids[:2]).all()
+    assert np.array_equal(store.images.vector(int(loaded.ids[0])), loaded.vectors[0])
+    assert len(opened) == 2
+
+    settings = Settings(
+        data_dir=tmp_path, database_url=loaded.url, pgvector_ef_search=55, pgvector_exact_limit=7
+    )
+    tuned = PgvectorStore.open(settings, loaded.catalog, fingerprint=FP, dim=DIM, writer=False)
+    assert (tuned.ef_search, tuned.exact_limit) == (55, 7)
+    with tuned.searching():
+        assert tuned.images.search(loaded.vectors[:1], 1)[1][0, 0] == loaded.ids[0]

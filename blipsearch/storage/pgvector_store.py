@@ -51,6 +51,7 @@ import numpy as np
 from sqlalchemy import BigInteger, Connection, Engine, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from blipsearch.errors import CatalogError, IndexLockedError
 from blipsearch.storage.pgvector_rows import backfill, parse_vector, tables_present, vector_literal
@@ -76,6 +77,7 @@ _FINGERPRINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}$")
 _INDEX_PREFIXES = ("ix_item_vectors_hnsw_", "ix_text_vectors_hnsw_")
 _COMMENT = re.compile(r"^blipsearch hnsw (\S+) (\d+)$")
 _IDS = bindparam("ids", type_=ARRAY(BigInteger))
+ReadSessions = Callable[[], AbstractContextManager[Session]]
 _INDEX_VALID = text(
     "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
     "WHERE c.relname = :name AND c.relnamespace = to_regnamespace(current_schema())"
@@ -162,7 +164,7 @@ class PgvectorCollection:
         if self._count is not None and now - self._count[0] < COUNT_TTL_SECONDS:
             return self._count[1]
         try:
-            with self._store.engine.connect() as connection:
+            with self._store.read_connection() as connection:
                 count = int(connection.execute(self._len_sql).scalar() or 0)
         except SQLAlchemyError as exc:
             raise _fail(self._store.engine, "read", exc) from None
@@ -173,7 +175,7 @@ class PgvectorCollection:
         side = self._side
         sql = f"SELECT embedding::text FROM {side.table} WHERE {self.predicate} AND {side.id_column} = :id"
         try:
-            with self._store.engine.connect() as connection:
+            with self._store.read_connection() as connection:
                 value = connection.execute(text(sql), {"id": int(vector_id)}).scalar()
         except SQLAlchemyError as exc:
             raise _fail(self._store.engine, "read", exc) from None
@@ -195,7 +197,7 @@ class PgvectorCollection:
                 return scores, ids
         store = self._store
         try:
-            with store.engine.connect() as connection, connection.begin():
+            with store.read_connection() as connection:
                 indexed = self.index_valid(connection)
                 ef_search = min(1000, max(store.ef_search, k))
                 connection.execute(text(f"SET LOCAL hnsw.ef_search = {ef_search}"))
@@ -293,10 +295,13 @@ class PgvectorStore:
         max_scan_tuples: int = 20_000,
         exact_limit: int = 20_000,
         writer: bool = False,
+        reading: ReadSessions | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`writer`: opened by a writer (holding `pgvector_writer_lock`), which builds the model's
-        HNSW indexes where they are missing, so uploads alone never leave searches exact forever."""
+        HNSW indexes where they are missing, so uploads alone never leave searches exact forever.
+        `reading`: where searches read (the catalog's `reading()`, which may be a hot standby);
+        default: the primary through `engine`. Index builds and locks always use `engine`."""
         if engine.dialect.name != "postgresql":
             raise CatalogError("The pgvector vector store needs a PostgreSQL catalog (database_url).")
         if dim < 1:
@@ -308,6 +313,7 @@ class PgvectorStore:
         self.max_scan_tuples = int(max_scan_tuples)
         self.exact_limit = int(exact_limit)
         self.clock = clock
+        self._reading = reading
         self._images = PgvectorCollection(self, IMAGES)
         self._texts = PgvectorCollection(self, TEXTS)
         if writer:
@@ -333,8 +339,19 @@ class PgvectorStore:
             max_scan_tuples=settings.pgvector_max_scan_tuples,
             exact_limit=settings.pgvector_exact_limit,
             writer=writer,
+            reading=getattr(catalog, "reading", None),
             clock=clock,
         )
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """One transaction for a search's statements (its SET LOCALs end with it)."""
+        if self._reading is None:
+            with self.engine.connect() as connection, connection.begin():
+                yield connection
+        else:
+            with self._reading() as session:
+                yield session.connection()
 
     @property
     def images(self) -> PgvectorCollection:
