@@ -245,10 +245,13 @@ def _indexed_item_ids(connection: Connection, batch: int) -> Iterator[list[int]]
         last = ids[-1]
 
 
-def backfill(connection: Connection) -> int:
+def backfill(connection: Connection, *, commit_chunks: bool = False) -> int:
     """Re-derive every indexed item's rows (chunked, so memory stays flat); returns the items read.
 
-    Rows of items that are no longer indexed are removed first, so this also repairs drift."""
+    Rows of items that are no longer indexed are removed first, so this also repairs drift.
+    `commit_chunks` commits after each chunk (a rebuild of millions of rows then holds no long
+    transaction); that is safe beside live writers, since each chunk re-reads the items as committed
+    and a writer that changes one of them re-derives its rows in its own transaction, after ours."""
     connection.execute(
         text(
             "DELETE FROM item_vectors AS v WHERE NOT EXISTS (SELECT 1 FROM items AS i "
@@ -261,9 +264,13 @@ def backfill(connection: Connection) -> int:
             "WHERE i.id = v.item_id AND i.status = 'indexed')"
         )
     )
+    if commit_chunks:
+        connection.commit()
     total = 0
     for ids in _indexed_item_ids(connection, REFRESH_CHUNK):
         rewrite_rows(connection, ids)
+        if commit_chunks:
+            connection.commit()
         total += len(ids)
     return total
 

@@ -407,8 +407,8 @@ class PgvectorStore:
         """Re-derive every row from the catalog's blobs, rebuild this model's HNSW indexes, and drop
         those of models no row uses any more."""
         try:
-            with self.engine.begin() as connection:
-                items = backfill(connection)
+            with self.engine.connect() as connection:
+                items = backfill(connection, commit_chunks=True)
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
                 for collection in (self._images, self._texts):
                     connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {collection.index_name}"))
