@@ -78,6 +78,13 @@ _INDEX_PREFIXES = ("ix_item_vectors_hnsw_", "ix_text_vectors_hnsw_")
 _COMMENT = re.compile(r"^blipsearch hnsw (\S+) (\d+)$")
 _IDS = bindparam("ids", type_=ARRAY(BigInteger))
 ReadSessions = Callable[[], AbstractContextManager[Session]]
+_SEARCH_SETUP = text(
+    "SELECT coalesce((SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
+    "WHERE c.relname = :name AND c.relnamespace = to_regnamespace(current_schema())), false), "
+    "set_config('hnsw.ef_search', :ef_search, true), "
+    "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+    "set_config('hnsw.max_scan_tuples', :max_scan_tuples, true)"
+)
 _INDEX_VALID = text(
     "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
     "WHERE c.relname = :name AND c.relnamespace = to_regnamespace(current_schema())"
@@ -183,9 +190,6 @@ class PgvectorCollection:
             raise KeyError(vector_id)
         return parse_vector(str(value))
 
-    def index_valid(self, connection: Connection) -> bool:
-        return bool(connection.execute(_INDEX_VALID, {"name": self.index_name}).scalar())
-
     def search(
         self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -198,11 +202,17 @@ class PgvectorCollection:
         store = self._store
         try:
             with store.read_connection() as connection:
-                indexed = self.index_valid(connection)
-                ef_search = min(1000, max(store.ef_search, k))
-                connection.execute(text(f"SET LOCAL hnsw.ef_search = {ef_search}"))
-                connection.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-                connection.execute(text(f"SET LOCAL hnsw.max_scan_tuples = {int(store.max_scan_tuples)}"))
+                # One round trip: the index check and the transaction-local HNSW settings.
+                indexed = bool(
+                    connection.execute(
+                        _SEARCH_SETUP,
+                        {
+                            "name": self.index_name,
+                            "ef_search": str(min(1000, max(store.ef_search, k))),
+                            "max_scan_tuples": str(int(store.max_scan_tuples)),
+                        },
+                    ).scalar()
+                )
                 exact_only = not indexed or (allowed is not None and len(allowed) <= store.exact_limit)
                 admitted: int | None = None
                 for row, query in enumerate(queries):
