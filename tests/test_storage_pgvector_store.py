@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,19 +14,15 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from blipsearch.errors import IndexLockedError
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import create_catalog_engine, ensure_schema, session_factory
-from blipsearch.storage.item_writes import ItemWrite, TextVector
+from blipsearch.storage.item_writes import ItemWrite
 from blipsearch.storage.pgvector_store import (
     PgvectorStore,
     pgvector_available,
-    pgvector_status,
-    pgvector_verify,
-    pgvector_writer_lock,
 )
-from blipsearch.storage.schema import TEXT_SLOTS, ItemStatus
+from blipsearch.storage.schema import ItemStatus
 
 FP = "blip-" + "c" * 32
 OTHER_FP = "blip-" + "d" * 32
@@ -186,49 +179,14 @@ def test_vector_reads_one_row(loaded: Loaded, store: PgvectorStore) -> None:
     assert store.refresh() == 0 and store.pending_changes == 0 and store.checkpoint() is False
 
 
-def test_status_verify_and_availability(loaded: Loaded, store: PgvectorStore, tmp_path: Path) -> None:
+def test_availability_and_state(loaded: Loaded, store: PgvectorStore, tmp_path: Path) -> None:
     assert pgvector_available(loaded.engine)
     sqlite = create_catalog_engine(f"sqlite:///{tmp_path}/c.sqlite3")
     assert not pgvector_available(sqlite)
     sqlite.dispose()
-    status = pgvector_status(loaded.catalog)
-    assert status["vectors"][FP] == {"images": N, "texts": 0}
-    assert status["vectors"][OTHER_FP] == {"images": 200, "texts": 0}
-    assert {(i["fingerprint"], i["valid"]) for i in status["indexes"]} >= {(FP, True)}
-    assert pgvector_verify(loaded.catalog, sample=N) == []
     state = store.state()
     assert state["backend"] == "pgvector" and state["image_vectors"] == N
     assert all(index["valid"] for index in state["indexes"].values()) and len(state["indexes"]) == 2
-
-
-def test_verify_finds_drift_and_rebuild_repairs_it(postgres_url: str) -> None:
-    engine = _fresh(postgres_url)
-    catalog = Catalog(engine)
-    vectors = _unit(np.random.default_rng(3), 30)
-    ids = catalog.write(
-        [
-            _write(f"/p/{n}.png", v, texts=[TextVector(0, "title", f"t{n}", vectors[-1 - n])])
-            for n, v in enumerate(vectors)
-        ]
-    )
-    store = PgvectorStore(engine, FP, DIM)
-    with engine.begin() as connection:
-        connection.execute(text("DELETE FROM item_vectors WHERE item_id = :i"), {"i": ids[0]})
-        connection.execute(
-            text("UPDATE text_vectors SET embedding = CAST(:e AS vector) WHERE vector_id = :v"),
-            {"e": "[" + ",".join(["0.25"] * DIM) + "]", "v": ids[1] * TEXT_SLOTS},
-        )
-    problems = pgvector_verify(catalog, sample=100)
-    assert len(problems) == 2
-    assert "images" in problems[0] and "1 vectors missing" in problems[0]
-    assert "texts" in problems[1] and "differ" in problems[1]
-    with store.writer_lock("rebuild"):
-        report = store.rebuild()
-    assert report["image_vectors"] == 30 and report["text_vectors"] == 30
-    assert pgvector_verify(catalog, sample=100) == []
-    _scores, found = store.texts.search(vectors[-1:], 1)
-    assert found[0, 0] == ids[0] * TEXT_SLOTS
-    engine.dispose()
 
 
 def test_rebuild_drops_indexes_of_models_no_longer_used(postgres_url: str) -> None:
@@ -243,7 +201,8 @@ def test_rebuild_drops_indexes_of_models_no_longer_used(postgres_url: str) -> No
     with new.writer_lock("rebuild"):
         report = new.rebuild()
     assert sorted(report["indexes_dropped"]) == sorted([old.images.index_name, old.texts.index_name])
-    assert {i["fingerprint"] for i in pgvector_status(catalog)["indexes"]} == {FP}
+    assert set(new.state()["indexes"]) == {new.images.index_name, new.texts.index_name}
+    assert set(old.state()["indexes"]) == set()
     engine.dispose()
 
 
@@ -293,52 +252,6 @@ def _fresh(url: str) -> Engine:
         connection.execute(text("CREATE SCHEMA public"))
     ensure_schema(engine)
     return engine
-
-
-_HOLDER = """
-import sys, time
-from blipsearch.storage.database import create_catalog_engine
-from blipsearch.storage.pgvector_store import PgvectorStore
-store = PgvectorStore(create_catalog_engine(sys.argv[1]), sys.argv[2], 16)
-with store.writer_lock("holder-test"):
-    print("locked", flush=True)
-    time.sleep(600)
-"""
-
-
-def test_advisory_lock_excludes_a_second_writer_and_dies_with_its_holder(loaded: Loaded) -> None:
-    store = PgvectorStore(loaded.engine, FP, DIM)
-    with store.writer_lock("first"):
-        other_engine = create_catalog_engine(loaded.url)
-        with (
-            pytest.raises(IndexLockedError, match="blipsearch first pid"),
-            pgvector_writer_lock(other_engine, "second"),
-        ):
-            pass
-    with store.writer_lock("again"):  # released on exit
-        pass
-
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, loaded.url, FP], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with pytest.raises(IndexLockedError, match="holder-test"), store.writer_lock("waiting"):
-            pass
-        holder.kill()
-        holder.wait()
-        for _attempt in range(200):  # the server notices the dead client's socket at once
-            try:
-                with store.writer_lock("after the kill"):
-                    break
-            except IndexLockedError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("the advisory lock outlived its killed holder")
-    finally:
-        holder.kill()
-        holder.wait()
-        other_engine.dispose()
 
 
 def test_searches_read_through_the_sessions_given(loaded: Loaded, tmp_path: Path) -> None:

@@ -36,12 +36,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, Column, Connection, MetaData, String, Table, bindparam, text
+from sqlalchemy import BigInteger, Column, Connection, Engine, MetaData, String, Table, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.base import ischema_names
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import UserDefinedType
 
+from blipsearch.errors import CatalogError
 from blipsearch.storage.schema import TEXT_SLOTS
 from blipsearch.storage.vector_codec import value_width
 
@@ -210,6 +212,13 @@ def rewrite_rows(connection: Connection, item_ids: Sequence[int]) -> None:
             connection.execute(_INSERT_ITEMS, items)
         if texts["vector_ids"]:
             connection.execute(_INSERT_TEXTS, texts)
+
+
+def store_error(engine: Engine, action: str, exc: SQLAlchemyError) -> CatalogError:
+    """One `CatalogError` naming the database (password hidden), never SQLAlchemy's own text."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    where = engine.url.render_as_string(hide_password=True)
+    return CatalogError(f"Could not {action} the pgvector store at {where}: {reason}.")
 
 
 def tables_present(connection: Connection) -> bool:

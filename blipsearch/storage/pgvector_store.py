@@ -29,17 +29,14 @@ silently return fewer rows than asked. The rules here make that impossible:
 
 A search with no valid HNSW index for the model answers by an exact scan.
 
-Writers coordinate through `pgvector_writer_lock`, a PostgreSQL session-level advisory lock held
-on a dedicated connection: the server releases it when that connection ends, so a killed holder
-never blocks the next run, on whichever machine it ran.
+Writers coordinate through `pgvector_lock.pgvector_writer_lock`; `pgvector_checks.py` has
+`index status` and `index verify`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -53,11 +50,16 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from blipsearch.errors import CatalogError, IndexLockedError
-from blipsearch.storage.pgvector_rows import backfill, parse_vector, tables_present, vector_literal
-from blipsearch.storage.schema import TEXT_SLOTS
+from blipsearch.errors import CatalogError
+from blipsearch.storage.pgvector_lock import pgvector_writer_lock
+from blipsearch.storage.pgvector_rows import (
+    backfill,
+    parse_vector,
+    store_error,
+    tables_present,
+    vector_literal,
+)
 from blipsearch.storage.top_k import empty_results
-from blipsearch.storage.vector_codec import decode_vectors, value_width
 from blipsearch.storage.vector_store import Backend, RunSummary
 
 if TYPE_CHECKING:
@@ -66,17 +68,14 @@ if TYPE_CHECKING:
 
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
-LOCK_KEY = (0x626C6970, 0x76656373)
-"""pg_try_advisory_lock(int4, int4) key of the writer lock ('blip', 'vecs'); one per database."""
 COUNT_TTL_SECONDS = 2.0
 """`len()` is a count(*) over a model's rows; `/v1/status` asks often, so it is kept this long."""
 CANDIDATE_MARGIN = 16
 """Extra candidates read from the halfvec index before the exact re-sort, so a near tie that
 halfvec rounding orders the other way still reaches the top k."""
 _FINGERPRINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}$")
-_INDEX_PREFIXES = ("ix_item_vectors_hnsw_", "ix_text_vectors_hnsw_")
 _COMMENT = re.compile(r"^blipsearch hnsw (\S+) (\d+)$")
-_IDS = bindparam("ids", type_=ARRAY(BigInteger))
+IDS = bindparam("ids", type_=ARRAY(BigInteger))
 ReadSessions = Callable[[], AbstractContextManager[Session]]
 _SEARCH_SETUP = text(
     "SELECT coalesce((SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
@@ -92,14 +91,14 @@ _INDEX_VALID = text(
 
 
 @dataclass(frozen=True)
-class _Side:
+class Side:
     table: str
     id_column: str
     label: str
 
 
-IMAGES = _Side("item_vectors", "item_id", "images")
-TEXTS = _Side("text_vectors", "vector_id", "texts")
+IMAGES = Side("item_vectors", "item_id", "images")
+TEXTS = Side("text_vectors", "vector_id", "texts")
 
 
 def check_fingerprint(fingerprint: str) -> str:
@@ -110,7 +109,7 @@ def check_fingerprint(fingerprint: str) -> str:
     return fingerprint
 
 
-def index_name(side: _Side, fingerprint: str, dim: int) -> str:
+def index_name(side: Side, fingerprint: str, dim: int) -> str:
     digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
     return f"ix_{side.table}_hnsw_{digest}_{int(dim)}"
 
@@ -126,16 +125,10 @@ def pgvector_available(engine: Engine) -> bool:
         return False
 
 
-def _fail(engine: Engine, action: str, exc: SQLAlchemyError) -> CatalogError:
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-    where = engine.url.render_as_string(hide_password=True)
-    return CatalogError(f"Could not {action} the pgvector store at {where}: {reason}.")
-
-
 class PgvectorCollection:
     """One side (images or texts) of one model, searched in SQL."""
 
-    def __init__(self, store: PgvectorStore, side: _Side) -> None:
+    def __init__(self, store: PgvectorStore, side: Side) -> None:
         self._store = store
         self._side = side
         self._count: tuple[float, int] | None = None
@@ -174,7 +167,7 @@ class PgvectorCollection:
             with self._store.read_connection() as connection:
                 count = int(connection.execute(self._len_sql).scalar() or 0)
         except SQLAlchemyError as exc:
-            raise _fail(self._store.engine, "read", exc) from None
+            raise store_error(self._store.engine, "read", exc) from None
         self._count = (now, count)
         return count
 
@@ -185,7 +178,7 @@ class PgvectorCollection:
             with self._store.read_connection() as connection:
                 value = connection.execute(text(sql), {"id": int(vector_id)}).scalar()
         except SQLAlchemyError as exc:
-            raise _fail(self._store.engine, "read", exc) from None
+            raise store_error(self._store.engine, "read", exc) from None
         if value is None:
             raise KeyError(vector_id)
         return parse_vector(str(value))
@@ -249,7 +242,7 @@ class PgvectorCollection:
                         ids[row, column] = int(vector_id)
                         scores[row, column] = float(score)
         except SQLAlchemyError as exc:
-            raise _fail(store.engine, "search", exc) from None
+            raise store_error(store.engine, "search", exc) from None
         return scores, ids
 
     def _run(
@@ -257,13 +250,13 @@ class PgvectorCollection:
     ) -> list[Any]:
         statement = text(sql)
         if allowed is not None:
-            statement = statement.bindparams(_IDS)
+            statement = statement.bindparams(IDS)
         return list(connection.execute(statement, params).all())
 
     def _admitted(self, connection: Connection, allowed: list[int] | None) -> int:
         if allowed is None:
             return int(connection.execute(text(self._count_sql.format(filter=""))).scalar() or 0)
-        statement = text(self._count_sql.format(filter=self._filter)).bindparams(_IDS)
+        statement = text(self._count_sql.format(filter=self._filter)).bindparams(IDS)
         return int(connection.execute(statement, {"ids": allowed}).scalar() or 0)
 
     def ensure_index(self, connection: Connection) -> bool:
@@ -397,7 +390,7 @@ class PgvectorStore:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
                 return self._ensure_indexes(connection)
         except SQLAlchemyError as exc:
-            raise _fail(self.engine, "index", exc) from None
+            raise store_error(self.engine, "index", exc) from None
 
     def finish_run(self) -> RunSummary:
         built = self.ensure_indexes()
@@ -406,7 +399,7 @@ class PgvectorStore:
                 connection.execute(text("ANALYZE item_vectors"))
                 connection.execute(text("ANALYZE text_vectors"))
         except SQLAlchemyError as exc:
-            raise _fail(self.engine, "analyze", exc) from None
+            raise store_error(self.engine, "analyze", exc) from None
         return RunSummary(
             generation=0,
             indexed_total=len(self._images),
@@ -424,15 +417,15 @@ class PgvectorStore:
                     connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {collection.index_name}"))
                     collection.ensure_index(connection)
                 dropped = []
-                used = _fingerprints_in_rows(connection)
-                for name, fingerprint, _dim, _valid, _size in _hnsw_indexes(connection):
+                used = fingerprints_in_rows(connection)
+                for name, fingerprint, _dim, _valid, _size in hnsw_indexes(connection):
                     if fingerprint is not None and fingerprint not in used:
                         connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
                         dropped.append(name)
                 connection.execute(text("ANALYZE item_vectors"))
                 connection.execute(text("ANALYZE text_vectors"))
         except SQLAlchemyError as exc:
-            raise _fail(self.engine, "rebuild", exc) from None
+            raise store_error(self.engine, "rebuild", exc) from None
         self._images._count = self._texts._count = None
         return {
             "backend": "pgvector",
@@ -448,11 +441,11 @@ class PgvectorStore:
             with self.engine.connect() as connection:
                 indexes = {
                     name: {"valid": valid, "bytes": size}
-                    for name, fp, _dim, valid, size in _hnsw_indexes(connection)
+                    for name, fp, _dim, valid, size in hnsw_indexes(connection)
                     if name in (self._images.index_name, self._texts.index_name)
                 }
         except SQLAlchemyError as exc:
-            raise _fail(self.engine, "read", exc) from None
+            raise store_error(self.engine, "read", exc) from None
         return {
             "backend": "pgvector",
             "fingerprint": self.fingerprint,
@@ -466,56 +459,7 @@ class PgvectorStore:
         """Nothing to release: the engine belongs to the catalog."""
 
 
-@contextmanager
-def pgvector_writer_lock(engine: Engine, purpose: str) -> Iterator[None]:
-    """The writer lock of a pgvector catalog: a session-level advisory lock on a connection of its
-    own, released by PostgreSQL when that connection ends, so a killed holder, wherever it ran,
-    never blocks the next writer. Raises `IndexLockedError` at once when another session holds it."""
-    connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        name = f"blipsearch {purpose} pid {os.getpid()} on {socket.gethostname()}"[:63]
-        connection.execute(text("SELECT set_config('application_name', :name, false)"), {"name": name})
-        got = connection.execute(
-            text("SELECT pg_try_advisory_lock(:a, :b)"), {"a": LOCK_KEY[0], "b": LOCK_KEY[1]}
-        ).scalar()
-        if not got:
-            raise IndexLockedError(
-                f"Another blipsearch writer holds the pgvector store of this catalog "
-                f"({_lock_holder(connection)}); wait for it to finish or stop it."
-            )
-    except SQLAlchemyError as exc:
-        connection.invalidate()
-        connection.close()
-        raise _fail(engine, "lock", exc) from None
-    except BaseException:
-        connection.invalidate()
-        connection.close()
-        raise
-    try:
-        yield
-    finally:
-        # Closing the DBAPI connection ends the session, which releases the lock (and the
-        # application name never reaches a pooled connection).
-        connection.invalidate()
-        connection.close()
-
-
-def _lock_holder(connection: Connection) -> str:
-    row = connection.execute(
-        text(
-            "SELECT a.application_name, a.pid FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :a AND l.objid = :b "
-            "AND l.objsubid = 2 "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ),
-        {"a": LOCK_KEY[0], "b": LOCK_KEY[1]},
-    ).first()
-    if row is None:
-        return "a session that just ended"
-    return f"{row[0] or 'an unnamed session'}, PostgreSQL backend {row[1]}"
-
-
-def _hnsw_indexes(connection: Connection) -> list[tuple[str, str | None, int | None, bool, int]]:
+def hnsw_indexes(connection: Connection) -> list[tuple[str, str | None, int | None, bool, int]]:
     """(name, fingerprint, dim, valid, bytes) of every HNSW index this store made, from the comment
     each carries (an index name holds only a digest of the fingerprint)."""
     rows = connection.execute(
@@ -542,7 +486,7 @@ def _hnsw_indexes(connection: Connection) -> list[tuple[str, str | None, int | N
     return result
 
 
-def _fingerprints_in_rows(connection: Connection) -> set[str]:
+def fingerprints_in_rows(connection: Connection) -> set[str]:
     return {
         str(fp)
         for fp in connection.execute(
@@ -552,137 +496,3 @@ def _fingerprints_in_rows(connection: Connection) -> set[str]:
             )
         ).scalars()
     }
-
-
-# index status / verify ---------------------------------------------------------------------------
-
-
-def pgvector_status(catalog: Catalog) -> dict[str, Any]:
-    """What `index status` shows for pgvector: rows per model and side, and the HNSW indexes."""
-    engine = catalog.engine
-    if not pgvector_available(engine):
-        return {"backend": "pgvector", "available": False}
-    try:
-        with engine.connect() as connection:
-            counts: dict[str, dict[str, int]] = {}
-            for side in (IMAGES, TEXTS):
-                for fp, count in connection.execute(
-                    text(f"SELECT model_fingerprint, count(*) FROM {side.table} GROUP BY model_fingerprint")
-                ):
-                    counts.setdefault(str(fp), {"images": 0, "texts": 0})[side.label] = int(count)
-            indexes = [
-                {"name": name, "fingerprint": fp, "dim": dim, "valid": valid, "bytes": size}
-                for name, fp, dim, valid, size in _hnsw_indexes(connection)
-            ]
-    except SQLAlchemyError as exc:
-        raise _fail(engine, "read", exc) from None
-    return {"backend": "pgvector", "available": True, "vectors": counts, "indexes": indexes}
-
-
-def pgvector_verify(catalog: Catalog, *, sample: int = 50, seed: int = 0) -> list[str]:
-    """Problems between the vector rows and the catalog: rows missing or extra per model and side,
-    sampled rows whose values differ from the blobs, HNSW indexes left invalid. Empty: all agree."""
-    engine = catalog.engine
-    if not pgvector_available(engine):
-        return [
-            "The pgvector tables are missing from this catalog (no extension, or installed after migrating)."
-        ]
-    problems: list[str] = []
-    rng = np.random.default_rng(seed)
-    try:
-        with engine.connect() as connection:
-            fingerprints = _fingerprints_in_rows(connection) | {
-                str(fp)
-                for fp in connection.execute(
-                    text(
-                        "SELECT DISTINCT model_fingerprint FROM items WHERE model_fingerprint IS NOT NULL "
-                        "UNION SELECT DISTINCT model_fingerprint FROM item_texts "
-                        "WHERE model_fingerprint IS NOT NULL"
-                    )
-                ).scalars()
-            }
-            for fp in sorted(fingerprints):
-                for side, expected in ((IMAGES, catalog.indexed_ids(fp)), (TEXTS, catalog.text_ids(fp))):
-                    present = np.asarray(
-                        sorted(
-                            int(i)
-                            for i in connection.execute(
-                                text(
-                                    f"SELECT {side.id_column} FROM {side.table} WHERE model_fingerprint = :fp"
-                                ),
-                                {"fp": fp},
-                            ).scalars()
-                        ),
-                        dtype=np.int64,
-                    )
-                    missing = np.setdiff1d(expected, present)
-                    extra = np.setdiff1d(present, expected)
-                    if len(missing) or len(extra):
-                        examples = [int(i) for i in np.concatenate([missing, extra])[:5]]
-                        problems.append(
-                            f"pgvector {side.label} of model {fp}: {len(missing)} vectors missing, "
-                            f"{len(extra)} not in the catalog (e.g. ids {examples}); "
-                            "run `blipsearch index rebuild`."
-                        )
-                    both = np.intersect1d(expected, present)
-                    if len(both):
-                        picked = rng.choice(both, size=min(sample, len(both)), replace=False)
-                        problems.extend(_compare_values(connection, side, [int(i) for i in picked]))
-            for name, _fp, _dim, valid, _size in _hnsw_indexes(connection):
-                if not valid:
-                    problems.append(
-                        f"pgvector HNSW index {name} is invalid (an interrupted build); "
-                        "run `blipsearch index rebuild`."
-                    )
-    except SQLAlchemyError as exc:
-        raise _fail(engine, "verify", exc) from None
-    return problems
-
-
-def _compare_values(connection: Connection, side: _Side, ids: list[int]) -> list[str]:
-    stored = {
-        int(i): parse_vector(str(v))
-        for i, v in connection.execute(
-            text(
-                f"SELECT {side.id_column}, embedding::text FROM {side.table} "
-                f"WHERE {side.id_column} = ANY(:ids)"
-            ).bindparams(_IDS),
-            {"ids": ids},
-        )
-    }
-    blobs: list[tuple[int, bytes, str | None]]
-    if side is IMAGES:
-        blobs = [
-            (int(i), b, d)
-            for i, b, d in connection.execute(
-                text("SELECT id, embedding, embedding_dtype FROM items WHERE id = ANY(:ids)").bindparams(
-                    _IDS
-                ),
-                {"ids": ids},
-            )
-        ]
-    else:
-        wanted = set(ids)
-        rows = connection.execute(
-            text(
-                "SELECT item_id, slot, embedding, embedding_dtype FROM item_texts WHERE item_id = ANY(:ids)"
-            ).bindparams(_IDS),
-            {"ids": sorted({i // TEXT_SLOTS for i in ids})},
-        ).all()
-        blobs = [
-            (int(i) * TEXT_SLOTS + int(slot), blob, dtype)
-            for i, slot, blob, dtype in rows
-            if int(i) * TEXT_SLOTS + int(slot) in wanted
-        ]
-    different = []
-    for vector_id, blob, dtype in blobs:
-        expected = decode_vectors([blob], str(dtype or "float32"), len(blob) // value_width(dtype))[0]
-        got = stored.get(int(vector_id))
-        if got is None or got.shape != expected.shape or not np.array_equal(got, expected):
-            different.append(int(vector_id))
-    if not different:
-        return []
-    return [
-        f"pgvector {side.label}: {len(different)} of {len(ids)} sampled vectors differ from the catalog's "
-        f"embeddings (e.g. ids {different[:5]}); run `blipsearch index rebuild`."
-    ]
