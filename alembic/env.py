@@ -6,8 +6,7 @@ from sqlalchemy import Connection
 
 from alembic import context
 from blipsearch.settings import load_settings
-from blipsearch.storage.database import create_catalog_engine
-from blipsearch.storage.keyword import include_object
+from blipsearch.storage.database import create_catalog_engine, include_object
 from blipsearch.storage.schema import Base
 
 config = context.config
@@ -24,7 +23,7 @@ def _configure(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
-        include_object=include_object,  # keyword tables: per-database DDL, no ORM model
+        include_object=include_object,  # keyword and vector tables: DDL in migrations, no ORM model
     )
 
 

@@ -51,3 +51,30 @@ def db_current(ctx: typer.Context, data_dir: DataDirOpt = None, database_url: Da
     finally:
         engine.dispose()
     console.print(f"current {current or 'empty'}  head {head_revision()}")
+
+
+@db_app.command("install-pgvector")
+def db_install_pgvector(
+    ctx: typer.Context, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None
+) -> None:
+    """Create the pgvector extension and blipsearch's vector tables, filled from the catalog.
+
+    Migration 0009 does this once; run this when pgvector was installed on the server after the
+    catalog was migrated. Safe to run again (rows are re-derived). Exits 1 where PostgreSQL has no
+    pgvector or the role may not create the extension.
+    """
+    from blipsearch.storage.database import create_catalog_engine
+    from blipsearch.storage.pgvector_rows import install_vector_tables
+
+    settings = session(ctx).settings(data_dir=data_dir, database_url=database_url)
+    engine = create_catalog_engine(settings.effective_database_url)
+    try:
+        with engine.begin() as connection:
+            installed = install_vector_tables(connection)
+    finally:
+        engine.dispose()
+    where = settings.masked()["database_url"]
+    if not installed:
+        console.print(f"[red]not installed[/]: {where} is not a PostgreSQL where pgvector can be created")
+        raise typer.Exit(1)
+    console.print(f"pgvector tables ready at {where}; vector_store=auto now uses them")

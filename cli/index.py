@@ -170,6 +170,13 @@ def index_status(
     console.print(f"catalog {data['catalog']}  (last change {data['last_change_id']})", highlight=False)
     console.print("items: " + ", ".join(f"{k} {v}" for k, v in data["items"].items()))
     for name, info in data["indexes"].items():
+        if info.get("kind") == "pgvector":
+            built = ", ".join(f"{i['name']} ({'valid' if i['valid'] else 'INVALID'})" for i in info["hnsw"])
+            console.print(
+                f"{name}: pgvector, {info['vectors']} vectors, HNSW {built or 'none yet (exact scans)'}",
+                highlight=False,
+            )
+            continue
         if info["state"] in ("absent", "corrupt"):
             console.print(f"{name} index: {info['state']} {info.get('reason', '')}", highlight=False)
             continue
@@ -237,6 +244,13 @@ def index_rebuild(
         indexer.catalog.close()
     if as_json:
         print_json(data)
+        return
+    if data["backend"] == "pgvector":
+        console.print(
+            f"rebuilt pgvector rows: {data['image_vectors']} image and {data['text_vectors']} text vectors, "
+            f"HNSW {', '.join(data['indexes_built'])}",
+            highlight=False,
+        )
         return
     console.print(
         f"rebuilt generation {data['generation']}: images {data['images']['kind']} "

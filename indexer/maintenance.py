@@ -7,6 +7,7 @@ manifest records, so they need no model and never change anything.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,10 @@ from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.index_content import text_vector_ids
 from blipsearch.storage.live import IMAGES, TEXTS
+from blipsearch.storage.pgvector_checks import pgvector_status, pgvector_verify
 from blipsearch.storage.schema import TEXT_SLOTS
 from blipsearch.storage.snapshots import IndexStore
+from blipsearch.storage.store_choice import chosen_backend
 from blipsearch.storage.vectors import VectorIndex
 
 SAMPLE_VECTORS = 64
@@ -27,7 +30,40 @@ SAMPLE_VECTORS = 64
 
 def index_status(settings: Settings, catalog: Catalog) -> dict[str, Any]:
     data_dir = settings.data_dir
-    directory = data_dir / "indexes"
+    backend = chosen_backend(settings, catalog)
+    indexes = (
+        _pgvector_indexes(catalog) if backend == "pgvector" else _faiss_indexes(data_dir / "indexes", catalog)
+    )
+    return {
+        "data_dir": str(data_dir),
+        "catalog": catalog.location,
+        "vector_store": backend,
+        "items": catalog.status_counts(),
+        "indexed_by_model": catalog.fingerprint_counts(),
+        "last_change_id": catalog.last_change_id(),
+        "indexes": indexes,
+        "failures": [{"id": i, "source": s, "error": e} for i, s, e in catalog.failures()],
+    }
+
+
+def _pgvector_indexes(catalog: Catalog) -> dict[str, Any]:
+    """Rows are written with the catalog, so a pgvector store is never behind it."""
+    status = pgvector_status(catalog)
+    indexes: dict[str, Any] = {}
+    for name, table in ((IMAGES, "item_vectors"), (TEXTS, "text_vectors")):
+        indexes[name] = {
+            "state": "current",
+            "kind": "pgvector",
+            "vectors": sum(counts.get(name, 0) for counts in status.get("vectors", {}).values()),
+            "vectors_by_model": {fp: counts.get(name, 0) for fp, counts in status.get("vectors", {}).items()},
+            "hnsw": [
+                index for index in status.get("indexes", []) if index["name"].startswith(f"ix_{table}_")
+            ],
+        }
+    return indexes
+
+
+def _faiss_indexes(directory: Path, catalog: Catalog) -> dict[str, Any]:
     indexes: dict[str, Any] = {}
     for name in (IMAGES, TEXTS):
         try:
@@ -50,15 +86,7 @@ def index_status(settings: Settings, catalog: Catalog) -> dict[str, Any]:
             "model_fingerprint": manifest.model_fingerprint,
             "committed_at": manifest.created_at,
         }
-    return {
-        "data_dir": str(data_dir),
-        "catalog": catalog.location,
-        "items": catalog.status_counts(),
-        "indexed_by_model": catalog.fingerprint_counts(),
-        "last_change_id": catalog.last_change_id(),
-        "indexes": indexes,
-        "failures": [{"id": i, "source": s, "error": e} for i, s, e in catalog.failures()],
-    }
+    return indexes
 
 
 @dataclass
@@ -83,9 +111,19 @@ def verify(settings: Settings, catalog: Catalog) -> VerifyReport:
     """
     report = VerifyReport()
     report.problems.extend(catalog.inconsistent_rows())
-    directory = settings.data_dir / "indexes"
     counts = catalog.status_counts()
     report.checked["items"] = sum(counts.values())
+    if chosen_backend(settings, catalog) == "pgvector":
+        for name, index in _pgvector_indexes(catalog).items():
+            report.checked[f"{name}_vectors"] = index["vectors"]
+        report.problems.extend(pgvector_verify(catalog))
+    else:
+        _verify_faiss(settings.data_dir / "indexes", catalog, counts, report)
+    _check_uploads(settings, catalog, report)
+    return report
+
+
+def _verify_faiss(directory: Path, catalog: Catalog, counts: dict[str, int], report: VerifyReport) -> None:
     for name in (IMAGES, TEXTS):
         store = IndexStore(directory, name)
         try:
@@ -135,8 +173,6 @@ def verify(settings: Settings, catalog: Catalog) -> VerifyReport:
                 name, index, catalog, fingerprint, np.intersect1d(np.setdiff1d(expected, pending), actual)
             )
         )
-    _check_uploads(settings, catalog, report)
-    return report
 
 
 def _check_uploads(settings: Settings, catalog: Catalog, report: VerifyReport) -> None:

@@ -17,11 +17,11 @@ from blipsearch.storage.database import (
     current_revision,
     ensure_schema,
     head_revision,
+    include_object,
     session_factory,
     table_names,
     upgrade_database,
 )
-from blipsearch.storage.keyword import include_object
 from blipsearch.storage.schema import Base, Change, Item, ItemTag
 
 
@@ -44,7 +44,7 @@ def test_fresh_database_migrates_to_head(engine: Engine) -> None:
 def test_migrations_match_the_orm_models(engine: Engine) -> None:
     upgrade_database(engine)
     with engine.connect() as connection:
-        # The keyword tables have per-database DDL and no ORM model; env.py excludes them the same way.
+        # The keyword and vector tables have no ORM model; env.py excludes them the same way.
         opts = {"compare_type": True, "include_object": include_object}
         context = MigrationContext.configure(connection, opts=opts)
         differences = compare_metadata(context, Base.metadata)

@@ -201,6 +201,7 @@ class Catalog(ItemTexts, IndexContent):
                 session.flush()
                 session.add_all(Change(item_id=item.id, op=ChangeOp.UPSERT.value) for item in items)
                 self.keyword_documents.refresh(session, [item.id for item in items])
+                self.vector_rows.refresh(session, [item.id for item in items])
                 session.flush()
                 crash_point("catalog.before_commit")
             crash_point("catalog.after_commit")
@@ -280,6 +281,7 @@ class Catalog(ItemTexts, IndexContent):
                     )
                 session.add_all(Change(item_id=int(i), op=ChangeOp.UPSERT.value) for i in item_ids)
                 self.keyword_documents.refresh(session, item_ids)
+                self.vector_rows.refresh(session, item_ids)
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
 
@@ -294,6 +296,7 @@ class Catalog(ItemTexts, IndexContent):
                     session.execute(delete(Item).where(Item.id.in_(part)))
                 session.add_all(Change(item_id=int(i), op=ChangeOp.DELETE.value) for i in item_ids)
                 self.keyword_documents.refresh(session, item_ids)
+                self.vector_rows.refresh(session, item_ids)
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
 

@@ -18,6 +18,7 @@ from blipsearch.errors import CatalogError
 from blipsearch.settings import Settings
 from blipsearch.storage.database import create_catalog_engine, ensure_schema, session_factory
 from blipsearch.storage.keyword import KeywordDocuments
+from blipsearch.storage.pgvector_rows import VectorRows
 from blipsearch.storage.read_routing import ReadRouter, open_standby_engine
 from blipsearch.storage.vector_codec import StorageDType
 
@@ -37,6 +38,7 @@ class CatalogAccess:
         self.reads.watch(self.sessions)
         self.embedding_storage: StorageDType = embedding_storage
         self.keyword_documents = KeywordDocuments(engine.dialect.name)
+        self.vector_rows = VectorRows(engine.dialect.name)
 
     @classmethod
     def open(cls, settings: Settings) -> Self:

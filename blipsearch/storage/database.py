@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from blipsearch.errors import CatalogError, ConfigError
+from blipsearch.storage import keyword, pgvector_rows
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,14 @@ def create_catalog_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic `include_object` hook: the keyword and vector tables are made by migrations in SQL
+    (per database, or only where pgvector exists) and have no ORM model; autogenerate leaves them be."""
+    return keyword.include_object(obj, name, type_, reflected, compare_to) and pgvector_rows.include_object(
+        obj, name, type_, reflected, compare_to
+    )
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -85,6 +85,7 @@ class ItemTexts(CatalogAccess):
                 session.flush()
                 session.add_all(Change(item_id=i, op=ChangeOp.UPSERT.value) for i in stored)
                 self.keyword_documents.refresh(session, stored)
+                self.vector_rows.refresh(session, stored)
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
 
@@ -143,6 +144,7 @@ class ItemTexts(CatalogAccess):
                 session.flush()
                 session.add_all(Change(item_id=i, op=ChangeOp.UPSERT.value) for i in stored_items)
                 self.keyword_documents.refresh(session, stored_items)
+                self.vector_rows.refresh(session, stored_items)
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
         return count
@@ -178,6 +180,7 @@ class ItemTexts(CatalogAccess):
                         touched.add(int(item_id))
                 session.add_all(Change(item_id=i, op=ChangeOp.UPSERT.value) for i in sorted(touched))
                 self.keyword_documents.refresh(session, sorted(touched))
+                self.vector_rows.refresh(session, sorted(touched))
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
         return updated

@@ -18,6 +18,8 @@ from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.faiss_store import FaissStore
 from blipsearch.storage.index_spec import RequestedKind
 from blipsearch.storage.lock import WriterLock
+from blipsearch.storage.pgvector_lock import pgvector_writer_lock
+from blipsearch.storage.pgvector_store import PgvectorStore, pgvector_available
 from blipsearch.storage.vector_store import Backend, VectorStore
 
 
@@ -25,7 +27,7 @@ def chosen_backend(settings: Settings, catalog: Catalog) -> Backend:
     """The backend `settings.vector_store` names for this catalog; pgvector where it can't run: an error."""
     if settings.vector_store == "faiss":
         return "faiss"
-    available = False  # pgvector arrives with its backend
+    available = pgvector_available(catalog.engine)
     if settings.vector_store == "pgvector" and not available:
         raise ConfigError(
             "vector_store is pgvector, but the catalog is not a PostgreSQL database with the pgvector "
@@ -45,7 +47,10 @@ def open_vector_store(
     clock: Callable[[], float] = time.monotonic,
 ) -> VectorStore:
     """The store for one model: a writer (indexing run, CapFilt) commits what it opens; a server reads."""
-    chosen_backend(settings, catalog)
+    if chosen_backend(settings, catalog) == "pgvector":
+        return PgvectorStore.open(
+            settings, catalog, fingerprint=fingerprint, dim=dim, writer=writer, clock=clock
+        )
     return FaissStore(
         settings,
         catalog,
@@ -64,4 +69,6 @@ def writer_lock(settings: Settings, catalog: Catalog, purpose: str) -> AbstractC
     PostgreSQL advisory lock, so that writers on different machines exclude each other. Either is
     taken without waiting (`IndexLockedError`) and dies with its holder.
     """
+    if chosen_backend(settings, catalog) == "pgvector":
+        return pgvector_writer_lock(catalog.engine, purpose)
     return WriterLock(settings.data_dir, purpose)
