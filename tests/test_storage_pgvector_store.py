@@ -185,7 +185,7 @@ def test_availability_and_state(loaded: Loaded, store: PgvectorStore, tmp_path: 
     assert not pgvector_available(sqlite)
     sqlite.dispose()
     state = store.state()
-    assert state["backend"] == "pgvector" and state["image_vectors"] == N
+    assert state["backend"] == "pgvector" and state["items"] == N
     assert all(index["valid"] for index in state["indexes"].values()) and len(state["indexes"]) == 2
 
 

@@ -450,8 +450,8 @@ class PgvectorStore:
             "backend": "pgvector",
             "fingerprint": self.fingerprint,
             "dim": self.dim,
-            "image_vectors": len(self._images),
-            "text_vectors": len(self._texts),
+            "items": len(self._images),
+            "texts": len(self._texts),
             "indexes": indexes,
         }
 

@@ -102,7 +102,8 @@ class VectorStore(Protocol):
         ...
 
     def state(self) -> dict[str, Any]:
-        """JSON facts for `/v1/status` and logs: backend, vector counts, generation or index names."""
+        """JSON facts for `/readyz` and logs: always `backend`, `items` and `texts` (vector counts),
+        then what the backend has (FAISS: `generation`, `last_change_id`; pgvector: its indexes)."""
         ...
 
     def close(self) -> None: ...
