@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import create_engine, text
+
+from blipsearch.settings import Settings
+from blipsearch.storage.catalog import Catalog
+
+from catalog_rows import FP, indexed_write
 from clirun import blipsearch
 
 
@@ -23,3 +29,27 @@ def test_db_upgrade_on_unreachable_database_is_one_line() -> None:
     result = blipsearch("db", "upgrade", "--database-url", "postgresql+psycopg://nobody@127.0.0.1:1/none")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "127.0.0.1" in result.stderr
+
+
+def test_install_pgvector_restores_tables_a_late_extension_needs(tmp_path: Path, postgres_url: str) -> None:
+    """A catalog migrated before pgvector existed has no vector tables; the command adds and fills them."""
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    catalog = Catalog.open(Settings(data_dir=tmp_path, database_url=postgres_url))
+    [item_id] = catalog.write([indexed_write("/photos/a.jpg", 3)])
+    catalog.close()
+    with engine.begin() as connection:  # as on a server that had no pgvector when 0009 ran
+        connection.execute(text("DROP TABLE text_vectors, item_vectors"))
+    installed = blipsearch("db", "install-pgvector", "--database-url", postgres_url)
+    assert installed.returncode == 0, installed.stderr
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT item_id, model_fingerprint FROM item_vectors")).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [(item_id, FP)]
+
+
+def test_install_pgvector_refuses_sqlite(tmp_path: Path) -> None:
+    result = blipsearch("db", "install-pgvector", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 1 and "not installed" in result.stdout
