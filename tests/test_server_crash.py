@@ -219,6 +219,9 @@ def _check_everything(
     server = _serve(env, base)
     try:
         with httpx.Client(base_url=base, timeout=60, headers=AUTH) as client:
+            # PostgreSQL here has pgvector: that run is the crash test of the pgvector store.
+            expected = "pgvector" if database_url.startswith("postgresql") else "faiss"
+            assert client.get("/readyz").json()["vector_store"] == expected
             for item_id, seed in sorted(ledger.live.items()):
                 assert client.get(f"/v1/items/{item_id}").status_code == 200, item_id
                 found = client.post(
