@@ -184,20 +184,25 @@ def streaming_standby() -> Iterator[StreamingPair]:
         yield pair
 
 
+@pytest.fixture
+def empty_postgres_url(postgres_url: str) -> str:
+    """The session's PostgreSQL database emptied for this test: the first catalog open migrates it."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return postgres_url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each catalog test runs on the embedded default and on PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
-    from sqlalchemy import create_engine, text
-
-    url = str(request.getfixturevalue("postgres_url"))
-    engine = create_engine(url)
-    with engine.begin() as connection:  # every test starts from an empty database
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return url
+    return str(request.getfixturevalue("empty_postgres_url"))  # every test starts from an empty database
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 from PIL import Image
-from sqlalchemy import create_engine, text
 
 from blipsearch.settings import Settings
 
@@ -23,16 +21,6 @@ from imagesets import TEST_MAX_PIXELS
 
 KEY = "replica-test-key"
 WRITE = {"X-API-Key": KEY}
-
-
-@pytest.fixture
-def pg_catalog(postgres_url: str) -> str:
-    engine = create_engine(postgres_url)
-    with engine.begin() as connection:  # an empty database: the first server migrates it
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return postgres_url
 
 
 def _png(seed: int) -> bytes:
@@ -79,10 +67,10 @@ def _same_view(a: httpx.Client, b: httpx.Client, live: dict[int, int], gone: set
 
 
 def test_writes_through_one_replica_are_read_through_the_other(
-    tmp_path: Path, tiny_checkpoints, pg_catalog: str, api_server: Callable[..., str]
+    tmp_path: Path, tiny_checkpoints, empty_postgres_url: str, api_server: Callable[..., str]
 ) -> None:
-    a_url = api_server(_settings(tmp_path, "replica-a", tiny_checkpoints, pg_catalog))
-    b_url = api_server(_settings(tmp_path, "replica-b", tiny_checkpoints, pg_catalog))
+    a_url = api_server(_settings(tmp_path, "replica-a", tiny_checkpoints, empty_postgres_url))
+    b_url = api_server(_settings(tmp_path, "replica-b", tiny_checkpoints, empty_postgres_url))
     live: dict[int, int] = {}
     gone: set[int] = set()
     with httpx.Client(base_url=a_url, timeout=60) as a, httpx.Client(base_url=b_url, timeout=60) as b:

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from test_indexer_crash import _check_consistent, _cli, _env
@@ -23,16 +22,6 @@ from test_indexer_crash import _check_consistent, _cli, _env
 from imagesets import write_broken_images, write_valid_images
 
 KILLS = 20
-
-
-@pytest.fixture
-def pg_catalog(postgres_url: str) -> str:
-    engine = create_engine(postgres_url)
-    with engine.begin() as connection:  # an empty database: the run creates and migrates it
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return postgres_url
 
 
 def _settled(engine: Engine) -> int:
@@ -66,15 +55,17 @@ def _rows_match_items(engine: Engine) -> None:
     assert text_vectors == texts
 
 
-def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, tiny_checkpoints, pg_catalog: str) -> None:
+def test_sigkill_at_random_moments_loses_nothing(
+    tmp_path: Path, tiny_checkpoints, empty_postgres_url: str
+) -> None:
     """Each kill lands after this run committed an item of its own and before the last one; the
     process is frozen (SIGSTOP) before the count, so the count is exactly what the kill leaves."""
     root = tmp_path / "photos"
     valid = len(write_valid_images(root, KILLS + 8, seed=21))
     broken = len(write_broken_images(root / "z-broken"))
     data_dir = tmp_path / "data"
-    env = {**_env(data_dir, tiny_checkpoints, None, pg_catalog), "BLIPSEARCH_INDEX_CHUNK_ITEMS": "1"}
-    engine = create_engine(pg_catalog)
+    env = {**_env(data_dir, tiny_checkpoints, None, empty_postgres_url), "BLIPSEARCH_INDEX_CHUNK_ITEMS": "1"}
+    engine = create_engine(empty_postgres_url)
     rng = random.Random(29)
     settled = 0
     try:
@@ -104,7 +95,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, tiny_checkpoint
         assert report["unchanged"] >= settled - broken, report  # nothing committed is embedded again
         assert report["embedded"] <= valid + broken - settled
         _rows_match_items(engine)
-        _check_consistent(data_dir, env, valid, broken, pg_catalog)
+        _check_consistent(data_dir, env, valid, broken, empty_postgres_url)
         assert not (data_dir / "indexes").exists(), "a pgvector run writes no index files"
     finally:
         engine.dispose()
