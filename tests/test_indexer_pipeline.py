@@ -20,8 +20,8 @@ from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.live import IndexSet, LiveIndexes, OpenReport
-from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import TEXT_SLOTS, Item, ItemText
+from blipsearch.storage.store_choice import writer_lock
 
 from imagesets import write_broken_images, write_odd_valid_images, write_valid_images
 
@@ -65,6 +65,11 @@ def _items(indexer: Indexer) -> dict[str, Item]:
     with indexer.catalog.sessions() as session:
         query = select(Item).options(selectinload(Item.tags), selectinload(Item.texts))
         return {Path(item.source).name: item for item in session.scalars(query)}
+
+
+def _faiss(settings: Settings) -> Settings:
+    """FAISS files on either database: on PostgreSQL with pgvector, `auto` would pick pgvector."""
+    return settings.model_copy(update={"vector_store": "faiss"})
 
 
 def _live(
@@ -254,17 +259,23 @@ def test_approximate_index_kinds_stay_consistent_through_deletes(
 
 
 def test_one_writer_at_a_time(tmp_path: Path, settings: Settings, model: CountingModel) -> None:
+    """The data directory's file lock on SQLite, PostgreSQL's advisory lock where it holds pgvector."""
     write_valid_images(tmp_path / "p", 1)
-    with (
-        WriterLock(settings.data_dir, "index elsewhere"),
-        pytest.raises(IndexLockedError, match="index elsewhere"),
-    ):
-        _indexer(settings, model).run(tmp_path / "p")
+    elsewhere = Catalog.open(settings)
+    try:
+        with (
+            writer_lock(settings, elsewhere, "index elsewhere"),
+            pytest.raises(IndexLockedError, match="index elsewhere"),
+        ):
+            _indexer(settings, model).run(tmp_path / "p")
+    finally:
+        elsewhere.close()
 
 
 def test_missing_corrupt_and_stale_indexes_are_rebuilt_or_caught_up(
     tmp_path: Path, settings: Settings, model: CountingModel
 ) -> None:
+    settings = _faiss(settings)
     write_valid_images(tmp_path / "p", 6, seed=7)
     indexer = _indexer(settings, model)
     indexer.run(tmp_path / "p")
@@ -317,6 +328,7 @@ def test_missing_corrupt_and_stale_indexes_are_rebuilt_or_caught_up(
 def test_an_index_is_never_opened_with_another_model(
     tmp_path: Path, settings: Settings, model: CountingModel
 ) -> None:
+    settings = _faiss(settings)
     write_valid_images(tmp_path / "p", 2)
     indexer = _indexer(settings, model)
     indexer.run(tmp_path / "p")
