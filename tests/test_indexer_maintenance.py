@@ -26,7 +26,7 @@ def _vector(seed: int) -> np.ndarray:
 
 @pytest.fixture
 def indexed(tmp_path: Path, database_url: str) -> tuple[Settings, Catalog, IndexSet, list[int]]:
-    settings = Settings(data_dir=tmp_path, database_url=database_url)
+    settings = Settings(data_dir=tmp_path, database_url=database_url, vector_store="faiss")
     catalog = Catalog.open(settings)
     ids = catalog.write(
         [

@@ -17,9 +17,10 @@ from blipsearch.indexer.jobs import Heartbeat
 from blipsearch.indexer.pipeline import LIST_STOP_CHECK, Indexer, IndexOptions
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
+from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import create_catalog_engine, ensure_schema
 from blipsearch.storage.jobs import MAX_ATTEMPTS, JobStore
-from blipsearch.storage.lock import WriterLock
+from blipsearch.storage.store_choice import writer_lock
 
 LEASE = 60.0
 
@@ -189,10 +190,12 @@ def test_the_job_queue_is_bounded(tmp_path: Path, database_url: str, tiny_checkp
     if "ingest_roots" in Settings.model_fields:  # server-side ingest needs an allowed root
         fields["ingest_roots"] = [str(tmp_path)]
     settings = Settings(**fields)  # type: ignore[arg-type]
-    lock = WriterLock(settings.data_dir, "the test, so no job can finish")
-    lock.acquire()
+    catalog = Catalog.open(settings)
     try:
-        with httpx.Client(base_url=api_server(settings), timeout=60, headers={"X-API-Key": KEY}) as client:
+        with (
+            writer_lock(settings, catalog, "the test, so no job can finish"),
+            httpx.Client(base_url=api_server(settings), timeout=60, headers={"X-API-Key": KEY}) as client,
+        ):
             accepted = [client.post("/v1/jobs", json={"path": str(folder)}) for _ in range(3)]
             assert [r.status_code for r in accepted] == [202, 202, 202], accepted[-1].text
             refused = client.post("/v1/jobs", json={"path": str(folder)})
@@ -205,4 +208,4 @@ def test_the_job_queue_is_bounded(tmp_path: Path, database_url: str, tiny_checkp
             assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
             assert client.post("/v1/jobs", json={"path": str(folder)}).status_code == 202
     finally:
-        lock.release()
+        catalog.close()

@@ -54,7 +54,8 @@ class Ticks:
 
 @pytest.fixture
 def settings(database_url: str, indexer_settings) -> Settings:
-    return indexer_settings(database_url, api_key=KEY)
+    """FAISS on both databases: checkpoints are what a FAISS server does (pgvector has none)."""
+    return indexer_settings(database_url, api_key=KEY, vector_store="faiss")
 
 
 @pytest.fixture
