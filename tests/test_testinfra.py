@@ -51,6 +51,7 @@ def test_ci_script_sets_ci_before_it_runs_the_tests() -> None:
     script = (ROOT / ".ci" / "run").read_text()
     assert "\nexport CI=1\n" in script
     assert script.index("\nexport CI=1\n") < script.index("-m pytest")
+    assert '"$py" -m pytest\n' in script  # the README's command as it is: two workers, from addopts
 
 
 def test_ci_and_quickstart_install_with_the_constraints() -> None:
