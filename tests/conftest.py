@@ -44,6 +44,24 @@ if XDIST_WORKER:
     os.environ["MKL_NUM_THREADS"] = "1"
 
 
+SLOW_FIRST = (
+    "test_server_crash.py",
+    "test_indexer_crash.py",
+    "test_pgvector_crash.py",
+    "test_cli_model.py",
+    "test_cli_index.py",
+    "test_cli_search.py",
+    "test_testinfra.py",
+)
+"""Modules of minutes each (see a run's --durations): started first, so that on two workers they run
+beside the rest instead of after it."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: modules stay whole
+
+
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each test sees only the BLIPSEARCH_* variables it sets itself."""
