@@ -25,6 +25,8 @@ ADDED_COMMANDS: frozenset[tuple[str, ...]] = frozenset(
         ("demo-assets",),
         ("demo-assets", "rerank-settings"),
         ("demo-assets", "broken-files"),
+        # issue 29: the pgvector tables where the extension arrived after the catalog was migrated
+        ("db", "install-pgvector"),
     }
 )
 

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import create_engine, text
+from vector_rows import assert_vector_rows_match
 
 from blipsearch.indexer.maintenance import index_status
 from blipsearch.settings import Settings
@@ -193,6 +194,12 @@ def _kill_during_a_burst(
     stop.set()
     client.join(timeout=120)
     assert server.returncode == -signal.SIGKILL
+    if database_url.startswith("postgresql"):  # pgvector: rows are written with the items, or not at all
+        engine = create_engine(database_url)
+        try:
+            assert_vector_rows_match(engine)
+        finally:
+            engine.dispose()
     return Kill(acknowledged, in_flight, _index_behind(database_url, data_dir))
 
 
@@ -271,7 +278,8 @@ def test_sigkill_during_upload_and_delete_bursts(tmp_path: Path, database_url: s
     assert not ledger.errors, ledger.errors
     # Every kill hit work in progress: this incarnation had acknowledged writes, a request was cut off.
     assert all(kill.acknowledged_before >= 1 and kill.in_flight for kill in kills), kills
-    assert any(kill.replay_pending for kill in kills), "no kill left uncommitted index work behind"
+    if database_url.startswith("sqlite"):  # FAISS: a checkpoint is due after writes; pgvector has none
+        assert any(kill.replay_pending for kill in kills), "no kill left uncommitted index work behind"
     assert len(ledger.deleted) >= 3 and ledger.acknowledged_uploads >= KILLS_PER_DATABASE
     _check_everything(env, base, ledger, database_url, data_dir)
     cut_off = len(ledger.unanswered)
