@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from blipsearch import __version__
 from blipsearch.api import captions, facets, items, search_routes
+from blipsearch.api.consistency import ConsistentReads
 from blipsearch.api.contract import declare_error_responses
 from blipsearch.api.deps import AppState, InferenceGate
 from blipsearch.api.docs_pages import FAVICON_PATH, install_docs_pages
@@ -34,6 +35,7 @@ from blipsearch.api.upkeep import ServerUpkeep
 from blipsearch.models.vqa import VisualQA
 from blipsearch.search.service import SearchService
 from blipsearch.settings import Settings
+from blipsearch.storage.read_routing import CONSISTENCY_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
         upkeep = ServerUpkeep(settings, engine).start()
         state.jobs = _start_jobs(settings, engine)
         app.state.blip = state
-        log.info("api ready", extra={"items": len(engine.live.images), "model": engine.model.fingerprint})
+        log.info("api ready", extra={"items": len(engine.store.images), "model": engine.model.fingerprint})
         try:
             yield
         finally:
@@ -86,13 +88,15 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
     )
     install_error_handlers(app)
     install_metrics(app, metrics)
+    app.add_middleware(ConsistentReads)
     app.add_middleware(BodyLimit, fastapi=app, max_upload_bytes=settings.max_image_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type", CONSISTENCY_HEADER],
+            expose_headers=[CONSISTENCY_HEADER],
         )
     app.add_middleware(UnexpectedErrors)
     app.add_middleware(SecurityHeaders)  # outermost: every answer carries the headers
@@ -156,12 +160,14 @@ def _health_routes(app: FastAPI, metrics: Metrics) -> None:
         service = state.service
         await anyio.to_thread.run_sync(service.refresh)
         decided = service.reranker.decided
+        vectors = await anyio.to_thread.run_sync(service.store.state)
         return {
             "ready": True,
-            "items": len(service.live.images),
-            "texts": len(service.live.texts),
-            "generation": dict(service.live.generations),
-            "last_change_id": service.live.last_change_id,
+            "items": vectors["items"],
+            "texts": vectors["texts"],
+            "vector_store": vectors["backend"],
+            "generation": vectors.get("generation", {}),
+            "last_change_id": vectors.get("last_change_id"),
             "model": service.model.fingerprint,
             "vqa": state.vqa is not None,
             "rerank_depth": decided.depth if decided is not None else None,
@@ -173,8 +179,8 @@ def _health_routes(app: FastAPI, metrics: Metrics) -> None:
     async def prometheus(request: Request) -> Response:
         state: AppState | None = getattr(request.app.state, "blip", None)
         if state is not None:
-            metrics.vectors.labels("images").set(len(state.service.live.images))
-            metrics.vectors.labels("texts").set(len(state.service.live.texts))
+            metrics.vectors.labels("images").set(len(state.service.store.images))
+            metrics.vectors.labels("texts").set(len(state.service.store.texts))
             for status, count in state.catalog.status_counts().items():
                 metrics.items.labels(status).set(count)
         return metrics.render()

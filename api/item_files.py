@@ -5,8 +5,9 @@ An item's bytes leave the server only if the indexer decoded them as an allowed 
 a request the file may have changed: it could have been swapped for a symlink to `/etc/passwd`.
 So each request checks again, on the open file it then sends:
 
-- the path still is what the item was keyed by: its canonical form (no link slipped in since),
-  or, for an upload, a file inside the data directory's `uploads/`;
+- the path still is what the item was keyed by: its canonical form (no link slipped in since);
+  an upload is read through the image store by its key alone (storage/item_images.py), so it
+  cannot name anything outside the store;
 - an item that came from inside the ingest roots still resolves inside them;
 - it is a regular file within `max_image_bytes` whose first bytes are the signature of the format
   the decoder recorded. Hashing every request would cost a full read; the signature costs 16
@@ -19,6 +20,7 @@ otherwise, so nothing served can render as HTML.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from collections.abc import Iterator
@@ -27,9 +29,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from blipsearch.api.errors import ApiError
-from blipsearch.indexer.items import UPLOAD_ORIGIN
-from blipsearch.paths import IngestRoots, canonical_path
+from blipsearch.errors import InvalidInputError
 from blipsearch.settings import Settings
+from blipsearch.storage.image_store import UPLOAD_ORIGIN, UPLOAD_PREFIX
+from blipsearch.storage.item_images import ItemImages
 from blipsearch.storage.schema import Item, ItemStatus
 
 
@@ -97,6 +100,8 @@ class VerifiedFile:
 def open_verified(settings: Settings, item: Item) -> VerifiedFile:
     """The item's file, opened after every check in the module docstring, or an `ApiError`."""
     kind = image_type(item)
+    if item.origin == UPLOAD_ORIGIN or item.source.startswith(UPLOAD_PREFIX):
+        return _from_store(settings, item, kind)
     path = _checked_path(settings, item)
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -118,24 +123,46 @@ def open_verified(settings: Settings, item: Item) -> VerifiedFile:
     return VerifiedFile(handle, info.st_size, kind)
 
 
+def confirm_present(settings: Settings, item: Item) -> None:
+    """`open_verified`'s answer without the bytes, where a cached thumbnail stands in for them.
+
+    An upload is asked for its size only (one HEAD on an object store, not a GET of the image);
+    bytes in the store are written by servers alone, under keys no one else chooses.
+    """
+    if not (item.origin == UPLOAD_ORIGIN or item.source.startswith(UPLOAD_PREFIX)):
+        open_verified(settings, item).handle.close()
+        return
+    image_type(item)
+    try:
+        size = ItemImages(settings).upload_size(item)
+    except FileNotFoundError:
+        raise _missing(item) from None
+    except (InvalidInputError, OSError):
+        raise _refused(item) from None
+    if size > settings.max_image_bytes:
+        raise _refused(item)
+
+
+def _from_store(settings: Settings, item: Item, kind: ImageType) -> VerifiedFile:
+    """An upload, read whole (it is within `max_image_bytes`) from whichever store holds it."""
+    try:
+        data = ItemImages(settings).read(item, max_bytes=settings.max_image_bytes)
+    except FileNotFoundError:
+        raise _missing(item) from None
+    except (InvalidInputError, OSError):
+        raise _refused(item) from None
+    if not kind.matches(data[:_HEAD_BYTES]):
+        raise _refused(item)
+    return VerifiedFile(io.BytesIO(data), len(data), kind)
+
+
 def _checked_path(settings: Settings, item: Item) -> Path:
-    stored = Path(item.source)
-    if not stored.is_absolute():
-        raise _refused(item)
-    canonical = canonical_path(stored)
-    if item.origin == UPLOAD_ORIGIN:
-        if not canonical.is_relative_to(canonical_path(settings.data_dir / "uploads")):
-            raise _refused(item)
-        return canonical
-    if canonical != stored:
-        if not os.path.lexists(stored):
-            raise _missing(item)
-        raise _refused(item)  # a symlink now stands where the indexed file was
-    roots = IngestRoots(settings.ingest_roots)
-    from_roots = roots and item.origin and roots.contains(canonical_path(item.origin))
-    if from_roots and not roots.contains(canonical):
-        raise _refused(item)
-    return canonical
+    try:
+        return ItemImages(settings).checked_path(item)
+    except FileNotFoundError:
+        raise _missing(item) from None
+    except InvalidInputError:
+        raise _refused(item) from None
 
 
 def _missing(item: Item) -> ApiError:

@@ -20,7 +20,13 @@ from pydantic import BaseModel, Field
 
 from blipsearch.api.deps import AppState, ItemId, app_state, require_read_access, require_write_key
 from blipsearch.api.errors import ApiError
-from blipsearch.api.item_files import IMAGE_TYPES, content_disposition, image_type, open_verified
+from blipsearch.api.item_files import (
+    IMAGE_TYPES,
+    confirm_present,
+    content_disposition,
+    image_type,
+    open_verified,
+)
 from blipsearch.api.uploads import read_upload
 from blipsearch.images import decode_image
 from blipsearch.indexer.items import ItemWriter
@@ -238,7 +244,7 @@ def item_thumbnail(
     cache = state.settings.data_dir / "thumbnails" / f"{item.content_hash or item.id}-{size}.jpg"
     if cache.is_file():
         # A cached thumbnail still answers for the file: gone or swapped, it is not served either.
-        open_verified(state.settings, item).handle.close()
+        confirm_present(state.settings, item)
         return Response(cache.read_bytes(), media_type="image/jpeg", headers=headers)
     image = _open(state, item, at_least=(size, size))
     image.thumbnail((size, size), Image.Resampling.LANCZOS)

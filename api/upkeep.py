@@ -1,7 +1,7 @@
-"""What a serving process looks after besides requests: the uploads folder and index checkpoints.
+"""What a serving process looks after besides requests: the image store and index checkpoints.
 
-At start it removes what a crash left in `uploads/` (files no item names, unfinished temporary
-files); while it runs it commits the API's writes as index generations in the background; at a
+At start it removes what a crash left in the image store (objects no item names, unfinished
+temporary files); while it runs it commits the API's writes as index generations in the background; at a
 clean shutdown it commits what is left.
 """
 
@@ -16,7 +16,7 @@ from blipsearch.settings import Settings
 class ServerUpkeep:
     def __init__(self, settings: Settings, service: SearchService) -> None:
         self.service = service
-        self.uploads = UploadFolder(settings.data_dir)
+        self.uploads = UploadFolder.for_settings(settings)
         self.checkpointer = Checkpointer(
             service, changes=settings.api_checkpoint_changes, seconds=settings.api_checkpoint_seconds
         )

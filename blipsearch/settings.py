@@ -431,7 +431,12 @@ class Settings(BaseSettings):
         return roots
 
     @field_validator(
-        "vqa_model", "database_url", "database_read_url", "image_store", "fault_injection", "caption_prompt",
+        "vqa_model",
+        "database_url",
+        "database_read_url",
+        "image_store",
+        "fault_injection",
+        "caption_prompt",
         mode="before",
     )
     @classmethod
@@ -447,9 +452,8 @@ class Settings(BaseSettings):
                     make_url(value)
                 except Exception as exc:
                     raise ValueError(f"{name} is not a valid SQLAlchemy URL: {exc}") from None
-        if self.database_read_url is not None and make_url(self.effective_database_url).get_backend_name() != (
-            "postgresql"
-        ):
+        primary = make_url(self.effective_database_url).get_backend_name()
+        if self.database_read_url is not None and primary != "postgresql":
             raise ValueError("database_read_url needs a PostgreSQL database_url (a standby of it)")
         return self
 

@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from blipsearch.cli.context import session
 from blipsearch.cli.options import DatabaseUrlOpt, DataDirOpt, JsonOpt, RetrievalModelOpt, print_json
+from blipsearch.settings import Settings
 
 console = Console()
 
@@ -39,7 +40,7 @@ index_app = typer.Typer(
 
 
 def _with_catalog(
-    ctx: typer.Context, data_dir: Path | None, database_url: str | None, read: Callable[[Path, Any], Any]
+    ctx: typer.Context, data_dir: Path | None, database_url: str | None, read: Callable[[Settings, Any], Any]
 ) -> Any:
     """Run a read-only maintenance function on the data directory's catalog, then close it."""
     from blipsearch.storage.catalog import Catalog
@@ -47,7 +48,7 @@ def _with_catalog(
     settings = session(ctx).settings(data_dir=data_dir, database_url=database_url)
     catalog = Catalog.open(settings)
     try:
-        return read(settings.data_dir, catalog)
+        return read(settings, catalog)
     finally:
         catalog.close()
 
@@ -222,17 +223,16 @@ def index_rebuild(
 ) -> None:
     """Build both indexes from the embeddings stored in SQL (no images read, no model run)."""
     from blipsearch.errors import InvalidInputError
-    from blipsearch.indexer.maintenance import rebuild
     from blipsearch.indexer.pipeline import Indexer
-    from blipsearch.storage.lock import WriterLock
+    from blipsearch.storage.store_choice import writer_lock
 
     if index_kind is not None and index_kind not in KINDS:
         raise InvalidInputError(f"--index-kind must be one of {', '.join(KINDS)}, not {index_kind!r}.")
     settings = session(ctx).settings(data_dir=data_dir, database_url=database_url, retrieval_model=model)
     indexer = Indexer(settings)
     try:
-        with WriterLock(settings.data_dir, "index rebuild"):
-            data = rebuild(indexer.index_set(index_kind))
+        with writer_lock(settings, indexer.catalog, "index rebuild"):
+            data = indexer.open_store(index_kind).rebuild()
     finally:
         indexer.catalog.close()
     if as_json:

@@ -76,7 +76,7 @@ def _pairs(pairs_file: Path | None, from_catalog: bool, settings: Any) -> Any:
 
     catalog = Catalog.open(settings)
     try:
-        return catalog_pairs(catalog)
+        return catalog_pairs(catalog, settings)
     finally:
         catalog.close()
 

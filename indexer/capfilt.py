@@ -26,15 +26,14 @@ from PIL import Image
 from sqlalchemy import select
 
 from blipsearch.errors import BlipsearchError
-from blipsearch.images import open_image
 from blipsearch.models.captioner import Captioner, CaptionOptions
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.models.runtime import chunks
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
-from blipsearch.storage.live import IndexSet
-from blipsearch.storage.lock import WriterLock
+from blipsearch.storage.item_images import ItemImages
 from blipsearch.storage.schema import SYNTHETIC_SLOTS, Item, ItemStatus, TextOrigin
+from blipsearch.storage.store_choice import open_vector_store, writer_lock
 from blipsearch.storage.vector_codec import round_trip
 
 log = logging.getLogger(__name__)
@@ -73,6 +72,7 @@ class CapFilt:
         self.model = retrieval_model
         self.captioner = captioner
         self.catalog = catalog or Catalog.open(settings)
+        self.item_images = ItemImages(settings)
 
     def run(
         self,
@@ -98,7 +98,7 @@ class CapFilt:
             raise ValueError("batch must be at least 1")
         started = time.perf_counter()
         report = CapFiltReport(threshold=threshold)
-        with WriterLock(self.settings.data_dir, "capfilt"):
+        with writer_lock(self.settings, self.catalog, "capfilt"):
             ids = self._indexed_ids(item_ids)
             if limit is not None:
                 ids = ids[: max(0, limit)]
@@ -127,10 +127,8 @@ class CapFilt:
         images: dict[int, Image.Image] = {}
         for item in items:
             try:
-                images[item.id] = open_image(
-                    item.source,
-                    max_bytes=self.settings.max_image_bytes,
-                    max_pixels=self.settings.max_image_pixels,
+                images[item.id] = self.item_images.open(
+                    item, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels
                 )
             except (BlipsearchError, OSError) as exc:
                 report.skipped += 1
@@ -188,16 +186,13 @@ class CapFilt:
         report.items += len(order)
 
     def _sync_indexes(self) -> None:
-        """Apply the run's change-log rows to the committed indexes, as an index run would."""
-        index_set = IndexSet(
-            self.settings.data_dir,
+        """Apply the run's catalog writes to the vector store, as an index run would."""
+        store = open_vector_store(
+            self.settings,
             self.catalog,
             fingerprint=self.model.fingerprint,
             dim=self.model.embedding_dim,
-            requested_kind=self.settings.index_kind,
-            memory_budget=self.settings.index_memory_budget,
+            writer=True,
         )
-        live, _ = index_set.open(writer=True)
-        live.catch_up(self.catalog)
-        if live.pending_changes:
-            index_set.commit(live)
+        store.refresh()
+        store.checkpoint()

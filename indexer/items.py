@@ -1,8 +1,9 @@
 """Single items written through the API: an upload indexed before the response, metadata edits, deletes.
 
-An upload is stored under `data_dir/uploads/` (`UploadFolder`: named by its sha256 plus a random
-suffix, written to a temporary file, fsynced and renamed), decoded with the same limits and allowlist as the
-indexer, embedded, and written to the catalog in one transaction with its texts. Readers pick it
+An upload is decoded with the same limits and allowlist as the indexer, stored durably in the image
+store (`image_store`, by default `data_dir/uploads/`; named by its sha256 plus a random suffix; see
+storage/image_store.py), embedded, and written to the catalog in one transaction with its texts; its
+`source` is `upload:<key>`, which every server sharing the store can read. Readers pick it
 up from the change log, so it is searchable as soon as the write returns. Identical bytes
 uploaded twice are two items (they may carry different metadata), each with its own file.
 """
@@ -10,15 +11,16 @@ uploaded twice are two items (they may carry different metadata), each with its 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import replace
-from pathlib import Path
 
 from blipsearch.errors import ConflictError
 from blipsearch.images import DecodedImage, decode_image
-from blipsearch.indexer.upload_files import UPLOAD_ORIGIN, UploadFolder
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.image_store import UPLOAD_ORIGIN, UPLOAD_PREFIX
+from blipsearch.storage.item_images import ItemImages
 from blipsearch.storage.item_writes import FileFacts, ItemMetadata, ItemWrite, TextVector, own_texts
 from blipsearch.storage.schema import Item, ItemStatus
 from blipsearch.storage.vector_codec import round_trip
@@ -43,7 +45,7 @@ class ItemWriter:
         self.settings = settings
         self.model = model
         self.catalog = catalog
-        self.uploads = UploadFolder(settings.data_dir)
+        self.images = ItemImages(settings)
 
     def add(self, data: bytes, metadata: ItemMetadata, *, name: str = "the upload") -> int:
         """Store, decode, embed and write an uploaded image; returns the new item id."""
@@ -53,22 +55,21 @@ class ItemWriter:
             data, max_pixels=self.settings.max_image_pixels, name=name, at_least=(side, side)
         )
         digest = hashlib.sha256(data).hexdigest()
-        path = self.uploads.store(data, digest, _SUFFIXES.get(decoded.format, ".img"))
+        store = self.images.store
+        key = store.put(data, digest, _SUFFIXES.get(decoded.format, ".img"))
         try:
-            return self._write_new(path, data, digest, decoded, metadata)
+            return self._write_new(key, data, digest, decoded, metadata)
         except BaseException:
-            path.unlink(missing_ok=True)  # nothing in the catalog points at it
+            store.delete(key)  # nothing in the catalog names it
             raise
 
     def _write_new(
-        self, path: Path, data: bytes, digest: str, decoded: DecodedImage, metadata: ItemMetadata
+        self, key: str, data: bytes, digest: str, decoded: DecodedImage, metadata: ItemMetadata
     ) -> int:
         vector = self.model.embed_images([decoded.image]).vectors[0]
-        facts = FileFacts(
-            digest, len(data), path.stat().st_mtime, decoded.format, decoded.width, decoded.height
-        )
+        facts = FileFacts(digest, len(data), time.time(), decoded.format, decoded.width, decoded.height)
         write = ItemWrite(
-            source=str(path),
+            source=f"{UPLOAD_PREFIX}{key}",
             origin=UPLOAD_ORIGIN,
             status=ItemStatus.INDEXED,
             file=facts,
@@ -100,10 +101,9 @@ class ItemWriter:
     def delete(self, item_id: int) -> None:
         item = self._item(item_id)
         self.catalog.delete_items([item_id])
-        # The row goes first: a crash in between leaves a file no item names, which the next
-        # server start removes, never an item whose file is gone.
-        if item.origin == UPLOAD_ORIGIN and self.uploads.owns(item.source):
-            Path(item.source).unlink(missing_ok=True)
+        # The row goes first: a crash in between leaves bytes no item names, which a server start
+        # removes, never an item whose image is gone.
+        self.images.delete(item)
 
     def _item(self, item_id: int) -> Item:
         found = self.catalog.items_by_ids([item_id])

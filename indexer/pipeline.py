@@ -32,10 +32,10 @@ from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.index_spec import RequestedKind
 from blipsearch.storage.item_writes import ItemMetadata, ItemWrite, TextVector, own_texts
-from blipsearch.storage.live import IndexSet, LiveIndexes
-from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import Item, ItemStatus, TextOrigin
+from blipsearch.storage.store_choice import open_vector_store, writer_lock
 from blipsearch.storage.vector_codec import round_trip
+from blipsearch.storage.vector_store import VectorStore
 from blipsearch.storage.vision_cache import VisionTokenCache
 
 log = logging.getLogger(__name__)
@@ -146,14 +146,15 @@ class Indexer:
             self._captioner = Captioner.load(self.settings.caption_model, self.settings)
         return self._captioner
 
-    def index_set(self, kind: RequestedKind | None = None) -> IndexSet:
-        return IndexSet(
-            self.settings.data_dir,
+    def open_store(self, kind: RequestedKind | None = None, *, writer: bool = True) -> VectorStore:
+        """This catalog's vectors for the model; a writer must hold `writer_lock` (as `run` does)."""
+        return open_vector_store(
+            self.settings,
             self.catalog,
             fingerprint=self.model.fingerprint,
             dim=self.model.embedding_dim,
-            requested_kind=kind or self.settings.index_kind,
-            memory_budget=self.settings.index_memory_budget,
+            writer=writer,
+            requested_kind=kind,
         )
 
     def run(self, path: Path, options: IndexOptions | None = None) -> IndexReport:
@@ -164,7 +165,7 @@ class Indexer:
             include_hidden=options.include_hidden,
             roots=options.roots,
         )
-        with WriterLock(self.settings.data_dir, f"index {source.origin}"):
+        with writer_lock(self.settings, self.catalog, f"index {source.origin}"):
             return _Run(self, source, options).execute()
 
 
@@ -186,8 +187,7 @@ class _Run:
         self.report = IndexReport(source=source.origin)
         self.model = indexer.model
         self.captioner = indexer.captioner if options.captions else None
-        self.indexes = indexer.index_set(options.index_kind)
-        self.live: LiveIndexes | None = None
+        self.store: VectorStore | None = None
         self.since_checkpoint = 0
         self.token_cache = (
             VisionTokenCache.for_model(self.settings, self.model)
@@ -198,8 +198,7 @@ class _Run:
 
     def execute(self) -> IndexReport:
         started = time.perf_counter()
-        self.live, opened = self.indexes.open(writer=True)
-        self.report.rebuilt.update(opened.rebuilt)
+        self.store = self.indexer.open_store(self.options.index_kind)
         records = self._list_records()
         self.report.seen = len(records)
         policy = InspectPolicy(
@@ -318,13 +317,13 @@ class _Run:
         self._embed_texts(writes, {i.record.source: i.existing for i in inspections})
         ids = self.catalog.write(writes)
         self._cache_vision_tokens(writes, ids, tokens)
-        assert self.live is not None
+        assert self.store is not None
         # Replaying the change log, not just `ids`, also applies what other writers (the API's
         # uploads and deletes) committed meanwhile, so a checkpoint never claims a change it lacks.
-        self.live.catch_up(self.catalog)
+        self.store.refresh()
         self.since_checkpoint += len(ids)
         if self.since_checkpoint >= self.settings.index_checkpoint_items:
-            self.indexes.commit(self.live)
+            self.store.checkpoint()
             self.since_checkpoint = 0
 
     def _cache_vision_tokens(
@@ -453,17 +452,12 @@ class _Run:
             ids = [item_id for item_id, status in gone if status != ItemStatus.MISSING.value]
             self.catalog.mark_missing(ids)
             self.report.missing = len(gone)
-        if ids and self.live is not None:
-            self.live.catch_up(self.catalog)
+        if ids and self.store is not None:
+            self.store.refresh()
 
     def _finish_indexes(self) -> None:
-        assert self.live is not None
-        reason = self.indexes.needs_rebuild(self.live)
-        if reason:
-            log.info("rebuilding indexes", extra={"reason": reason})
-            self.report.rebuilt["images+texts"] = reason
-            self.live = self.indexes.rebuild()
-        elif self.live.pending_changes or self.report.rebuilt:
-            self.indexes.commit(self.live)
-        self.report.generation = self.live.generations.get("images", 0)
-        self.report.indexed_total = len(self.live.images)
+        assert self.store is not None
+        summary = self.store.finish_run()
+        self.report.rebuilt.update(summary.rebuilt)
+        self.report.generation = summary.generation
+        self.report.indexed_total = summary.indexed_total

@@ -1,15 +1,17 @@
-"""The folder API uploads are kept in, and the litter a crash leaves there.
+"""The image store API uploads are kept in, and the litter a crash leaves there.
 
-An upload's file is written (temporary name, fsync, rename) before its catalog row commits, and
-a delete removes the row before the file, so a kill at the wrong moment leaves a file no item
-names, or a `.tmp` file. Neither is ever read; they only take space. A server cleans them at
-start, and `index verify` reports them.
+An upload's bytes are stored (a local folder: temporary name, fsync, rename; an object store: one
+PUT) before its catalog row commits, and a delete removes the row before the bytes, so a kill at
+the wrong moment leaves an object no item names, or a `.tmp` file. Neither is ever read; they only
+take space. A server cleans them at start, and `index verify` reports them.
 
-Cleaning must not take the file of an upload another live server has stored but not committed
-yet. Every serving process holds a shared `flock` on `uploads/.servers.lock` for its lifetime; a
-server that can take it exclusively at start knows no other one is running and removes all the
-litter. Otherwise only litter older than `IN_FLIGHT_SECONDS` is removed: no upload takes that
-long between storing its file and committing its row.
+Cleaning must not take the bytes of an upload another live server has stored but not committed
+yet. With the default store (`data_dir/uploads`, one machine), every serving process holds a
+shared `flock` on `uploads/.servers.lock` for its lifetime; a server that can take it exclusively
+at start knows no other one is running and removes all the litter. A configured store
+(`image_store`) may be shared by servers on other machines, which no local lock sees: there, and
+whenever another local server runs, only litter older than `IN_FLIGHT_SECONDS` is removed: no
+upload takes that long between storing its bytes and committing its row.
 """
 
 from __future__ import annotations
@@ -21,72 +23,78 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.image_store import (
+    UPLOAD_ORIGIN,
+    ImageStore,
+    LocalImageStore,
+    StoredEntry,
+    open_image_store,
+    upload_key,
+)
 
 log = logging.getLogger(__name__)
 
-UPLOAD_ORIGIN = "api:uploads"
+__all__ = ["IN_FLIGHT_SECONDS", "UPLOAD_ORIGIN", "Litter", "LitterCheck", "UploadFolder", "check_litter"]
+
 IN_FLIGHT_SECONDS = 3600.0
 LOCK_NAME = ".servers.lock"
 
 
 @dataclass
 class Litter:
-    """Files in the uploads folder that no catalog item names, and unfinished temporary files."""
+    """Stored objects that no catalog item names, and unfinished temporary files."""
 
-    orphans: list[Path] = field(default_factory=list)
-    temporary: list[Path] = field(default_factory=list)
+    orphans: list[StoredEntry] = field(default_factory=list)
+    temporary: list[StoredEntry] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.orphans) + len(self.temporary)
 
 
 class UploadFolder:
-    def __init__(self, data_dir: Path) -> None:
+    """A serving process's hold on the image store: litter cleaning at start, the local lock."""
+
+    def __init__(self, data_dir: Path, store: ImageStore | None = None) -> None:
         self.root = data_dir / "uploads"
+        self.store = store or LocalImageStore(self.root)
         self._lock_fd: int | None = None
 
-    def store(self, data: bytes, digest: str, suffix: str) -> Path:
-        """Each upload gets its own file (identical bytes uploaded twice are two items)."""
-        folder = self.root / digest[:2]
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{digest[:32]}-{os.urandom(4).hex()}{suffix}"
-        temporary = folder / f".{path.name}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        _fsync_directory(folder)
-        return path
+    @classmethod
+    def for_settings(cls, settings: Settings) -> UploadFolder:
+        return cls(settings.data_dir, open_image_store(settings))
 
-    def owns(self, source: str) -> bool:
-        return Path(source).parent.parent == self.root
+    @property
+    def _lockable(self) -> bool:
+        return isinstance(self.store, LocalImageStore) and not self.store.shared
 
-    def litter(self, catalog: Catalog, *, older_than: float | None = None) -> Litter:
-        """What a crash left behind; with `older_than` (seconds), only files at least that old."""
+    def litter(
+        self, catalog: Catalog, *, older_than: float | None = None, now: float | None = None
+    ) -> Litter:
+        """What a crash left behind; with `older_than` (seconds), only objects at least that old.
+
+        An object whose age the store does not report is never judged old.
+        """
         found = Litter()
-        if not self.root.is_dir():
-            return found
-        known = {_key(Path(source)) for source in catalog.sources_in_origin(UPLOAD_ORIGIN)}
-        cutoff = time.time() - older_than if older_than is not None else None
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            for path in sorted(folder.iterdir()):
-                if not path.is_file():
-                    continue
-                try:
-                    if cutoff is not None and path.stat().st_mtime > cutoff:
-                        continue
-                except FileNotFoundError:  # committed-and-deleted meanwhile, or renamed
-                    continue
-                if path.name.endswith(".tmp"):
-                    found.temporary.append(path)
-                elif _key(path) not in known:
-                    found.orphans.append(path)
+        known = {upload_key(source) for source in catalog.sources_in_origin(UPLOAD_ORIGIN)}
+        cutoff = (now if now is not None else time.time()) - older_than if older_than is not None else None
+        for entry in self.store.entries():
+            if cutoff is not None and (entry.mtime is None or entry.mtime > cutoff):
+                continue
+            if entry.temporary:
+                found.temporary.append(entry)
+            elif entry.key not in known:
+                found.orphans.append(entry)
         return found
 
     def servers_running(self) -> bool:
-        """Whether a serving process holds the folder (so a young orphan may be an upload in flight)."""
+        """Whether a serving process may be storing uploads (so a young orphan may be in flight).
+
+        A shared store cannot tell: it answers yes.
+        """
+        if not self._lockable:
+            return True
         if not (self.root / LOCK_NAME).exists():
             return False
         fd = os.open(self.root / LOCK_NAME, os.O_RDWR)
@@ -98,11 +106,15 @@ class UploadFolder:
             os.close(fd)  # closing drops the probe's lock
         return False
 
-    def open(self, catalog: Catalog) -> Litter:
+    def open(self, catalog: Catalog, *, now: float | None = None) -> Litter:
         """Join the serving processes and remove the litter that is certainly not in flight.
 
         Returns what was removed.
         """
+        if not self._lockable:
+            litter = self.litter(catalog, older_than=IN_FLIGHT_SECONDS, now=now)
+            self._remove(litter)
+            return litter
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -111,17 +123,11 @@ class UploadFolder:
         except BlockingIOError:
             alone = False
         try:
-            litter = self.litter(catalog, older_than=None if alone else IN_FLIGHT_SECONDS)
-            for path in [*litter.orphans, *litter.temporary]:
-                path.unlink(missing_ok=True)
+            litter = self.litter(catalog, older_than=None if alone else IN_FLIGHT_SECONDS, now=now)
+            self._remove(litter)
         finally:
             fcntl.flock(fd, fcntl.LOCK_SH)  # from exclusive: a conversion; otherwise waits for none
             self._lock_fd = fd
-        if litter:
-            log.warning(
-                "removed files left in uploads/ by a crash",
-                extra={"orphans": len(litter.orphans), "temporary": len(litter.temporary)},
-            )
         return litter
 
     def close(self) -> None:
@@ -129,15 +135,52 @@ class UploadFolder:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def _remove(self, litter: Litter) -> None:
+        for entry in [*litter.orphans, *litter.temporary]:
+            self.store.remove(entry)
+        if litter:
+            log.warning(
+                "removed objects left in the image store by a crash",
+                extra={
+                    "store": self.store.describe(),
+                    "orphans": len(litter.orphans),
+                    "temporary": len(litter.temporary),
+                },
+            )
 
-def _key(path: Path) -> tuple[str, str]:
-    """An upload by its sub-folder and name: unique, and the same however data_dir was spelt."""
-    return path.parent.name, path.name
+
+@dataclass
+class LitterCheck:
+    """What `index verify` reports about the image store: counts, problems and notes."""
+
+    orphans: int
+    temporary: int
+    problems: list[str]
+    notes: list[str]
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def check_litter(uploads: UploadFolder, catalog: Catalog, *, now: float | None = None) -> LitterCheck:
+    """Litter is harmless but reported; the next server start removes it.
+
+    Where servers may be running (another local one holds the lock, or the store is shared with
+    other machines), objects younger than `IN_FLIGHT_SECONDS` are not judged: they may be uploads
+    in flight.
+    """
+    serving = uploads.servers_running()
+    litter = uploads.litter(catalog, older_than=IN_FLIGHT_SECONDS if serving else None, now=now)
+    problems = []
+    if litter.orphans:
+        names = ", ".join(entry.name for entry in litter.orphans[:5])
+        problems.append(
+            f"uploads: {len(litter.orphans)} files no catalog item names ({names}"
+            f"{', ...' if len(litter.orphans) > 5 else ''}); the next server start removes them"
+        )
+    if litter.temporary:
+        problems.append(
+            f"uploads: {len(litter.temporary)} unfinished temporary files; the next server start removes them"
+        )
+    notes = []
+    if serving:
+        why = "the image store is shared" if uploads.store.shared else "a server is running"
+        notes.append(f"uploads: {why}, so files younger than an hour were not judged (uploads in flight)")
+    return LitterCheck(len(litter.orphans), len(litter.temporary), problems, notes)

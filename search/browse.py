@@ -38,7 +38,7 @@ def browse_ids(
 ) -> tuple[list[int], int]:
     """One page of matching indexed item ids in `sort` order, and how many match in all."""
     where = and_(Item.status == ItemStatus.INDEXED.value, *compile_conditions(conditions))
-    with catalog.sessions() as session:
+    with catalog.reading() as session:
         total = int(session.scalar(select(func.count()).select_from(Item).where(where)) or 0)
         ids = (
             []

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from PIL import Image
 
 from blipsearch.errors import InvalidInputError
-from blipsearch.images import open_image
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.item_images import ItemImages
 from blipsearch.storage.schema import Item
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class CaptionWriter:
         self.model = model
         self.catalog = catalog
         self._captioner = captioner
+        self.images = ItemImages(settings)
 
     @property
     def captioner(self) -> Captioner:
@@ -66,8 +67,8 @@ class CaptionWriter:
         for item in needed:
             try:
                 images.append(
-                    open_image(
-                        item.source,
+                    self.images.open(
+                        item,
                         max_bytes=self.settings.max_image_bytes,
                         max_pixels=self.settings.max_image_pixels,
                     )

@@ -39,7 +39,7 @@ class Checkpointer:
 
     def due(self) -> bool:
         """Enough uncommitted changes, or the oldest of them waited long enough."""
-        pending = self.service.live.pending_changes
+        pending = self.service.store.pending_changes
         if not pending:
             self._pending_since = None
             return False

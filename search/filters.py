@@ -207,6 +207,6 @@ def matching_item_ids(catalog: Catalog, conditions: Sequence[Condition]) -> np.n
     query = select(Item.id).where(
         and_(Item.status == ItemStatus.INDEXED.value, *compile_conditions(conditions))
     )
-    with catalog.sessions() as session:
+    with catalog.reading() as session:
         ids = session.scalars(query.order_by(Item.id)).all()
     return np.asarray(ids, dtype=np.int64)

@@ -45,7 +45,7 @@ def sort_ranked(catalog: Catalog, ranked_ids: Sequence[int], sort: SortKey) -> l
 
 def _sort_facts(catalog: Catalog, ids: list[int]) -> dict[int, tuple[Decimal | None, datetime | None]]:
     facts: dict[int, tuple[Decimal | None, datetime | None]] = {}
-    with catalog.sessions() as session:
+    with catalog.reading() as session:
         for chunk in chunks(ids, QUERY_CHUNK):
             rows = session.execute(
                 select(Item.id, Item.price, Item.created_at).where(Item.id.in_(chunk))

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import select, tuple_
 
-from blipsearch.errors import IndexLockedError, InvalidInputError
+from blipsearch.errors import InvalidInputError
 from blipsearch.images import decode_image
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel, validate_texts
@@ -61,14 +61,13 @@ from blipsearch.search.vision import FileVisionTokens, vision_token_source
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.index_content import text_vector_ids
-from blipsearch.storage.live import IndexSet, LiveIndexes
-from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.match_keys import ExactKind
 from blipsearch.storage.schema import TEXT_SLOTS, ItemText
+from blipsearch.storage.store_choice import open_vector_store
+from blipsearch.storage.vector_store import VectorStore
 
 log = logging.getLogger(__name__)
 
-GENERATION_CHECK_SECONDS = 2.0
 EXACT_LIMIT = 1000
 """Most exact hits one query pins first (a brand may cover the whole catalog); the rest of them
 follow in their first-stage order."""
@@ -113,19 +112,14 @@ class SearchService:
         """Query decodes at once: each may hold up to max_query_pixels of RGB in memory."""
         self.vision = vision or vision_token_source(model, settings)
         self.keyword = KeywordSearch(catalog, stopwords=settings.keyword_stopwords)
-        self.index_set = IndexSet(
-            settings.data_dir,
+        self.store: VectorStore = open_vector_store(
+            settings,
             catalog,
             fingerprint=model.fingerprint,
             dim=model.embedding_dim,
-            requested_kind=settings.index_kind,
-            memory_budget=settings.index_memory_budget,
-            search_device=settings.vector_search_device,
+            writer=False,
+            clock=clock,
         )
-        self.live: LiveIndexes
-        self.live, _ = self.index_set.open(writer=False)
-        self._lock = threading.RLock()
-        self._generation_checked = clock()
         self.query_vectors: LruCache[np.ndarray] = LruCache(settings.query_cache_entries)
         self.reranker = ItmReranker(settings, model, catalog, self.vision, clock=clock)
         self.itm_cache = self.reranker.itm_cache
@@ -141,51 +135,15 @@ class SearchService:
 
     def refresh(self) -> int:
         """Apply catalog changes made since the last query (new, changed, deleted items)."""
-        with self._lock:
-            return self._sync()
+        return self.store.refresh()
 
     def checkpoint(self) -> bool:
-        """Commit the live indexes as a new generation if they hold changes no generation has yet.
+        """Persist what searches see, so a restart need not replay the API's own writes.
 
-        The API's own writes (uploads, edits, deletes) reach the indexes only in memory; without
-        this every start would replay all of them. Same protocol and lock as the indexer: the
-        data directory's writer lock, taken without waiting. While an indexer holds it, its own
-        checkpoints include these changes (it replays the change log), so there is nothing to do.
+        The API's uploads, edits and deletes reach a FAISS store only in memory until then; a
+        pgvector store has nothing to persist (its vectors were written with the rows).
         """
-        lock = WriterLock(self.settings.data_dir, "server checkpoint")
-        try:
-            lock.acquire()
-        except IndexLockedError:
-            return False
-        try:
-            with self._lock:
-                self._sync(reload_check=True)  # never commit over a generation another writer made
-                if not self.live.pending_changes:
-                    return False
-                self.index_set.commit(self.live)
-                log.info("index checkpoint committed", extra={"generations": dict(self.live.generations)})
-                return True
-        finally:
-            lock.release()
-
-    def _sync(self, *, reload_check: bool = False) -> int:
-        """Catch up with the catalog, first switching to a newer committed generation if there is one.
-
-        A writer may have rebuilt an index (a new kind, compacted tombstones): its generation is
-        loaded without a restart. Checked at most every `GENERATION_CHECK_SECONDS`.
-        """
-        now = self.clock()
-        if reload_check or now - self._generation_checked >= GENERATION_CHECK_SECONDS:
-            self._generation_checked = now
-            committed = {
-                name: manifest.generation
-                for name, manifest in self.index_set.manifests().items()
-                if manifest is not None
-            }
-            if any(committed.get(name, 0) > self.live.generations.get(name, 0) for name in committed):
-                self.live, _ = self.index_set.open(writer=False)
-                log.info("loaded a new index generation", extra={"generations": committed})
-        return self.live.catch_up(self.catalog)
+        return self.store.checkpoint()
 
     # Query modes -------------------------------------------------------------------------
 
@@ -199,8 +157,8 @@ class SearchService:
         started = time.perf_counter()
         vector = self._text_vector(query)
         timings["encode"] = time.perf_counter() - started
-        with self._lock:
-            self._sync()
+        with self.store.searching():
+            self.store.refresh()
             allowed = self._allowed(options, timings)
             rerank_k = self.reranker.depth(options)
             depth = max(
@@ -274,17 +232,17 @@ class SearchService:
         self._check_page(options)
         timings: dict[str, float] = {}
         vector = self._image_query_vector(image, item_id, timings)
-        with self._lock:
-            self._sync()
+        with self.store.searching():
+            self.store.refresh()
             allowed = self._allowed(options, timings)
-            if item_id is not None:  # the item itself is not a result of "more like this"
-                base = allowed if allowed is not None else self.live.images.ids()
-                allowed = base[base != item_id]
             depth = options.offset + options.k + 1
+            itself = int(item_id is not None)  # the item is not a result of "more like this"
             started = time.perf_counter()
-            scores, ids = self.live.images.search(vector[None, :], depth, allowed_ids=allowed)
+            scores, ids = self.store.images.search(vector[None, :], depth + itself, allowed_ids=allowed)
             timings["vector"] = time.perf_counter() - started
         order, itc = _ordered(scores[0], ids[0])
+        if item_id is not None:
+            order = [found for found in order if found != item_id][:depth]
         page = self._image_page("vector", _Ranked(ids=order, itc=itc), {}, options, False, timings)
         page.total = Total(len(order), exact=len(order) < depth)
         return page
@@ -302,8 +260,8 @@ class SearchService:
         timings: dict[str, float] = {}
         decoded = self._decode_query(image) if image is not None else None
         vector = self._image_query_vector(decoded, item_id, timings)
-        with self._lock:
-            self._sync()
+        with self.store.searching():
+            self.store.refresh()
             allowed_items = self._allowed(options, timings)
             allowed = text_vector_ids(allowed_items) if allowed_items is not None else None
             rerank_k = self.reranker.depth(options)
@@ -311,7 +269,7 @@ class SearchService:
             # noisy texts stay in the index (originals are never dropped), so fetch past them
             depth = max(options.offset + options.k + 1, rerank_k) + len(noisy)
             started = time.perf_counter()
-            scores, ids = self.live.texts.search(vector[None, :], depth, allowed_ids=allowed)
+            scores, ids = self.store.texts.search(vector[None, :], depth, allowed_ids=allowed)
             timings["vector"] = time.perf_counter() - started
         order, itc = _ordered(scores[0], ids[0])
         order = [vector_id for vector_id in order if vector_id not in noisy]
@@ -413,7 +371,7 @@ class SearchService:
         product_code = mode == "hybrid" and "sku" in ranked.exact.values()
         if mode in ("vector", "hybrid") and not product_code:
             started = time.perf_counter()
-            scores, ids = self.live.images.search(vector[None, :], side_depth, allowed_ids=allowed)
+            scores, ids = self.store.images.search(vector[None, :], side_depth, allowed_ids=allowed)
             timings["vector"] = time.perf_counter() - started
             vector_ids, ranked.itc = _ordered(scores[0], ids[0])
             vector_capped = len(vector_ids) >= side_depth
@@ -434,7 +392,7 @@ class SearchService:
         for item_id in [*ranked.ids, *ranked.exact]:
             if item_id not in ranked.itc:
                 try:
-                    ranked.itc[item_id] = float(self.live.images.reconstruct(item_id) @ vector)
+                    ranked.itc[item_id] = float(self.store.images.vector(item_id) @ vector)
                 except KeyError:
                     continue
         if ranked.exact:

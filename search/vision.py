@@ -5,8 +5,8 @@ BLIP-base, 0.9 MB in float16), far too much to keep for a whole collection, and 
 index stores only the 256-d ITC vector. By default (`vision_tokens=cache`) they come from a
 float16 disk cache (blipsearch/storage/vision_cache.py) bounded by `vision_cache_bytes`, which the
 indexer fills as it embeds, so re-ranking indexed items needs no vision-encoder pass at query
-time; a miss, or `vision_tokens=files`, recomputes them from the image file (one vision-encoder
-pass per candidate, no storage).
+time; a miss, or `vision_tokens=files`, recomputes them from the image (a file, or an upload in the
+image store; one vision-encoder pass per candidate, no storage).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 import torch
 
 from blipsearch.errors import InvalidInputError
-from blipsearch.images import open_image
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
+from blipsearch.storage.item_images import ItemImages
 from blipsearch.storage.schema import Item
 from blipsearch.storage.vision_cache import VisionTokenCache
 
@@ -32,6 +32,7 @@ class FileVisionTokens:
     def __init__(self, model: RetrievalModel, settings: Settings) -> None:
         self.model = model
         self.settings = settings
+        self.images = ItemImages(settings)
 
     def tokens(self, items: Sequence[Item]) -> dict[int, torch.Tensor]:
         """Tokens per item id; an item whose file is gone or broken now is left out (and logged)."""
@@ -40,8 +41,8 @@ class FileVisionTokens:
         side = self.model.image_size
         for item in items:
             try:
-                image = open_image(
-                    item.source,
+                image = self.images.open(
+                    item,
                     max_bytes=self.settings.max_image_bytes,
                     max_pixels=self.settings.max_image_pixels,
                     at_least=(side, side),

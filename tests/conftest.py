@@ -9,6 +9,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -25,6 +26,9 @@ from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.models.tiny import TinyCheckpoints, make_tiny
 from blipsearch.models.vqa import VisualQA
 from blipsearch.settings import Settings
+
+if TYPE_CHECKING:
+    from pg_standby import StreamingPair
 
 
 @pytest.fixture(autouse=True)
@@ -156,6 +160,28 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def streaming_standby() -> Iterator[StreamingPair]:
+    """A PostgreSQL primary and a hot standby streaming from it (`pg_standby.py`), for this session.
+
+    Separate from `postgres_admin_url`'s server, so that pausing or stopping the standby never
+    touches the other tests. A machine that cannot start them skips; under CI=1 that fails.
+    """
+    from contextlib import ExitStack
+
+    from pg_standby import streaming_pair
+
+    with ExitStack() as stack:
+        try:
+            pair = stack.enter_context(streaming_pair())
+        except Exception as exc:
+            message = f"could not start a PostgreSQL primary with a streaming standby: {exc}"
+            if os.environ.get("CI"):
+                pytest.fail(message, pytrace=False)
+            pytest.skip(message)
+        yield pair
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 from blipsearch.search.results import SearchOptions, SearchPage
-from blipsearch.search.service import GENERATION_CHECK_SECONDS, SearchService
+from blipsearch.search.service import SearchService
 from blipsearch.settings import Settings
+from blipsearch.storage.faiss_store import GENERATION_CHECK_SECONDS
 
 from imagesets import TEST_MAX_PIXELS, write_valid_images
 from test_search_clock import ManualClock

@@ -20,6 +20,7 @@ from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.search.results import SearchOptions
 from blipsearch.search.service import SearchService
 from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.live import IndexSet
 from blipsearch.storage.schema import (
     SLOT_OF_KIND,
     SYNTHETIC_SLOTS,
@@ -67,11 +68,17 @@ def _capfilt(indexer: Indexer, captioner: Captioner) -> CapFilt:
 
 
 def _assert_indexes_agree(indexer: Indexer) -> None:
-    live, _ = indexer.index_set().open(writer=False)
+    settings = indexer.settings
+    live, _ = IndexSet(
+        settings.data_dir,
+        indexer.catalog,
+        fingerprint=indexer.model.fingerprint,
+        dim=indexer.model.embedding_dim,
+    ).open(writer=False)
     text_ids = {int(i) for i in live.texts.ids()}
     expected = {row.item_id * TEXT_SLOTS + row.slot for row in _texts(indexer.catalog)}
     assert text_ids == expected
-    report = verify(indexer.settings.data_dir, indexer.catalog)
+    report = verify(indexer.settings, indexer.catalog)
     assert report.ok, report.problems
 
 

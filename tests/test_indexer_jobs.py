@@ -254,10 +254,10 @@ def test_should_stop_ends_a_run_at_a_chunk_boundary(
     report = indexer.run(folder, IndexOptions(should_stop=after_two_chunks))
     assert report.cancelled and report.as_dict()["cancelled"] is True
     assert report.embedded == 4 and report.missing == 0 and report.indexed_total == 4
-    assert verify(sqlite_settings.data_dir, indexer.catalog).ok
+    assert verify(sqlite_settings, indexer.catalog).ok
     rest = indexer.run(folder)
     assert not rest.cancelled and rest.embedded == 6 and rest.unchanged == 4
-    assert verify(sqlite_settings.data_dir, indexer.catalog).ok
+    assert verify(sqlite_settings, indexer.catalog).ok
     indexer.catalog.close()
 
 
@@ -309,7 +309,7 @@ def test_a_job_indexes_a_folder(
     assert (done.done, done.total) == (5, 5)
     assert done.counts["embedded"] == 5 and done.counts["failed"] == 0 and not done.counts["cancelled"]
     assert done.counts["indexed_total"] == 5
-    assert verify(settings.data_dir, runner.catalog).ok
+    assert verify(settings, runner.catalog).ok
 
 
 def test_cancelling_a_running_job(
@@ -332,7 +332,7 @@ def test_cancelling_a_running_job(
     assert done.counts["cancelled"] is True
     assert done.counts["embedded"] == 6 and (done.done, done.total) == (6, 20)
     assert sum(runner.catalog.status_counts().values()) == 6
-    report = verify(sqlite_settings.data_dir, runner.catalog)
+    report = verify(sqlite_settings, runner.catalog)
     assert report.ok, report.problems
 
 

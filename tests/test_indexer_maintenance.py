@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blipsearch.indexer.maintenance import index_status, rebuild, verify
+from blipsearch.indexer.maintenance import index_status, verify
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.item_writes import FileFacts, ItemWrite
-from blipsearch.storage.live import IMAGES, IndexSet
+from blipsearch.storage.live import IMAGES, TEXTS, IndexSet
 from blipsearch.storage.schema import ItemStatus
 from blipsearch.storage.snapshots import IndexStore
 
@@ -68,9 +68,9 @@ def _tamper(index_set: IndexSet, change) -> None:  # type: ignore[no-untyped-def
 
 def test_clean_catalog_and_index_verify_and_report_status(indexed) -> None:
     settings, catalog, _, _ = indexed
-    report = verify(settings.data_dir, catalog)
+    report = verify(settings, catalog)
     assert report.ok and report.checked["images_vectors"] == 6 and report.checked["items"] == 7
-    status = index_status(settings.data_dir, catalog)
+    status = index_status(settings, catalog)
     assert status["items"]["indexed"] == 6 and status["items"]["failed"] == 1
     assert status["indexes"]["images"]["state"] == "current"
     assert status["failures"][0]["error"] == "bad.jpg is truncated."
@@ -79,20 +79,36 @@ def test_clean_catalog_and_index_verify_and_report_status(indexed) -> None:
 def test_verify_reports_phantom_missing_and_changed_vectors(indexed) -> None:
     settings, catalog, index_set, ids = indexed
     _tamper(index_set, lambda index: index.add(np.array([999]), _vector(99)[None, :]))
-    assert any("phantom" in p and "999" in p for p in verify(settings.data_dir, catalog).problems)
+    assert any("phantom" in p and "999" in p for p in verify(settings, catalog).problems)
 
     _tamper(index_set, lambda index: index.remove(np.array([999, ids[0]])))
-    assert any("missing" in p and str(ids[0]) in p for p in verify(settings.data_dir, catalog).problems)
+    assert any("missing" in p and str(ids[0]) in p for p in verify(settings, catalog).problems)
 
     _tamper(index_set, lambda index: index.add(np.array([ids[0]]), _vector(123)[None, :]))
-    assert any("vectors differ" in p for p in verify(settings.data_dir, catalog).problems)
+    assert any("vectors differ" in p for p in verify(settings, catalog).problems)
+
+
+def test_an_index_never_committed_is_a_note_not_a_problem(indexed) -> None:
+    """A writer killed before its first checkpoint of one index leaves only the other one; SQL
+    still holds every vector and the next open builds the missing index from it."""
+    settings, catalog, index_set, _ = indexed
+    store = IndexStore(index_set.directory, TEXTS)
+    store.discard()
+    assert store.read_manifest() is None
+    report = verify(settings, catalog)
+    assert report.ok, report.problems
+    assert any("texts index: no committed generation" in note for note in report.notes)
+    live, opened = index_set.open(writer=True)
+    assert "texts" in opened.rebuilt and len(live.images) == 6
+    after = verify(settings, catalog)
+    assert after.ok and not any("no committed generation" in note for note in after.notes)
 
 
 def test_verify_reports_duplicate_ids(indexed) -> None:
     settings, catalog, index_set, ids = indexed
     # Bypass the upsert: the raw FAISS index takes the same id twice.
     _tamper(index_set, lambda index: index._index.add_with_ids(_vector(1)[None, :], np.array([ids[1]])))
-    assert any("more than once" in p for p in verify(settings.data_dir, catalog).problems)
+    assert any("more than once" in p for p in verify(settings, catalog).problems)
 
 
 def test_verify_reports_an_unreadable_index(indexed) -> None:
@@ -100,14 +116,14 @@ def test_verify_reports_an_unreadable_index(indexed) -> None:
     manifest = IndexStore(index_set.directory, IMAGES).read_manifest()
     assert manifest is not None
     (index_set.directory / manifest.file).write_bytes(b"garbage")
-    problems = verify(settings.data_dir, catalog).problems
+    problems = verify(settings, catalog).problems
     assert any("images index" in p for p in problems)
 
 
 def test_rebuild_repairs_what_verify_found(indexed) -> None:
     settings, catalog, index_set, _ = indexed
     _tamper(index_set, lambda index: index.add(np.array([999]), _vector(99)[None, :]))
-    assert not verify(settings.data_dir, catalog).ok
-    summary = rebuild(index_set)
-    assert summary["images"] == {"kind": "flat", "vectors": 6}
-    assert verify(settings.data_dir, catalog).ok
+    assert not verify(settings, catalog).ok
+    live = index_set.rebuild()
+    assert (live.images.spec.kind, len(live.images)) == ("flat", 6)
+    assert verify(settings, catalog).ok

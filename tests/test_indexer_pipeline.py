@@ -19,7 +19,7 @@ from blipsearch.indexer.pipeline import Indexer, IndexOptions
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
-from blipsearch.storage.live import IndexSet
+from blipsearch.storage.live import IndexSet, LiveIndexes, OpenReport
 from blipsearch.storage.lock import WriterLock
 from blipsearch.storage.schema import TEXT_SLOTS, Item, ItemText
 
@@ -67,8 +67,23 @@ def _items(indexer: Indexer) -> dict[str, Item]:
         return {Path(item.source).name: item for item in session.scalars(query)}
 
 
+def _live(
+    indexer: Indexer, kind: str | None = None, *, writer: bool = False
+) -> tuple[LiveIndexes, OpenReport]:
+    """The FAISS indexes as a server of this data directory would open them."""
+    settings = indexer.settings
+    return IndexSet(
+        settings.data_dir,
+        indexer.catalog,
+        fingerprint=indexer.model.fingerprint,
+        dim=indexer.model.embedding_dim,
+        requested_kind=kind or settings.index_kind,  # type: ignore[arg-type]
+        memory_budget=settings.index_memory_budget,
+    ).open(writer=writer)
+
+
 def _assert_verified(indexer: Indexer) -> None:
-    report = verify(indexer.settings.data_dir, indexer.catalog)
+    report = verify(indexer.settings, indexer.catalog)
     assert report.ok, report.problems
 
 
@@ -97,7 +112,7 @@ def test_folder_with_valid_odd_and_broken_files(
     assert report.indexed_total == good
     _assert_verified(indexer)
 
-    live, _ = indexer.index_set().open(writer=False)
+    live, _ = _live(indexer)
     own = items[valid[0].name]
     vector = np.frombuffer(own.embedding or b"", dtype="<f4")[None, :].copy()
     _, ids = live.images.search(vector, 1)
@@ -146,7 +161,7 @@ def test_changed_copied_touched_deleted_and_returning_files(
     assert after[paths[3].name].file_mtime == 1_000_000_000
     assert after[paths[4].name].status == "missing"
     _assert_verified(indexer)
-    live, _ = indexer.index_set().open(writer=False)
+    live, _ = _live(indexer)
     assert before[paths[4].name].id not in set(live.images.ids().tolist())
 
     paths[4].write_bytes(moved)
@@ -190,7 +205,7 @@ def test_manifest_metadata_texts_and_metadata_only_updates(
     with indexer.catalog.sessions() as session:
         kinds = sorted(t.kind for t in session.scalars(select(ItemText).where(ItemText.item_id == shoe.id)))
     assert kinds == ["description", "title"]
-    live, _ = indexer.index_set().open(writer=False)
+    live, _ = _live(indexer)
     assert len(live.texts) == 6
     title_vector = model.embed_texts(["Shoe 1"])
     _, ids = live.texts.search(title_vector, 1)
@@ -201,7 +216,7 @@ def test_manifest_metadata_texts_and_metadata_only_updates(
     report = indexer.run(manifest)
     assert report.metadata_updated == 1 and report.embedded == 0 and model.images_embedded == count
     assert _items(indexer)[images[1].name].title == "Boot 1"
-    live, _ = indexer.index_set().open(writer=False)
+    live, _ = _live(indexer)
     _, ids = live.texts.search(model.embed_texts(["Boot 1"]), 1)
     assert ids[0, 0] == shoe.id * TEXT_SLOTS + 0
     _assert_verified(indexer)
@@ -228,12 +243,12 @@ def test_approximate_index_kinds_stay_consistent_through_deletes(
     paths = write_valid_images(tmp_path / "p", 12, seed=6)
     indexer = _indexer(settings, model)
     report = indexer.run(tmp_path / "p", IndexOptions(index_kind=kind))  # type: ignore[arg-type]
-    live, _ = indexer.index_set(kind).open(writer=False)  # type: ignore[arg-type]
+    live, _ = _live(indexer, kind)
     assert live.images.spec.kind == kind and len(live.images) == report.embedded
     for path in paths[:4]:
         path.unlink()
     indexer.run(tmp_path / "p", IndexOptions(index_kind=kind))  # type: ignore[arg-type]
-    live, _ = indexer.index_set(kind).open(writer=False)  # type: ignore[arg-type]
+    live, _ = _live(indexer, kind)
     assert len(live.images) == 8
     _assert_verified(indexer)
 
@@ -260,12 +275,12 @@ def test_missing_corrupt_and_stale_indexes_are_rebuilt_or_caught_up(
     data = bytearray(committed.read_bytes())
     data[len(data) // 2] ^= 0xFF
     committed.write_bytes(bytes(data))
-    live, report = indexer.index_set().open(writer=False)
+    live, report = _live(indexer)
     assert "images" in report.rebuilt and "corrupt" in report.rebuilt["images"]
     assert np.array_equal(live.images.ids(), expected)
 
     shutil.rmtree(index_dir)
-    live, report = indexer.index_set().open(writer=True)
+    live, report = _live(indexer, writer=True)
     assert set(report.rebuilt) == {"images", "texts"}
     assert np.array_equal(live.images.ids(), expected)
     _assert_verified(indexer)
@@ -293,7 +308,7 @@ def test_missing_corrupt_and_stale_indexes_are_rebuilt_or_caught_up(
             for p, v in zip(new, vectors, strict=True)
         ]
     )
-    assert not verify(settings.data_dir, indexer.catalog).problems, "pending changes are notes, not problems"
+    assert not verify(settings, indexer.catalog).problems, "pending changes are notes, not problems"
     live, report = other.open(writer=False)
     assert report.caught_up_items == 2 and set(ids) <= set(live.images.ids().tolist())
     assert other.manifests()["images"] == generation, "a reader never commits"
@@ -338,7 +353,7 @@ def test_indexing_with_another_model_reembeds_and_replaces_the_index(
     report = indexer.run(tmp_path / "p")
     assert report.embedded == 3 and other.images_embedded == 3
     assert "model changed" in report.rebuilt["images"]
-    live, _ = indexer.index_set().open(writer=False)
+    live, _ = _live(indexer)
     assert live.fingerprint == other.fingerprint and len(live.images) == 3
     with pytest.raises(ModelMismatchError):
         IndexSet(

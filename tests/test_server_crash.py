@@ -32,6 +32,7 @@ from PIL import Image
 from sqlalchemy import create_engine, text
 
 from blipsearch.indexer.maintenance import index_status
+from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import create_catalog_engine
 
@@ -198,7 +199,8 @@ def _kill_during_a_burst(
 def _index_behind(database_url: str, data_dir: Path) -> bool:
     catalog = Catalog(create_catalog_engine(database_url))
     try:
-        return index_status(data_dir, catalog)["indexes"]["images"]["state"] != "current"
+        settings = Settings(data_dir=data_dir, database_url=database_url)
+        return index_status(settings, catalog)["indexes"]["images"]["state"] != "current"
     finally:
         catalog.close()
 
@@ -241,7 +243,7 @@ def _check_everything(
     unknown = {item_id for item_id in hashes if item_id not in ledger.live}
     assert {hashes[item_id] for item_id in unknown} <= {_sha256(seed) for seed in ledger.unanswered}
     files = {
-        str(path)
+        f"upload:{path.relative_to(data_dir / 'uploads')}"
         for path in (data_dir / "uploads").rglob("*")
         if path.is_file() and path.name != ".servers.lock"
     }

@@ -1,7 +1,8 @@
-"""What a server looks after besides requests (issue 26, items 8 and 9).
+"""What a server looks after besides requests (issue 26, items 8 and 9; issue 29's shared store).
 
 - Crash litter in uploads/ (files no item names, unfinished .tmp files): reported by `index verify`,
-  removed at server start, but never an upload another live server has in flight.
+  removed at server start, but never an upload another live server has in flight; in a shared
+  image store, only litter older than IN_FLIGHT_SECONDS, since servers elsewhere hold no local lock.
 - The API's writes are committed as index generations in the background (after N changes or T
   seconds), so a restart does not replay them all. The clock is injected: no sleeping.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,12 +23,13 @@ from PIL import Image
 
 from blipsearch.indexer.items import ItemWriter
 from blipsearch.indexer.maintenance import index_status, verify
-from blipsearch.indexer.upload_files import IN_FLIGHT_SECONDS, UploadFolder
+from blipsearch.indexer.upload_files import IN_FLIGHT_SECONDS, UploadFolder, check_litter
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.search.checkpoint import Checkpointer
 from blipsearch.search.service import SearchService
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.image_store import open_image_store
 from blipsearch.storage.item_writes import ItemMetadata
 from blipsearch.storage.live import IndexSet
 from blipsearch.storage.lock import WriterLock
@@ -91,8 +94,8 @@ def test_api_writes_are_committed_after_n_changes(settings: Settings, service: S
     writer.delete(first)
     assert checkpoints.tick() and checkpoints.committed == 1
     assert _replayed_at_open(settings, service) == 0
-    assert index_status(settings.data_dir, service.catalog)["indexes"]["images"]["state"] == "current"
-    report = verify(settings.data_dir, service.catalog)
+    assert index_status(settings, service.catalog)["indexes"]["images"]["state"] == "current"
+    report = verify(settings, service.catalog)
     assert report.ok and report.checked["images_vectors"] == 1, report.as_dict()
     assert not checkpoints.tick()  # nothing new
 
@@ -135,7 +138,7 @@ def test_a_server_checkpoints_uploads_in_the_background(
         catalog = Catalog.open(settings)
         deadline = time.monotonic() + 60
         while True:
-            status = index_status(settings.data_dir, catalog)["indexes"]["images"]
+            status = index_status(settings, catalog)["indexes"]["images"]
             if status["state"] == "current" and status["vectors"] == 2:
                 break
             assert time.monotonic() < deadline, status
@@ -161,20 +164,23 @@ def test_verify_reports_crash_litter_and_a_server_start_removes_it(
 ) -> None:
     writer = ItemWriter(settings, service.model, service.catalog)
     kept = writer.add(png(8), ItemMetadata())
-    kept_file = Path(service.catalog.items_by_ids([kept])[0].source)
+    source = service.catalog.items_by_ids([kept])[0].source
+    assert source.startswith("upload:"), "an upload's source names the store, not a path of one machine"
+    kept_file = settings.data_dir / "uploads" / source.removeprefix("upload:")
     orphan, temporary = _litter(settings)
 
-    report = verify(settings.data_dir, service.catalog)
+    report = verify(settings, service.catalog)
     assert not report.ok
     assert report.checked["upload_orphans"] == 1 and report.checked["upload_temporary"] == 1
     assert any(orphan.name in problem for problem in report.problems), report.problems
 
     uploads = UploadFolder(settings.data_dir)
     removed = uploads.open(service.catalog)
-    assert removed.orphans == [orphan] and removed.temporary == [temporary]
+    assert [e.key for e in removed.orphans] == [f"ab/{orphan.name}"]
+    assert [e.key for e in removed.temporary] == [f"ab/{temporary.name}"]
     assert not orphan.exists() and not temporary.exists() and kept_file.exists()
     uploads.close()
-    after = verify(settings.data_dir, service.catalog)
+    after = verify(settings, service.catalog)
     assert after.checked["upload_orphans"] == after.checked["upload_temporary"] == 0
     assert not any("uploads" in problem for problem in after.problems), after.problems
 
@@ -190,13 +196,41 @@ def test_a_second_server_leaves_young_files_that_may_be_uploads_in_flight(
     long_ago = time.time() - IN_FLIGHT_SECONDS - 60
     os.utime(old, (long_ago, long_ago))
 
-    report = verify(settings.data_dir, service.catalog)
+    report = verify(settings, service.catalog)
     assert report.checked["upload_orphans"] == 1 and any("in flight" in note for note in report.notes)
     second = UploadFolder(settings.data_dir)
     removed = second.open(service.catalog)
-    assert removed.orphans == [old] and young.exists()
+    assert [e.name for e in removed.orphans] == [old.name] and young.exists()
     second.close()
     running.close()
+
+
+def test_a_shared_store_keeps_young_litter_whatever_the_local_lock_says(
+    database_url: str, indexer_settings, service: SearchService
+) -> None:  # type: ignore[no-untyped-def]
+    shared = indexer_settings(
+        database_url, api_key=KEY, image_store=f"memory://upkeep-{uuid.uuid4().hex}/images"
+    )
+    writer = ItemWriter(shared, service.model, service.catalog)
+    kept = writer.add(png(8), ItemMetadata())
+    source = service.catalog.items_by_ids([kept])[0].source
+    store = open_image_store(shared)
+    in_flight = store.put(png(9), "ab" * 32, ".png")  # another machine's upload, its row not committed yet
+
+    uploads = UploadFolder.for_settings(shared)
+    assert uploads.servers_running(), "no local lock can see servers on other machines"
+    young = check_litter(uploads, service.catalog)
+    assert young.orphans == 0 and not young.problems and any("shared" in note for note in young.notes)
+    later = time.time() + IN_FLIGHT_SECONDS + 60
+    old = check_litter(uploads, service.catalog, now=later)
+    assert old.orphans == 1 and any(in_flight.split("/")[1] in problem for problem in old.problems)
+    assert len(uploads.open(service.catalog)) == 0, (
+        "alone on this machine, yet a young object may be in flight"
+    )
+    uploads.close()
+    removed = UploadFolder.for_settings(shared).open(service.catalog, now=later)
+    assert [entry.key for entry in removed.orphans] == [in_flight]
+    assert [entry.key for entry in store.entries()] == [source.removeprefix("upload:")]
 
 
 def test_the_server_cleans_uploads_at_start(settings: Settings, api_server) -> None:  # type: ignore[no-untyped-def]

@@ -31,7 +31,8 @@ from blipsearch.train.schedule import make_optimizer
 
 log = logging.getLogger(__name__)
 
-ImageSource = Path | Image.Image
+ImageSource = Path | Image.Image | Callable[[], Image.Image]
+"""A file, a picture in memory, or a loader called when its batch needs it (an upload in the image store)."""
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
 """Called after each optimizer step with (step, total steps, losses)."""
 
@@ -140,12 +141,15 @@ def load_images(sources: Sequence[ImageSource]) -> list[Image.Image]:
     limits = Settings.model_fields
     max_bytes = int(limits["max_image_bytes"].default)
     max_pixels = int(limits["max_image_pixels"].default)
-    return [
-        source
-        if isinstance(source, Image.Image)
-        else open_image(source, max_bytes=max_bytes, max_pixels=max_pixels)
-        for source in sources
-    ]
+    loaded = []
+    for source in sources:
+        if isinstance(source, Image.Image):
+            loaded.append(source)
+        elif callable(source):
+            loaded.append(source())
+        else:
+            loaded.append(open_image(source, max_bytes=max_bytes, max_pixels=max_pixels))
+    return loaded
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:

@@ -186,9 +186,10 @@ class RetrievalTrainer(Trainer):
 
         order: dict[int, Path] = {}
         folder = self.run_dir / "val-images"
-        for image, image_id in zip(pairs.images, pairs.image_ids, strict=True):
+        for source, image_id in zip(pairs.images, pairs.image_ids, strict=True):
             if image_id in order:
                 continue
+            image = source() if callable(source) else source
             if isinstance(image, Image.Image):
                 folder.mkdir(parents=True, exist_ok=True)
                 path = folder / f"{image_id:06d}.png"

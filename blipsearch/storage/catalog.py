@@ -65,7 +65,7 @@ class Catalog(ItemTexts, IndexContent):
         """Items in the order of `ids`; unknown ids are left out."""
         found: dict[int, Item] = {}
         try:
-            with self.sessions() as session:
+            with self.reading() as session:
                 for part in chunks([int(i) for i in ids], QUERY_CHUNK):
                     query = (
                         select(Item)
@@ -309,7 +309,7 @@ class Catalog(ItemTexts, IndexContent):
         a user's text into them.
         """
         try:
-            with self.sessions() as session:
+            with self.reading() as session:
                 return self.keyword_documents.search(session, terms, limit, allowed_ids)
         except SQLAlchemyError as exc:
             raise self._fail("search", exc) from None
@@ -338,7 +338,7 @@ class Catalog(ItemTexts, IndexContent):
         )
         allowed = None if allowed_ids is None else {int(i) for i in allowed_ids}
         try:
-            with self.sessions() as session:
+            with self.reading() as session:
                 rows = session.execute(statement.limit(limit) if allowed is None else statement).all()
         except SQLAlchemyError as exc:
             raise self._fail("search", exc) from None

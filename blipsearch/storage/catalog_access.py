@@ -1,21 +1,25 @@
 """The catalog's connection, shared by the parts that make up `Catalog` (see `catalog.py`).
 
 Sessions are short and owned here; every part turns a database error into one `CatalogError`
-that names the catalog, so a caller never sees SQLAlchemy.
+that names the catalog, so a caller never sees SQLAlchemy. Writes use `sessions`; the reads a search
+makes use `reading()`, which may be served by a hot standby (`read_routing.py`).
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Self
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from blipsearch.errors import CatalogError
 from blipsearch.settings import Settings
 from blipsearch.storage.database import create_catalog_engine, ensure_schema, session_factory
 from blipsearch.storage.keyword import KeywordDocuments
 from blipsearch.storage.pgvector_rows import VectorRows
+from blipsearch.storage.read_routing import ReadRouter, open_standby_engine
 from blipsearch.storage.vector_codec import StorageDType
 
 QUERY_CHUNK = 500
@@ -25,9 +29,13 @@ QUERY_CHUNK = 500
 class CatalogAccess:
     """Typed access to the catalog database; sessions are short and owned here."""
 
-    def __init__(self, engine: Engine, *, embedding_storage: StorageDType = "float32") -> None:
+    def __init__(
+        self, engine: Engine, *, embedding_storage: StorageDType = "float32", reads: ReadRouter | None = None
+    ) -> None:
         self.engine = engine
         self.sessions = session_factory(engine)
+        self.reads = reads or ReadRouter(engine)
+        self.reads.watch(self.sessions)
         self.embedding_storage: StorageDType = embedding_storage
         self.keyword_documents = KeywordDocuments(engine.dialect.name)
         self.vector_rows = VectorRows(engine.dialect.name)
@@ -37,9 +45,22 @@ class CatalogAccess:
         """Connect and migrate on first use, so a fresh data directory just works."""
         engine = create_catalog_engine(settings.effective_database_url)
         ensure_schema(engine)
-        return cls(engine, embedding_storage=settings.embedding_storage)
+        if settings.database_read_url is None:
+            return cls(engine, embedding_storage=settings.embedding_storage)
+        standby = open_standby_engine(settings.database_read_url, settings.read_replica_wait_seconds)
+        reads = ReadRouter(engine, standby, wait_seconds=settings.read_replica_wait_seconds)
+        return cls(engine, embedding_storage=settings.embedding_storage, reads=reads)
+
+    def reading(self) -> AbstractContextManager[Session]:
+        """A session for a search's read: the standby inside `read_routing.replica_reads()`."""
+        return self.reads.session()
+
+    def consistency_token(self) -> str | None:
+        """The token covering this process's writes, for a write's `Blipsearch-Consistency` header."""
+        return self.reads.token()
 
     def close(self) -> None:
+        self.reads.close()
         self.engine.dispose()
 
     @property

@@ -188,7 +188,7 @@ class ItemTexts(CatalogAccess):
     def noisy_text_ids(self) -> set[int]:
         """Text-vector ids (item id x TEXT_SLOTS + slot) of every text CapFilt marked noisy."""
         try:
-            with self.sessions() as session:
+            with self.reading() as session:
                 rows = session.execute(
                     select(ItemText.item_id, ItemText.slot).where(ItemText.noisy.is_(True))
                 ).all()

@@ -75,6 +75,11 @@ class VectorStore(Protocol):
         """Changes searches already see that a restart would have to replay (0: none, or never)."""
         ...
 
+    def searching(self) -> AbstractContextManager[None]:
+        """Held around a refresh and the searches that must see the same state: a lock where catching
+        up changes an index in place (FAISS), nothing where every query is its own snapshot."""
+        ...
+
     def refresh(self) -> int:
         """Make searches see every catalog write committed so far; returns the items that changed."""
         ...
@@ -87,18 +92,13 @@ class VectorStore(Protocol):
         """
         ...
 
-    def writer_lock(self, purpose: str) -> AbstractContextManager[None]:
-        """Held by an indexing run or any other writer of this store; raises `IndexLockedError` at once
-        when another process holds it (a file lock for FAISS, a PostgreSQL advisory lock for pgvector)."""
-        ...
-
     def finish_run(self) -> RunSummary:
-        """Close an indexing run (caller holds the writer lock): compact or rebuild where the rules
+        """Close an indexing run (caller holds `store_choice.writer_lock`): compact or rebuild where the rules
         say so, else checkpoint."""
         ...
 
     def rebuild(self) -> dict[str, Any]:
-        """Rebuild from the embeddings in SQL alone (caller holds the writer lock); a JSON report."""
+        """Rebuild from the embeddings in SQL alone (caller holds `store_choice.writer_lock`): JSON report."""
         ...
 
     def state(self) -> dict[str, Any]:
@@ -106,4 +106,3 @@ class VectorStore(Protocol):
         ...
 
     def close(self) -> None: ...
-

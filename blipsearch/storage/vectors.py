@@ -207,6 +207,10 @@ class VectorIndex:
     def __len__(self) -> int:
         return int(self._index.ntotal) - self.tombstone_count
 
+    def vector(self, vector_id: int) -> np.ndarray:
+        """`VectorCollection.vector`: the stored vector of one id, KeyError when absent."""
+        return self.reconstruct(vector_id)
+
     def reconstruct(self, vector_id: int) -> np.ndarray:
         """The stored vector of an id (lossy for IVF-PQ); KeyError if absent."""
         if vector_id < 0:
