@@ -33,6 +33,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+from sqlalchemy.engine import make_url
 
 from bench import vector_stores_pg as pg
 from bench.common import RESULTS, machine, machine_slug
@@ -40,7 +41,12 @@ from bench.vector_index_kinds import DIM, clustered_unit_vectors, queries_near
 from bench.vector_stores_report import markdown
 from blipsearch.settings import Settings
 from blipsearch.storage.index_spec import IndexSpec, choose_index_spec
-from blipsearch.storage.pgvector_store import HNSW_EF_CONSTRUCTION, HNSW_M, PgvectorStore
+from blipsearch.storage.pgvector_store import (
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+    PgvectorStore,
+    pgvector_available,
+)
 from blipsearch.storage.vectors import BRUTE_FORCE_LIMIT, VectorIndex
 
 K = 10
@@ -238,6 +244,10 @@ def pgvector_engines(
     notices: list[str] = []
     with pg.bench_database(postgres_url, pg.shared_buffers_for(len(data.ids), DIM)) as url:
         engine = pg.catalog_engine(url, notices)
+        if not pgvector_available(engine):
+            engine.dispose()
+            where = make_url(url).render_as_string(hide_password=True)
+            raise SystemExit(f"PostgreSQL at {where} has no pgvector extension: nothing to measure there.")
         try:
             server: dict[str, Any] = {
                 "build_memory_set": pg.raise_build_memory(engine, len(data.ids)),
