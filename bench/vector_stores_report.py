@@ -112,7 +112,12 @@ def table(section: dict[str, Any]) -> list[str]:
             f"{server['shared_buffers']}. Memory = HNSW index + table; the build is the store's own "
             "`finish_run` (CREATE INDEX CONCURRENTLY); load = binary COPY of item and vector rows, "
             "then VACUUM ANALYZE."
-            + (f" Server notices: {'; '.join(server['notices'])}." if server["notices"] else ""),
+            + (
+                f" Server notices: {'; '.join(server['notices'])}."
+                if server["notices"]
+                else " No server notice during the build (pgvector sends one when its graph outgrows "
+                "maintenance_work_mem): the build stayed in memory."
+            ),
         ]
     if "pgvector_missing" in section:
         out += ["", f"No pgvector rows: {section['pgvector_missing']}."]
