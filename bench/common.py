@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from PIL import Image
 from blipsearch.machine import cpu_name
 
 REPORTS = Path(__file__).resolve().parent / "reports"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict[str, Any]:
@@ -30,6 +32,13 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
     }
+
+
+def machine_slug(info: dict[str, Any]) -> str:
+    name = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*", "", info["cpu"].lower())
+    words = re.findall(r"[a-z0-9]+", name)[:3]
+    gpu = "-" + "-".join(re.findall(r"[a-z0-9]+", info["gpu"].lower())[1:3]) if info.get("gpu") else ""
+    return "-".join(words) + f"-{info['cores']}c" + gpu
 
 
 def base_size_retrieval(directory: Path, seed: int = 0) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.vector_stores_report import paper_estimate, table
+
 
 def _row(*cells: object) -> str:
     return "| " + " | ".join("" if cell is None else str(cell) for cell in cells) + " |"
@@ -243,4 +245,14 @@ def markdown(report: dict[str, Any]) -> str:
                 out.append(
                     _row(f"{int(size):,}", name, row["p50_ms"], row["p99_ms"], recall, row.get("build_s"))
                 )
+    stores = report.get("vector_stores")
+    if stores:
+        out += [
+            "",
+            f"## Vector stores, {stores['vectors']:,} vectors",
+            "",
+            *table(stores),
+            "",
+            *paper_estimate(stores),
+        ]
     return "\n".join(out) + "\n"

@@ -3,7 +3,9 @@
 Measures, in one run and on one machine, for the real BLIP-base architecture (random weights: the
 hub is unreachable here, and cost depends on shapes) and for the shipped demo model:
 image embedding (tensors; files to index rows), text-query encoding, ITM re-ranking, vector
-search at 100k and 1M vectors, and end-to-end text search through the service and over HTTP.
+search at 100k and 1M vectors, the vector stores (FAISS flat and HNSW against pgvector through
+`PgvectorStore`, 1M vectors: `bench/vector_stores.py`), and end-to-end text search through the
+service and over HTTP.
 Every figure stands beside its baseline from the same run (stock transformers, the naive loop)
 as a ratio, and beside the machine's measured fp32 GEMM throughput as a percentage. Writes
 bench/results/<machine>-<date>.json and .md; `--update-readme` copies the summary into README.md.
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,22 +28,17 @@ from typing import Any
 
 import torch
 
-from bench import model_bench, system_bench
-from bench.common import machine
+from bench import model_bench, system_bench, vector_stores
+from bench.common import RESULTS, machine, machine_slug
 from bench.subjects import DEMO_MODEL, base_size_checkpoint, default_variant, demo_pairs, load_subject
 from bench.timing import gemm_gflops, int8_gemm_gflops
 
-RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent.parent / "README.md"
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 log = logging.getLogger("bench")
-
-
-def machine_slug(info: dict[str, Any]) -> str:
-    name = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*", "", info["cpu"].lower())
-    words = re.findall(r"[a-z0-9]+", name)[:3]
-    gpu = "-" + "-".join(re.findall(r"[a-z0-9]+", info["gpu"].lower())[1:3]) if info.get("gpu") else ""
-    return "-".join(words) + f"-{info['cores']}c" + gpu
+OWN_HNSW_LIMIT = 200_000
+"""Above this, the vector-store section leaves out blipsearch's own HNSW spec (M=32,
+ef_construction=200): at 1M vectors its build alone takes about 20 minutes on 2 cores."""
 
 
 def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -117,6 +113,15 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dic
     if not args.skip_vectors:
         sizes = [100_000] if quick else [100_000, 1_000_000]
         report["vector_search"] = system_bench.vector_search(sizes, device)
+    if not args.skip_vector_stores:
+        count = min(args.vector_stores, 20_000) if quick else args.vector_stores
+        report["vector_stores"] = vector_stores.run(
+            count,
+            queries=50 if quick else 200,
+            filtered_queries=25 if quick else 100,
+            own_hnsw=count <= OWN_HNSW_LIMIT,
+            log=log.info,
+        )
     return report
 
 
@@ -134,6 +139,16 @@ def main() -> None:
         help="what to measure",
     )
     parser.add_argument("--skip-vectors", action="store_true", help="skip the 100k/1M vector-search section")
+    parser.add_argument(
+        "--vector-stores",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="vectors in the FAISS-vs-pgvector section (default 1M; --quick: at most 20k)",
+    )
+    parser.add_argument(
+        "--skip-vector-stores", action="store_true", help="skip the FAISS-vs-pgvector section"
+    )
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and markdown go")
     parser.add_argument("--update-readme", action="store_true", help="copy the summary table into README.md")

@@ -131,3 +131,27 @@ def test_markdown_and_readme_summary_carry_baselines_and_machine() -> None:
     short = summary(REPORT, "bench/results/x.md")
     assert short.count("\n| BLIP-base") == 5 and "(bench/results/x.md)" in short
     assert machine_slug(REPORT["machine"]) == "intel-xeon-platinum-2c"
+
+
+def test_markdown_has_the_vector_store_section_when_measured() -> None:
+    cell = {"p50_ms": 2.0, "p95_ms": 3.0, "recall_at_10": 1.0, "rows_mean": 10.0, "rows_min": 10}
+    engine = {**cell, "kind": "faiss", "index": "IDMap2,Flat", "build_s": 1.0, "bytes": 4 * 10**6}
+    naive = {**engine, "kind": "pgvector", "index": "halfvec HNSW", "load_s": 1.0, "p50_ms": 1.0}
+    naive["filtered"] = {"1%": {**cell, "rows_mean": 0.5, "rows_min": 0}}
+    naive["uses_hnsw"] = {"all": True, "1%": True}
+    report = copy.deepcopy(REPORT)
+    report["vector_stores"] = {
+        "vectors": 1000,
+        "dim": 256,
+        "k": 10,
+        "queries": 5,
+        "filtered_queries": 5,
+        "faiss_threads": 2,
+        "admitted": {"1%": 10},
+        "engines": {"FAISS flat (exact baseline)": {**engine, "filtered": {"1%": cell}}, "naive": naive},
+    }
+    text = markdown(report)
+    assert "## Vector stores, 1,000 vectors" in text and "## Paper estimate" in text
+    assert "| naive | 1% (10) | 0.5 (0) | 0.05 | 1.0 | 2.0 | 3.0 | 1.0x | HNSW graph (planner) |" in text
+    assert "| naive | halfvec HNSW | 1.0 + 1.0 | 4 (4,000) | 1.0 | 3.0 | 2.0x | 1.0 |" in text
+    assert "vector_stores" not in markdown(REPORT) and "## Vector stores" not in markdown(REPORT)
