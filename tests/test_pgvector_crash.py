@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
-from test_indexer_crash import _check_consistent, _cli, _env
+from test_indexer_crash import _check_consistent, _cli, _env, kill_mid_run
 from vector_rows import assert_vector_rows_match
 
 from imagesets import write_broken_images, write_valid_images
@@ -50,25 +46,8 @@ def test_sigkill_at_random_moments_loses_nothing(
     settled = 0
     try:
         for kill in range(KILLS):
-            process = subprocess.Popen(
-                [sys.executable, "-m", "blipsearch", "index", str(root), "--no-progress"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + 240
-            while _settled(engine) <= settled:
-                assert process.poll() is None, f"kill {kill}: ended before committing anything new"
-                assert time.monotonic() < deadline, f"kill {kill}: no progress"
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.05))
-            process.send_signal(signal.SIGSTOP)
-            now = _settled(engine)
-            process.send_signal(signal.SIGKILL)
-            assert process.wait(timeout=60) == -signal.SIGKILL, f"kill {kill}: had already finished"
-            assert settled < now < valid + broken, f"kill {kill}: {settled} -> {now} of {valid + broken}"
+            settled = kill_mid_run(root, env, lambda: _settled(engine), settled, valid + broken, rng, kill)
             assert_vector_rows_match(engine)
-            settled = now
         rerun = _cli("index", str(root), "--no-progress", "--json", env=env)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         report = json.loads(rerun.stdout)
