@@ -26,11 +26,8 @@ def _unit(seed: int, n: int) -> np.ndarray:
 
 
 @pytest.fixture
-def engine(postgres_url: str) -> Iterator[Engine]:
-    engine = create_catalog_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
+def engine(empty_postgres_url: str) -> Iterator[Engine]:
+    engine = create_catalog_engine(empty_postgres_url)
     ensure_schema(engine)
     yield engine
     engine.dispose()

@@ -39,11 +39,8 @@ PLAIN_POSTGRES_URL = os.environ.get(
 
 
 @pytest.fixture
-def pg_engine(postgres_url: str) -> Iterator[Engine]:
-    engine = create_catalog_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
+def pg_engine(empty_postgres_url: str) -> Iterator[Engine]:
+    engine = create_catalog_engine(empty_postgres_url)
     ensure_schema(engine)
     yield engine
     engine.dispose()
