@@ -87,6 +87,14 @@ _VALID_FORMATS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
+def noise_png(seed: int, size: tuple[int, int] = (40, 40)) -> bytes:
+    """A PNG of random RGB noise, (height, width): every seed a different image, nearly incompressible."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def write_valid_images(
     directory: Path, count: int, *, seed: int = 0, size: tuple[int, int] = (48, 40)
 ) -> list[Path]:

@@ -4,6 +4,7 @@ never from a replica's disk; a source that would reach outside the store is refu
 
 from __future__ import annotations
 
+import functools
 import io
 import sqlite3
 from collections.abc import Callable
@@ -12,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
 from blipsearch.settings import Settings
+
+from imagesets import noise_png
 
 KEY = "replica-key"
 
@@ -59,11 +61,7 @@ def replicas(tmp_path: Path, indexer_settings: Callable[..., Settings], api_serv
         )
 
 
-def _png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (80, 96, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, "PNG")
-    return out.getvalue()
+_png = functools.partial(noise_png, size=(80, 96))
 
 
 def _upload(client: httpx.Client, data: bytes, filename: str = "photo.png") -> int:

@@ -7,27 +7,17 @@ image store, so neither data directory holds an index file or an upload.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import numpy as np
-from PIL import Image
 
 from blipsearch.settings import Settings
 
-from imagesets import TEST_MAX_PIXELS
+from imagesets import TEST_MAX_PIXELS, noise_png
 
 KEY = "replica-test-key"
 WRITE = {"X-API-Key": KEY}
-
-
-def _png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def _settings(tmp_path: Path, name: str, tiny_checkpoints, url: str) -> Settings:  # type: ignore[no-untyped-def]
@@ -47,7 +37,7 @@ def _settings(tmp_path: Path, name: str, tiny_checkpoints, url: str) -> Settings
 
 def _top_hit(client: httpx.Client, seed: int) -> int | None:
     found = client.post(
-        "/v1/search/image", params={"k": 1}, files={"file": ("q.png", _png(seed), "image/png")}
+        "/v1/search/image", params={"k": 1}, files={"file": ("q.png", noise_png(seed), "image/png")}
     )
     assert found.status_code == 200, found.text
     hits = found.json()["hits"]
@@ -80,7 +70,7 @@ def test_writes_through_one_replica_are_read_through_the_other(
         for step, (writer, seed) in enumerate([(a, 1), (b, 2), (a, 3), (b, 4), (a, 5)]):
             created = writer.post(
                 "/v1/items",
-                files={"file": (f"{seed}.png", _png(seed), "image/png")},
+                files={"file": (f"{seed}.png", noise_png(seed), "image/png")},
                 data={"title": f"replica item {seed}", "tags": "replica"},
                 headers=WRITE,
             )

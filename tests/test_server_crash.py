@@ -12,7 +12,6 @@ acknowledged delete may have come back, uploads/ must hold exactly the files the
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
@@ -26,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 from sqlalchemy import create_engine, text
 from vector_rows import assert_vector_rows_match
 
@@ -37,7 +34,7 @@ from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.database import create_catalog_engine
 
-from imagesets import TEST_MAX_PIXELS
+from imagesets import TEST_MAX_PIXELS, noise_png
 
 KEY = "crash-key"
 AUTH = {"X-API-Key": KEY}
@@ -45,13 +42,6 @@ KILLS_PER_DATABASE = int(os.environ.get("BLIPSEARCH_TEST_SERVER_KILLS", "20"))
 """Per database, plus one more after the final checks: 42 kills in a CI run over both databases.
 Each start of the server imports torch and transformers, which is most of this test's time (about
 8 s a kill on the 2-core CI machine); a longer hunt sets BLIPSEARCH_TEST_SERVER_KILLS."""
-
-
-def png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 @dataclass
@@ -75,7 +65,7 @@ class Ledger:
 
 
 def _sha256(seed: int) -> str:
-    return hashlib.sha256(png(seed)).hexdigest()
+    return hashlib.sha256(noise_png(seed)).hexdigest()
 
 
 def _free_port() -> int:
@@ -142,7 +132,9 @@ def _burst(base: str, ledger: Ledger, rng: random.Random, stop: threading.Event)
                 if target is not None:
                     answer = client.delete(f"/v1/items/{target}")
                 else:
-                    answer = client.post("/v1/items", files={"file": (f"{seed}.png", png(seed), "image/png")})
+                    answer = client.post(
+                        "/v1/items", files={"file": (f"{seed}.png", noise_png(seed), "image/png")}
+                    )
             except httpx.HTTPError:  # the kill cut it off: its outcome is unknown
                 with ledger.lock:
                     ledger.in_flight = False
@@ -232,7 +224,9 @@ def _check_everything(
             for item_id, seed in sorted(ledger.live.items()):
                 assert client.get(f"/v1/items/{item_id}").status_code == 200, item_id
                 found = client.post(
-                    "/v1/search/image", params={"k": 3}, files={"file": ("q.png", png(seed), "image/png")}
+                    "/v1/search/image",
+                    params={"k": 3},
+                    files={"file": ("q.png", noise_png(seed), "image/png")},
                 )
                 assert found.status_code == 200, found.text
                 assert found.json()["hits"][0]["item_id"] == item_id, (item_id, found.json()["hits"])

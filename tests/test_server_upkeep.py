@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-import io
+import functools
 import os
 import time
 import uuid
@@ -17,9 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from blipsearch.indexer.items import ItemWriter
 from blipsearch.indexer.maintenance import index_status, verify
@@ -34,14 +32,12 @@ from blipsearch.storage.item_writes import ItemMetadata
 from blipsearch.storage.live import IndexSet
 from blipsearch.storage.lock import WriterLock
 
+from imagesets import noise_png
+
 KEY = "upkeep-key"
 
 
-def png(seed: int, side: int = 48) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
+png = functools.partial(noise_png, size=(48, 48))
 
 
 class Ticks:

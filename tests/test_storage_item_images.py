@@ -3,13 +3,11 @@ included), ingested files from disk, and nothing else."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.settings import Settings
@@ -17,12 +15,9 @@ from blipsearch.storage.image_store import UPLOAD_ORIGIN, open_image_store
 from blipsearch.storage.item_images import ItemImages
 from blipsearch.storage.schema import Item
 
+from imagesets import noise_png
 
-def _png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (24, 24, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, "PNG")
-    return out.getvalue()
+_png = functools.partial(noise_png, size=(24, 24))
 
 
 def _settings(tmp_path: Path, shared: bool) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import uuid
 from collections.abc import Callable
@@ -20,12 +21,9 @@ from blipsearch.storage.item_writes import ItemMetadata
 from blipsearch.train.catalog_pairs import catalog_pairs
 from blipsearch.train.loop import load_images
 
+from imagesets import noise_png
 
-def _png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, "PNG")
-    return out.getvalue()
+_png = functools.partial(noise_png, size=(30, 40))
 
 
 def test_an_upload_in_a_shared_store_is_trained_on_from_the_store(
