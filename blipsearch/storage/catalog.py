@@ -199,9 +199,7 @@ class Catalog(ItemTexts, IndexContent):
                 existing = self._load_for_write(session, writes)
                 items = [self._apply(session, write, existing.get(write.source)) for write in writes]
                 session.flush()
-                session.add_all(Change(item_id=item.id, op=ChangeOp.UPSERT.value) for item in items)
-                self.keyword_documents.refresh(session, [item.id for item in items])
-                self.vector_rows.refresh(session, [item.id for item in items])
+                self._record_changes(session, [item.id for item in items])
                 session.flush()
                 crash_point("catalog.before_commit")
             crash_point("catalog.after_commit")
@@ -279,9 +277,7 @@ class Catalog(ItemTexts, IndexContent):
                     session.execute(
                         update(Item).where(Item.id.in_(part)).values(status=status.value, error=error)
                     )
-                session.add_all(Change(item_id=int(i), op=ChangeOp.UPSERT.value) for i in item_ids)
-                self.keyword_documents.refresh(session, item_ids)
-                self.vector_rows.refresh(session, item_ids)
+                self._record_changes(session, item_ids)
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
 
@@ -294,9 +290,7 @@ class Catalog(ItemTexts, IndexContent):
                     session.execute(delete(ItemText).where(ItemText.item_id.in_(part)))
                     session.execute(delete(ItemTag).where(ItemTag.item_id.in_(part)))
                     session.execute(delete(Item).where(Item.id.in_(part)))
-                session.add_all(Change(item_id=int(i), op=ChangeOp.DELETE.value) for i in item_ids)
-                self.keyword_documents.refresh(session, item_ids)
-                self.vector_rows.refresh(session, item_ids)
+                self._record_changes(session, item_ids, ChangeOp.DELETE)
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
 

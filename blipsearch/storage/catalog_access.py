@@ -7,6 +7,7 @@ makes use `reading()`, which may be served by a hot standby (`read_routing.py`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Self
 
@@ -20,6 +21,7 @@ from blipsearch.storage.database import create_catalog_engine, ensure_schema, se
 from blipsearch.storage.keyword import KeywordDocuments
 from blipsearch.storage.pgvector_rows import VectorRows
 from blipsearch.storage.read_routing import ReadRouter, open_standby_engine
+from blipsearch.storage.schema import Change, ChangeOp
 from blipsearch.storage.vector_codec import StorageDType
 
 QUERY_CHUNK = 500
@@ -66,6 +68,15 @@ class CatalogAccess:
     @property
     def location(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
+
+    def _record_changes(
+        self, session: Session, item_ids: Sequence[int], op: ChangeOp = ChangeOp.UPSERT
+    ) -> None:
+        """What every catalog write adds in its own transaction, after its rows are flushed: the
+        change log entries, the keyword documents and the pgvector rows of those items."""
+        session.add_all(Change(item_id=int(i), op=op.value) for i in item_ids)
+        self.keyword_documents.refresh(session, item_ids)
+        self.vector_rows.refresh(session, item_ids)
 
     def _fail(self, action: str, exc: SQLAlchemyError) -> CatalogError:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

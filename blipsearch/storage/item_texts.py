@@ -24,8 +24,6 @@ from blipsearch.storage.schema import (
     SLOT_OF_KIND,
     SYNTHETIC_SLOTS,
     TEXT_SLOTS,
-    Change,
-    ChangeOp,
     Item,
     ItemText,
     TextKind,
@@ -83,9 +81,7 @@ class ItemTexts(CatalogAccess):
                             row.model_fingerprint = model_fingerprint
                         stored.append(item.id)
                 session.flush()
-                session.add_all(Change(item_id=i, op=ChangeOp.UPSERT.value) for i in stored)
-                self.keyword_documents.refresh(session, stored)
-                self.vector_rows.refresh(session, stored)
+                self._record_changes(session, stored)
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
 
@@ -142,9 +138,7 @@ class ItemTexts(CatalogAccess):
                         stored_items.append(item.id)
                         count += len(fresh)
                 session.flush()
-                session.add_all(Change(item_id=i, op=ChangeOp.UPSERT.value) for i in stored_items)
-                self.keyword_documents.refresh(session, stored_items)
-                self.vector_rows.refresh(session, stored_items)
+                self._record_changes(session, stored_items)
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
         return count
@@ -178,9 +172,7 @@ class ItemTexts(CatalogAccess):
                     if getattr(result, "rowcount", 0):
                         updated += 1
                         touched.add(int(item_id))
-                session.add_all(Change(item_id=i, op=ChangeOp.UPSERT.value) for i in sorted(touched))
-                self.keyword_documents.refresh(session, sorted(touched))
-                self.vector_rows.refresh(session, sorted(touched))
+                self._record_changes(session, sorted(touched))
         except SQLAlchemyError as exc:
             raise self._fail("write", exc) from None
         return updated
