@@ -31,8 +31,7 @@ from typing import BinaryIO
 from blipsearch.api.errors import ApiError
 from blipsearch.errors import InvalidInputError
 from blipsearch.settings import Settings
-from blipsearch.storage.image_store import UPLOAD_ORIGIN, UPLOAD_PREFIX
-from blipsearch.storage.item_images import ItemImages
+from blipsearch.storage.item_images import ItemImages, is_upload
 from blipsearch.storage.schema import Item, ItemStatus
 
 
@@ -100,7 +99,7 @@ class VerifiedFile:
 def open_verified(settings: Settings, item: Item) -> VerifiedFile:
     """The item's file, opened after every check in the module docstring, or an `ApiError`."""
     kind = image_type(item)
-    if item.origin == UPLOAD_ORIGIN or item.source.startswith(UPLOAD_PREFIX):
+    if is_upload(item):
         return _from_store(settings, item, kind)
     path = _checked_path(settings, item)
     try:
@@ -129,7 +128,7 @@ def confirm_present(settings: Settings, item: Item) -> None:
     An upload is asked for its size only (one HEAD on an object store, not a GET of the image);
     bytes in the store are written by servers alone, under keys no one else chooses.
     """
-    if not (item.origin == UPLOAD_ORIGIN or item.source.startswith(UPLOAD_PREFIX)):
+    if not is_upload(item):
         open_verified(settings, item).handle.close()
         return
     image_type(item)

@@ -46,6 +46,12 @@ from blipsearch.storage.schema import Item
 T = TypeVar("T")
 
 
+def is_upload(item: Item) -> bool:
+    """An API upload, read from the image store by key; anything else is an ingested file on disk.
+    A source that names the store is one too, whatever its origin says, so it is never a path."""
+    return item.origin == UPLOAD_ORIGIN or item.source.startswith(UPLOAD_PREFIX)
+
+
 class ItemImages:
     def __init__(self, settings: Settings, store: ImageStore | None = None) -> None:
         self.store = store or open_image_store(settings)
@@ -54,7 +60,7 @@ class ItemImages:
 
     def read(self, item: Item, *, max_bytes: int, name: str | None = None) -> bytes:
         """The whole file, within `max_bytes`: FileNotFoundError if gone, InvalidInputError if refused."""
-        if item.origin != UPLOAD_ORIGIN and not item.source.startswith(UPLOAD_PREFIX):
+        if not is_upload(item):
             path = self.checked_path(item)
             return read_image_file(path, max_bytes=max_bytes, name=name or item.source)
         return self._first(item, lambda store, key: store.read(key, max_bytes=max_bytes))
