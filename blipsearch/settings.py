@@ -242,6 +242,52 @@ class Settings(BaseSettings):
         ge=1,
         description="The indexer commits a new index generation after this many changed items.",
     )
+    ray_address: str | None = Field(
+        default=None,
+        description=(
+            "`index --engine ray`: the Ray cluster to join (`ray://host:10001`, `host:6379`); unset starts "
+            "a local one on this machine's cores."
+        ),
+    )
+    ray_workers: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description=(
+            "`--engine ray`: embedding actors, one model each; 0: one per GPU share with GPUs per worker "
+            "set, else half the cluster's CPUs (at least one)."
+        ),
+    )
+    ray_cpus_per_worker: float = Field(
+        default=0.5,
+        gt=0,
+        le=512,
+        description=(
+            "CPUs each embedding actor reserves. Fractional, so that read tasks always find a CPU: with a "
+            "whole CPU per actor on a small machine the readers starve."
+        ),
+    )
+    ray_gpus_per_worker: float = Field(
+        default=0.0, ge=0, le=64, description="GPUs each embedding actor reserves (0.5: two actors per GPU)."
+    )
+    ray_shard_items: int = Field(
+        default=20_000,
+        ge=1,
+        le=10_000_000,
+        description=(
+            "Records the driver hands Ray at a time; each shard is one Ray Data run (actors load the model "
+            "once per shard), its results committed in `index_chunk_items` transactions as they arrive."
+        ),
+    )
+    ray_block_items: int = Field(
+        default=64, ge=1, le=100_000, description="Records per Ray read task (one block)."
+    )
+    ray_worker_restarts: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="How often a dead embedding actor is restarted (its batch retried) before the run fails.",
+    )
     api_checkpoint_changes: int = Field(
         default=200,
         ge=1,
@@ -435,6 +481,7 @@ class Settings(BaseSettings):
         "database_url",
         "database_read_url",
         "image_store",
+        "ray_address",
         "fault_injection",
         "caption_prompt",
         mode="before",

@@ -81,6 +81,26 @@ def index_run(
         bool, typer.Option("--include-hidden", help="Index dot-files and dot-folders.")
     ] = False,
     workers: Annotated[int | None, typer.Option("--workers", help="Decode threads.", min=1, max=64)] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local: threads and the model in this process; ray: read and embed on a Ray cluster "
+            "(extra `distributed`), commit here.",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="--engine ray: the cluster to join (unset: start a local one)."),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option("--gpus-per-worker", help="--engine ray: GPUs per embedding actor (0: CPUs).", min=0),
+    ] = None,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option("--ray-workers", help="--engine ray: embedding actors (default: by cluster).", min=1),
+    ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -95,14 +115,24 @@ def index_run(
 
     if index_kind is not None and index_kind not in KINDS:
         raise InvalidInputError(f"--index-kind must be one of {', '.join(KINDS)}, not {index_kind!r}.")
+    if engine not in ("local", "ray"):
+        raise InvalidInputError(f"--engine must be local or ray, not {engine!r}.")
     settings = session(ctx).settings(
         data_dir=data_dir,
         database_url=database_url,
         retrieval_model=model,
         caption_model=caption_model,
         decode_workers=workers,
+        ray_address=ray_address,
+        ray_gpus_per_worker=gpus_per_worker,
+        ray_workers=ray_workers,
     )
     indexer = Indexer(settings, progress=Progress(enabled=not no_progress and not as_json))
+    ray_engine = None
+    if engine == "ray":
+        from blipsearch.indexer.ray_engine import RayEngine
+
+        ray_engine = indexer.engine = RayEngine(settings, indexer.model)
     try:
         report = indexer.run(
             path,
@@ -116,6 +146,8 @@ def index_run(
             ),
         )
     finally:
+        if ray_engine is not None:
+            ray_engine.close()
         indexer.catalog.close()
     if as_json:
         print_json(report.as_dict())

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -42,6 +43,10 @@ class Inspection:
     image: Image.Image | None = None
     error: str | None = None
     needs_caption: bool = False
+    vector: np.ndarray | None = None
+    """The ITC vector, when the embedding ran elsewhere (a Ray actor): the writer skips the model."""
+    text_vectors: dict[str, np.ndarray] | None = None
+    """Texts of the record's metadata embedded beside the image elsewhere, by text."""
 
     @property
     def came_back(self) -> bool:
@@ -61,66 +66,106 @@ class InspectPolicy:
     """The models' input size: JPEGs decode at the smallest DCT scale that still covers it."""
 
 
-def _embedded_by(item: Item | None, fingerprint: str) -> bool:
+@dataclass(frozen=True)
+class KnownFile:
+    """What the catalog knows about a source's file, detached from any SQL session.
+
+    The decision in `examine` needs only this, so it can run where the catalog is out of reach (a
+    Ray read task on another machine) and still decide exactly as the local indexer does.
+    """
+
+    status: str
+    size_bytes: int | None
+    file_mtime: float | None
+    content_hash: str | None
+    embedded_by: str | None
+    """The model fingerprint of the stored vector, None without one."""
+    caption_fingerprint: str | None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+    @classmethod
+    def of(cls, item: Item | None) -> KnownFile | None:
+        if item is None:
+            return None
+        return cls(
+            status=item.status,
+            size_bytes=item.size_bytes,
+            file_mtime=item.file_mtime,
+            content_hash=item.content_hash,
+            embedded_by=item.model_fingerprint if item.embedding is not None else None,
+            caption_fingerprint=item.caption_fingerprint,
+            format=item.format,
+            width=item.width,
+            height=item.height,
+        )
+
+
+def _embedded_by(known: KnownFile | None, fingerprint: str) -> bool:
     return (
-        item is not None
-        and item.embedding is not None
-        and item.model_fingerprint == fingerprint
-        and item.status in (ItemStatus.INDEXED.value, ItemStatus.MISSING.value)
+        known is not None
+        and known.embedded_by == fingerprint
+        and known.status in (ItemStatus.INDEXED.value, ItemStatus.MISSING.value)
     )
 
 
-def _wants_caption(item: Item | None, policy: InspectPolicy) -> bool:
+def _wants_caption(known: KnownFile | None, policy: InspectPolicy) -> bool:
     return policy.caption_fingerprint is not None and (
-        item is None or item.caption_fingerprint != policy.caption_fingerprint
+        known is None or known.caption_fingerprint != policy.caption_fingerprint
     )
 
 
 def inspect(record: SourceRecord, existing: Item | None, policy: InspectPolicy) -> Inspection:
     """Classify one file; never raises for a bad file (that is an `Action.FAILED`)."""
+    inspection = examine(record, KnownFile.of(existing), policy)
+    inspection.existing = existing
+    return inspection
+
+
+def examine(record: SourceRecord, known: KnownFile | None, policy: InspectPolicy) -> Inspection:
+    """`inspect` on a detached `KnownFile`; the `Inspection` it returns has no `existing` item."""
     try:
         stat = record.path.stat()
     except OSError as exc:
         reason = "not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
-        return Inspection(record, existing, Action.FAILED, error=f"{record.path.name}: {reason}.")
-    needs_caption = _wants_caption(existing, policy)
-    same_file = (
-        existing is not None and existing.size_bytes == stat.st_size and existing.file_mtime == stat.st_mtime
-    )
+        return Inspection(record, None, Action.FAILED, error=f"{record.path.name}: {reason}.")
+    needs_caption = _wants_caption(known, policy)
+    same_file = known is not None and known.size_bytes == stat.st_size and known.file_mtime == stat.st_mtime
     if same_file and not needs_caption:
-        assert existing is not None
-        if existing.status == ItemStatus.INDEXED.value and _embedded_by(existing, policy.fingerprint):
-            return Inspection(record, existing, Action.UNCHANGED)
-        if existing.status == ItemStatus.FAILED.value and not policy.retry_failed:
-            return Inspection(record, existing, Action.UNCHANGED)
+        assert known is not None
+        if known.status == ItemStatus.INDEXED.value and _embedded_by(known, policy.fingerprint):
+            return Inspection(record, None, Action.UNCHANGED)
+        if known.status == ItemStatus.FAILED.value and not policy.retry_failed:
+            return Inspection(record, None, Action.UNCHANGED)
     name = record.path.name
     try:
         data = read_image_file(record.path, max_bytes=policy.max_bytes)
     except InvalidInputError as exc:
-        return Inspection(record, existing, Action.FAILED, error=str(exc), facts=_bare_facts(stat))
+        return Inspection(record, None, Action.FAILED, error=str(exc), facts=_bare_facts(stat))
     digest = hashlib.sha256(data).hexdigest()
     facts = FileFacts(content_hash=digest, size_bytes=len(data), file_mtime=stat.st_mtime)
     if (
-        existing is not None
-        and existing.content_hash == digest
-        and _embedded_by(existing, policy.fingerprint)
+        known is not None
+        and known.content_hash == digest
+        and _embedded_by(known, policy.fingerprint)
         and not needs_caption
     ):
-        facts = FileFacts(digest, len(data), stat.st_mtime, existing.format, existing.width, existing.height)
-        return Inspection(record, existing, Action.UNCHANGED, facts=facts)
+        facts = FileFacts(digest, len(data), stat.st_mtime, known.format, known.width, known.height)
+        return Inspection(record, None, Action.UNCHANGED, facts=facts)
     try:
         decoded = decode_image(data, max_pixels=policy.max_pixels, name=name, at_least=policy.decode_at_least)
         pixels = policy.preprocess([decoded.image])
     except InvalidInputError as exc:
-        return Inspection(record, existing, Action.FAILED, facts=facts, error=str(exc))
+        return Inspection(record, None, Action.FAILED, facts=facts, error=str(exc))
     except (OSError, ValueError, RuntimeError) as exc:
         return Inspection(
-            record, existing, Action.FAILED, facts=facts, error=f"{name} could not be decoded ({exc})."
+            record, None, Action.FAILED, facts=facts, error=f"{name} could not be decoded ({exc})."
         )
     facts = FileFacts(digest, len(data), stat.st_mtime, decoded.format, decoded.width, decoded.height)
     return Inspection(
         record,
-        existing,
+        None,
         Action.EMBED,
         facts=facts,
         pixels=pixels,

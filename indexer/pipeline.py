@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from blipsearch.errors import InvalidInputError
 from blipsearch.faults import crash_point
 from blipsearch.indexer.inspect import Action, Inspection, InspectPolicy, inspect, reason_class
 from blipsearch.indexer.progress import Progress
@@ -83,6 +84,7 @@ class IndexReport:
     rebuilt: dict[str, str] = field(default_factory=dict)
     cancelled: bool = False
     """`should_stop` ended the run early: later files were not looked at, nothing was marked missing."""
+    engine: str = "local"
 
     @property
     def images_per_second(self) -> float:
@@ -113,7 +115,25 @@ class IndexReport:
             "indexed_total": self.indexed_total,
             "rebuilt": self.rebuilt,
             "cancelled": self.cancelled,
+            "engine": self.engine,
         }
+
+
+class ChunkEngine(Protocol):
+    """Somewhere else to inspect and embed (a Ray cluster): hands back whole chunks, vectors included.
+
+    Each `Inspection` of action EMBED carries its `vector` (and `text_vectors` for the texts it will
+    need), so the writer here only commits: the same transactions, order and crash rules as a local run.
+    """
+
+    name: str
+
+    def chunks(
+        self,
+        records: Sequence[SourceRecord],
+        existing: Callable[[list[str]], dict[str, Item]],
+        policy: InspectPolicy,
+    ) -> Iterator[list[Inspection]]: ...
 
 
 class Indexer:
@@ -127,8 +147,11 @@ class Indexer:
         captioner: Captioner | None = None,
         catalog: Catalog | None = None,
         progress: Progress | None = None,
+        engine: ChunkEngine | None = None,
     ) -> None:
         self.settings = settings
+        self.engine = engine
+        """None: decode threads and the model in this process; else where the embedding runs."""
         self._model = model
         self._captioner = captioner
         self.catalog = catalog or Catalog.open(settings)
@@ -159,6 +182,11 @@ class Indexer:
 
     def run(self, path: Path, options: IndexOptions | None = None) -> IndexReport:
         options = options or IndexOptions()
+        if self.engine is not None and options.captions:
+            raise InvalidInputError(
+                f"--captions runs on the local engine only; index with --engine {self.engine.name} first, "
+                "then `blipsearch index PATH --captions` adds the captions (nothing is embedded twice)."
+            )
         source = open_source(
             path,
             follow_symlinks=options.follow_symlinks,
@@ -184,7 +212,9 @@ class _Run:
         self.catalog = indexer.catalog
         self.source = source
         self.options = options
-        self.report = IndexReport(source=source.origin)
+        self.report = IndexReport(
+            source=source.origin, engine=indexer.engine.name if indexer.engine else "local"
+        )
         self.model = indexer.model
         self.captioner = indexer.captioner if options.captions else None
         self.store: VectorStore | None = None
@@ -212,15 +242,21 @@ class _Run:
         )
         progress = self.indexer.progress
         progress.start(total=len(records), description=f"Indexing {Path(self.source.origin).name}")
-        with ThreadPoolExecutor(self.settings.decode_workers, thread_name_prefix="decode") as pool:
-            chunks = self._inspected_chunks(pool, records, policy) if not self.report.cancelled else ()
-            for inspections in chunks:
-                self._write_chunk(inspections)
-                progress.advance(len(inspections), embedded=self.report.embedded, failed=self.report.failed)
-                if self.options.should_stop is not None and self.options.should_stop():
-                    self.report.cancelled = True
+        engine = self.indexer.engine
+        if self.report.cancelled:
+            pass
+        elif engine is not None:
+            chunks = engine.chunks(records, self.catalog.items_by_sources, policy)
+            try:
+                self._write_chunks(chunks)
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()  # a cancelled run stops the cluster's work on chunks still ahead
+        else:
+            with ThreadPoolExecutor(self.settings.decode_workers, thread_name_prefix="decode") as pool:
+                if not self._write_chunks(self._inspected_chunks(pool, records, policy)):
                     pool.shutdown(wait=False, cancel_futures=True)  # chunks decoding ahead: not needed
-                    break
         progress.finish()
         if not self.report.cancelled:
             self._handle_disappeared({record.source for record in records})
@@ -233,6 +269,17 @@ class _Run:
         self.report.seconds = time.perf_counter() - started
         log.info("index run finished", extra=self.report.as_dict())
         return self.report
+
+    def _write_chunks(self, chunks: Iterator[list[Inspection]]) -> bool:
+        """Commit chunk after chunk; False if `should_stop` ended the run first."""
+        progress = self.indexer.progress
+        for inspections in chunks:
+            self._write_chunk(inspections)
+            progress.advance(len(inspections), embedded=self.report.embedded, failed=self.report.failed)
+            if self.options.should_stop is not None and self.options.should_stop():
+                self.report.cancelled = True
+                return False
+        return True
 
     def _list_records(self) -> list[SourceRecord]:
         """The source's records, asking `should_stop` every `LIST_STOP_CHECK` of them on the way:
@@ -295,6 +342,10 @@ class _Run:
             for i in to_embed
             if not (i.facts and i.existing is None and i.facts.content_hash in reused and not i.needs_caption)
         ]
+        for inspection in run_model:
+            if inspection.vector is not None:
+                vectors[inspection.record.source] = inspection.vector
+        run_model = [i for i in run_model if i.vector is None]
         if run_model:
             started = time.perf_counter()
             pixels = torch.cat([i.pixels for i in run_model if i.pixels is not None])
@@ -314,7 +365,8 @@ class _Run:
             inspection.pixels = inspection.image = None
         if not writes:
             return
-        self._embed_texts(writes, {i.record.source: i.existing for i in inspections})
+        known_texts = {text: vector for i in inspections for text, vector in (i.text_vectors or {}).items()}
+        self._embed_texts(writes, {i.record.source: i.existing for i in inspections}, known_texts)
         ids = self.catalog.write(writes)
         self._cache_vision_tokens(writes, ids, tokens)
         assert self.store is not None
@@ -414,8 +466,16 @@ class _Run:
             base.caption, base.caption_fingerprint = captions[record.source], self.captioner.fingerprint
         return base
 
-    def _embed_texts(self, writes: list[ItemWrite], existing: dict[str, Item | None]) -> None:
-        """Give each write the texts (title, description, caption) its item should have, embedded."""
+    def _embed_texts(
+        self,
+        writes: list[ItemWrite],
+        existing: dict[str, Item | None],
+        known: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Give each write the texts (title, description, caption) its item should have, embedded.
+
+        `known`: texts already embedded by the same model elsewhere (a Ray actor); only the rest run here.
+        """
         wanted: list[tuple[ItemWrite, list[tuple[int, str, str]]]] = []
         for write in writes:
             if write.status is not ItemStatus.INDEXED:
@@ -435,7 +495,11 @@ class _Run:
             for write, _ in wanted:
                 write.texts, write.model_fingerprint = [], write.model_fingerprint or self.model.fingerprint
             return
-        vectors = iter(round_trip(self.model.embed_texts(flat), self.catalog.embedding_storage))
+        known = known or {}
+        missing = list(dict.fromkeys(text for text in flat if text not in known))
+        fresh = dict(zip(missing, self.model.embed_texts(missing), strict=True)) if missing else {}
+        embedded = np.stack([known[text] if text in known else fresh[text] for text in flat])
+        vectors = iter(round_trip(embedded, self.catalog.embedding_storage))
         for write, texts in wanted:
             write.texts = [TextVector(slot, kind, text, next(vectors)) for slot, kind, text in texts]
             write.model_fingerprint = write.model_fingerprint or self.model.fingerprint

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import BlipProcessor, PreTrainedModel
+from transformers import BlipImageProcessor, BlipProcessor, PreTrainedModel
 
 from blipsearch.errors import ModelLoadError
 from blipsearch.models.fingerprint import model_fingerprint
@@ -151,8 +151,14 @@ def load_checkpoint(
 
 def preprocess_images(processor: BlipProcessor, images: Sequence[Image.Image]) -> torch.Tensor:
     """`pixel_values` exactly as the checkpoint's own processor makes them, from images of any mode."""
+    return preprocess_with(processor.image_processor, images)
+
+
+def preprocess_with(image_processor: BlipImageProcessor, images: Sequence[Image.Image]) -> torch.Tensor:
+    """`preprocess_images` with the image processor alone (what a Ray read task carries: no weights)."""
     rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
-    return processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+    result: torch.Tensor = image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+    return result
 
 
 def load_configured(

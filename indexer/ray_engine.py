@@ -1,0 +1,294 @@
+"""`blipsearch index --engine ray`: read, decode and embed on a Ray cluster; commit in this process.
+
+The driver (this process) lists the source, looks up what the catalog already knows, and hands
+Ray the records a shard at a time. Read tasks decide exactly as the local indexer does
+(`inspect.examine` on a detached `KnownFile`): unchanged files are not read, unchanged bytes are
+not decoded. An actor pool (one model per actor, fractional CPUs, `num_gpus` on GPU clusters)
+embeds what is left. The results stream back in record order and the driver commits them through
+the same `_Run._write_chunk` as a local run, so the catalog has one writer, one transaction per
+chunk, and the local crash rules: a SIGKILLed driver loses at most the chunk it was committing,
+and a re-run finds everything committed unchanged and embeds only the rest.
+
+A worker that dies mid-batch is Ray's to retry: an actor is restarted up to
+`ray_worker_restarts` times and its batch runs again; a read task is retried by Ray Data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import BlipImageProcessor
+
+from blipsearch.errors import ConfigError
+from blipsearch.faults import arm, crash_point
+from blipsearch.indexer.inspect import Action, Inspection, InspectPolicy, KnownFile, examine
+from blipsearch.indexer.sources import SourceRecord
+from blipsearch.models.loading import preprocess_with
+from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.settings import Settings
+from blipsearch.storage.item_writes import own_texts
+from blipsearch.storage.schema import Item
+
+log = logging.getLogger(__name__)
+
+RAY_MISSING = "--engine ray needs Ray: pip install 'blipsearch[distributed]'."
+READ_TASK_CPUS = 0.25
+"""A read task is mostly I/O and one decode: a quarter CPU lets four run per core beside the actors."""
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise ConfigError(RAY_MISSING) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many embedding actors, and what each reserves."""
+
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+
+    @classmethod
+    def for_cluster(cls, settings: Settings, resources: dict[str, float]) -> WorkerPlan:
+        cpus = float(resources.get("CPU", 0.0))
+        gpus = float(resources.get("GPU", 0.0))
+        per_gpu = settings.ray_gpus_per_worker
+        if per_gpu > 0 and gpus < per_gpu:
+            raise ConfigError(
+                f"--gpus-per-worker {per_gpu:g}: the Ray cluster has {gpus:g} GPUs; use 0 to embed on CPUs."
+            )
+        if cpus < settings.ray_cpus_per_worker + READ_TASK_CPUS:
+            raise ConfigError(
+                f"The Ray cluster has {cpus:g} CPUs: too few for one embedding actor "
+                f"({settings.ray_cpus_per_worker:g} CPUs) beside a read task."
+            )
+        if settings.ray_workers:
+            workers = settings.ray_workers
+        elif per_gpu > 0:
+            workers = max(1, int(gpus // per_gpu))
+        else:
+            workers = max(1, int(cpus // 2))
+        return cls(workers, settings.ray_cpus_per_worker, per_gpu)
+
+
+class ImagePreprocess:
+    """The checkpoint's own resize and normalisation, picklable for read tasks (no model weights)."""
+
+    def __init__(self, processor: BlipImageProcessor) -> None:
+        self.processor = processor
+
+    def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return preprocess_with(self.processor, images)
+
+
+def read_batch(batch: dict[str, np.ndarray], policy: InspectPolicy) -> dict[str, list[Any]]:
+    """A Ray read task: decide, read, hash, decode and preprocess each record of one block."""
+    out: dict[str, list[Any]] = {key: [] for key in ("index", "action", "facts", "error", "pixels", "texts")}
+    for index, record_bytes, known_bytes in zip(batch["index"], batch["record"], batch["known"], strict=True):
+        record: SourceRecord = pickle.loads(record_bytes)
+        known: KnownFile | None = pickle.loads(known_bytes)
+        inspection = examine(record, known, policy)
+        embed = inspection.action is Action.EMBED and inspection.pixels is not None
+        out["index"].append(int(index))
+        out["action"].append(inspection.action.value)
+        out["facts"].append(pickle.dumps(inspection.facts))
+        out["error"].append(inspection.error or "")
+        out["pixels"].append(
+            inspection.pixels.numpy().astype(np.float32).tobytes()
+            if embed and inspection.pixels is not None
+            else b""
+        )
+        texts = [text for _, _, text in own_texts(record.metadata, None)] if embed else []
+        out["texts"].append(pickle.dumps(texts))
+    return out
+
+
+class EmbedActor:
+    """One model per actor, loaded once; embeds the images (and their metadata texts) of a batch.
+
+    The settings travel as a class attribute of a subclass made per run (`embed_actor_for`), not as
+    constructor arguments: Ray keeps those in the object store, where a restart may not find them.
+    """
+
+    settings: Settings
+
+    def __init__(self) -> None:
+        settings = self.settings
+        arm(settings.fault_injection)
+        self.model = RetrievalModel.load(settings.retrieval_model, settings)
+        self.side = self.model.image_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        crash_point("ray.embed")
+        rows = [row for row, blob in enumerate(batch["pixels"]) if len(blob)]
+        vectors: list[bytes] = [b""] * len(batch["index"])
+        if rows:
+            pixels = np.stack(
+                [
+                    np.frombuffer(batch["pixels"][row], dtype=np.float32).reshape(3, self.side, self.side)
+                    for row in rows
+                ]
+            )
+            embedded = self.model.embed_images(torch.from_numpy(pixels)).vectors
+            for row, vector in zip(rows, embedded, strict=True):
+                vectors[row] = np.asarray(vector, dtype=np.float32).tobytes()
+        texts = [pickle.loads(blob) for blob in batch["texts"]]
+        flat = list(dict.fromkeys(text for row in texts for text in row))
+        embedded_texts = dict(zip(flat, self.model.embed_texts(flat), strict=True)) if flat else {}
+        return {
+            "index": batch["index"],
+            "action": batch["action"],
+            "facts": batch["facts"],
+            "error": batch["error"],
+            "vector": vectors,
+            "texts": [pickle.dumps({text: embedded_texts[text] for text in row}) for row in texts],
+        }
+
+
+def embed_actor_for(settings: Settings) -> type[EmbedActor]:
+    return type("EmbedActor", (EmbedActor,), {"settings": settings})
+
+
+class RayEngine:
+    """A `ChunkEngine` on a Ray cluster: `start()` joins (or starts) it, `close()` leaves it."""
+
+    name = "ray"
+
+    def __init__(
+        self, settings: Settings, model: RetrievalModel, *, clock: Callable[[], float] = time.perf_counter
+    ):
+        self.settings = settings
+        self.model = model
+        self.clock = clock
+        self.plan: WorkerPlan | None = None
+        self.startup_seconds = 0.0
+        self._started_here = False
+
+    def start(self) -> WorkerPlan:
+        ray = _ray()
+        started = self.clock()
+        if not ray.is_initialized():
+            address = self.settings.ray_address
+            try:
+                ray.init(
+                    address=address,
+                    num_cpus=None if address else os.cpu_count(),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                    configure_logging=False,
+                )
+            except ConnectionError:
+                raise ConfigError(f"No Ray cluster answers at {address}.") from None
+            self._started_here = True
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own progress and summary say it
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False
+        self.plan = WorkerPlan.for_cluster(self.settings, ray.cluster_resources())
+        self.startup_seconds = self.clock() - started
+        log.info(
+            "ray cluster joined",
+            extra={
+                "workers": self.plan.workers,
+                "cpus_per_worker": self.plan.cpus_per_worker,
+                "gpus_per_worker": self.plan.gpus_per_worker,
+                "seconds": round(self.startup_seconds, 3),
+            },
+        )
+        return self.plan
+
+    def close(self) -> None:
+        if self._started_here:
+            _ray().shutdown()
+            self._started_here = False
+
+    def __enter__(self) -> RayEngine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def chunks(
+        self,
+        records: Sequence[SourceRecord],
+        existing: Callable[[list[str]], dict[str, Item]],
+        policy: InspectPolicy,
+    ) -> Iterator[list[Inspection]]:
+        plan = self.plan or self.start()
+        remote_policy = replace(policy, preprocess=ImagePreprocess(self.model.image_processor))
+        shard = self.settings.ray_shard_items
+        for start in range(0, len(records), shard):
+            part = list(records[start : start + shard])
+            known = existing([record.source for record in part])
+            yield from self._shard_chunks(part, known, remote_policy, plan)
+
+    def _shard_chunks(
+        self, part: list[SourceRecord], known: dict[str, Item], policy: InspectPolicy, plan: WorkerPlan
+    ) -> Iterator[list[Inspection]]:
+        ray = _ray()
+        rows = [
+            {
+                "index": index,
+                "record": pickle.dumps(record),
+                "known": pickle.dumps(KnownFile.of(known.get(record.source))),
+            }
+            for index, record in enumerate(part)
+        ]
+        blocks = max(1, math.ceil(len(rows) / self.settings.ray_block_items))
+        dataset = ray.data.from_items(rows, override_num_blocks=blocks)
+        dataset = dataset.map_batches(
+            read_batch, fn_kwargs={"policy": policy}, batch_size=None, num_cpus=READ_TASK_CPUS
+        )
+        with warnings.catch_warnings():
+            # Ray 2.60 names extra actor options (restarts) deprecated without a replacement yet.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset = dataset.map_batches(
+                embed_actor_for(self.settings),
+                batch_size=self._embed_batch(),
+                compute=ray.data.ActorPoolStrategy(size=plan.workers),
+                num_cpus=plan.cpus_per_worker,
+                num_gpus=plan.gpus_per_worker,
+                max_restarts=self.settings.ray_worker_restarts,
+                max_task_retries=-1,
+            )
+        for batch in dataset.iter_batches(
+            batch_size=self.settings.index_chunk_items, batch_format="numpy", prefetch_batches=1
+        ):
+            yield [self._inspection(part, known, batch, row) for row in range(len(batch["index"]))]
+
+    def _embed_batch(self) -> int:
+        return max(8, self.settings.image_batch_size or 16)
+
+    def _inspection(
+        self, part: list[SourceRecord], known: dict[str, Item], batch: dict[str, np.ndarray], row: int
+    ) -> Inspection:
+        record = part[int(batch["index"][row])]
+        vector_bytes = batch["vector"][row]
+        text_vectors: dict[str, np.ndarray] = pickle.loads(batch["texts"][row])
+        return Inspection(
+            record=record,
+            existing=known.get(record.source),
+            action=Action(str(batch["action"][row])),
+            facts=pickle.loads(batch["facts"][row]),
+            error=str(batch["error"][row]) or None,
+            vector=np.frombuffer(vector_bytes, dtype=np.float32).copy() if len(vector_bytes) else None,
+            text_vectors=text_vectors or None,
+        )
