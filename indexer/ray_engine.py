@@ -187,7 +187,9 @@ class RayEngine:
             address = self.settings.ray_address
             try:
                 ray.init(
-                    address=address,
+                    # "local" starts a cluster of this process's own: None would join any cluster
+                    # already running on the machine (`ray start`), which nobody asked for.
+                    address=address or "local",
                     num_cpus=None if address else os.cpu_count(),
                     include_dashboard=False,
                     log_to_driver=False,
