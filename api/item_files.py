@@ -31,7 +31,7 @@ from typing import BinaryIO
 from blipsearch.api.errors import ApiError
 from blipsearch.errors import InvalidInputError
 from blipsearch.settings import Settings
-from blipsearch.storage.item_images import ItemImages, is_upload
+from blipsearch.storage.item_images import ItemImages, is_remote, is_upload
 from blipsearch.storage.schema import Item, ItemStatus
 
 
@@ -99,7 +99,7 @@ class VerifiedFile:
 def open_verified(settings: Settings, item: Item) -> VerifiedFile:
     """The item's file, opened after every check in the module docstring, or an `ApiError`."""
     kind = image_type(item)
-    if is_upload(item):
+    if is_upload(item) or is_remote(item):
         return _from_store(settings, item, kind)
     path = _checked_path(settings, item)
     try:
@@ -128,6 +128,8 @@ def confirm_present(settings: Settings, item: Item) -> None:
     An upload is asked for its size only (one HEAD on an object store, not a GET of the image);
     bytes in the store are written by servers alone, under keys no one else chooses.
     """
+    if is_remote(item):
+        return  # a thumbnail made from fetched bytes that matched the stored hash; no host is asked
     if not is_upload(item):
         open_verified(settings, item).handle.close()
         return
@@ -143,7 +145,8 @@ def confirm_present(settings: Settings, item: Item) -> None:
 
 
 def _from_store(settings: Settings, item: Item, kind: ImageType) -> VerifiedFile:
-    """An upload, read whole (it is within `max_image_bytes`) from whichever store holds it."""
+    """An upload, read whole (it is within `max_image_bytes`) from whichever store holds it, or an
+    image fetched from its URL."""
     try:
         data = ItemImages(settings).read(item, max_bytes=settings.max_image_bytes)
     except FileNotFoundError:

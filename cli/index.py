@@ -81,6 +81,13 @@ def index_run(
         bool, typer.Option("--include-hidden", help="Index dot-files and dot-folders.")
     ] = False,
     workers: Annotated[int | None, typer.Option("--workers", help="Decode threads.", min=1, max=64)] = None,
+    refetch_remote: Annotated[
+        bool,
+        typer.Option(
+            "--refetch-remote",
+            help="Fetch images named by URL again even if embedded (changed bytes are re-embedded).",
+        ),
+    ] = False,
     engine: Annotated[
         str,
         typer.Option(
@@ -142,6 +149,7 @@ def index_run(
                 retry_failed=retry_failed,
                 follow_symlinks=follow_symlinks,
                 include_hidden=include_hidden,
+                refetch_remote=refetch_remote,
                 index_kind=index_kind,
             ),
         )

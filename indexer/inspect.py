@@ -64,6 +64,10 @@ class InspectPolicy:
     retry_failed: bool = False
     decode_at_least: tuple[int, int] | None = None
     """The models' input size: JPEGs decode at the smallest DCT scale that still covers it."""
+    fetch: Callable[[str, int], bytes] | None = None
+    """(url, max_bytes) -> bytes for records named by URL; None refuses them."""
+    refetch_remote: bool = False
+    """Fetch URLs already embedded again (to notice changed bytes); by default a URL is its content."""
 
 
 @dataclass(frozen=True)
@@ -125,11 +129,13 @@ def inspect(record: SourceRecord, existing: Item | None, policy: InspectPolicy) 
 
 def examine(record: SourceRecord, known: KnownFile | None, policy: InspectPolicy) -> Inspection:
     """`inspect` on a detached `KnownFile`; the `Inspection` it returns has no `existing` item."""
+    if record.path is None:
+        return _examine_remote(record, known, policy)
     try:
         stat = record.path.stat()
     except OSError as exc:
         reason = "not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
-        return Inspection(record, None, Action.FAILED, error=f"{record.path.name}: {reason}.")
+        return Inspection(record, None, Action.FAILED, error=f"{record.name}: {reason}.")
     needs_caption = _wants_caption(known, policy)
     same_file = known is not None and known.size_bytes == stat.st_size and known.file_mtime == stat.st_mtime
     if same_file and not needs_caption:
@@ -138,20 +144,68 @@ def examine(record: SourceRecord, known: KnownFile | None, policy: InspectPolicy
             return Inspection(record, None, Action.UNCHANGED)
         if known.status == ItemStatus.FAILED.value and not policy.retry_failed:
             return Inspection(record, None, Action.UNCHANGED)
-    name = record.path.name
     try:
         data = read_image_file(record.path, max_bytes=policy.max_bytes)
     except InvalidInputError as exc:
         return Inspection(record, None, Action.FAILED, error=str(exc), facts=_bare_facts(stat))
+    return _from_bytes(record, known, policy, data, stat.st_mtime, needs_caption)
+
+
+REMOTE_MTIME = 0.0
+"""A URL has no modification time the catalog could compare; its bytes' hash is what counts."""
+
+
+def _examine_remote(record: SourceRecord, known: KnownFile | None, policy: InspectPolicy) -> Inspection:
+    """An image named by URL: fetched only if the catalog has no vector of it from this model yet.
+
+    A URL is taken as naming fixed content (catalog image URLs are versioned in practice), so an
+    incremental run over ten million URLs asks no host anything for what it already embedded;
+    `refetch_remote` fetches again and compares the bytes' hash, as a local run does for a touched file.
+    """
+    needs_caption = _wants_caption(known, policy)
+    if known is not None and not policy.refetch_remote and not needs_caption:
+        if known.status == ItemStatus.FAILED.value and not policy.retry_failed:
+            return Inspection(record, None, Action.UNCHANGED)
+        if _embedded_by(known, policy.fingerprint) and known.content_hash:
+            if known.status == ItemStatus.INDEXED.value:
+                return Inspection(record, None, Action.UNCHANGED)
+            facts = FileFacts(
+                known.content_hash,
+                known.size_bytes or 0,
+                REMOTE_MTIME,
+                known.format,
+                known.width,
+                known.height,
+            )
+            return Inspection(record, None, Action.UNCHANGED, facts=facts)  # missing, listed again
+    if policy.fetch is None:
+        return Inspection(record, None, Action.FAILED, error=f"{record.source}: URLs are not fetched here.")
+    try:
+        data = policy.fetch(record.source, policy.max_bytes)
+    except InvalidInputError as exc:
+        return Inspection(record, None, Action.FAILED, error=str(exc), facts=FileFacts("", 0, REMOTE_MTIME))
+    return _from_bytes(record, known, policy, data, REMOTE_MTIME, needs_caption)
+
+
+def _from_bytes(
+    record: SourceRecord,
+    known: KnownFile | None,
+    policy: InspectPolicy,
+    data: bytes,
+    mtime: float,
+    needs_caption: bool,
+) -> Inspection:
+    """Hash, then decode and preprocess unless the catalog already has these bytes embedded."""
+    name = record.name
     digest = hashlib.sha256(data).hexdigest()
-    facts = FileFacts(content_hash=digest, size_bytes=len(data), file_mtime=stat.st_mtime)
+    facts = FileFacts(content_hash=digest, size_bytes=len(data), file_mtime=mtime)
     if (
         known is not None
         and known.content_hash == digest
         and _embedded_by(known, policy.fingerprint)
         and not needs_caption
     ):
-        facts = FileFacts(digest, len(data), stat.st_mtime, known.format, known.width, known.height)
+        facts = FileFacts(digest, len(data), mtime, known.format, known.width, known.height)
         return Inspection(record, None, Action.UNCHANGED, facts=facts)
     try:
         decoded = decode_image(data, max_pixels=policy.max_pixels, name=name, at_least=policy.decode_at_least)
@@ -162,7 +216,7 @@ def examine(record: SourceRecord, known: KnownFile | None, policy: InspectPolicy
         return Inspection(
             record, None, Action.FAILED, facts=facts, error=f"{name} could not be decoded ({exc})."
         )
-    facts = FileFacts(digest, len(data), stat.st_mtime, decoded.format, decoded.width, decoded.height)
+    facts = FileFacts(digest, len(data), mtime, decoded.format, decoded.width, decoded.height)
     return Inspection(
         record,
         None,

@@ -29,6 +29,7 @@ from blipsearch.indexer.sources import FolderSource, ManifestSource, SourceRecor
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.paths import IngestRoots
+from blipsearch.remote_fetch import FetchOnDemand, canonical_url
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.index_spec import RequestedKind
@@ -49,6 +50,8 @@ class IndexOptions:
     retry_failed: bool = False
     follow_symlinks: bool = False
     include_hidden: bool = False
+    refetch_remote: bool = False
+    """Fetch images named by URL again even when already embedded (see `inspect._examine_remote`)."""
     index_kind: RequestedKind | None = None
     roots: IngestRoots | None = None
     """Where the source and every file it names must lie (a server-side job); None: anywhere (the CLI)."""
@@ -192,6 +195,7 @@ class Indexer:
             follow_symlinks=options.follow_symlinks,
             include_hidden=options.include_hidden,
             roots=options.roots,
+            url_identity=lambda url: canonical_url(url, self.settings),
         )
         with writer_lock(self.settings, self.catalog, f"index {source.origin}"):
             return _Run(self, source, options).execute()
@@ -239,6 +243,8 @@ class _Run:
             caption_fingerprint=self.captioner.fingerprint if self.captioner else None,
             retry_failed=self.options.retry_failed,
             decode_at_least=(side := self._model_input_side(), side),
+            fetch=FetchOnDemand(self.settings),
+            refetch_remote=self.options.refetch_remote,
         )
         progress = self.indexer.progress
         progress.start(total=len(records), description=f"Indexing {Path(self.source.origin).name}")
@@ -420,7 +426,7 @@ class _Run:
         if inspection.action is Action.FAILED:
             error = inspection.error or "failed"
             self.report.failed += 1
-            self.report.failures[reason_class(error, record.path.name)] += 1
+            self.report.failures[reason_class(error, record.name)] += 1
             if len(self.report.failed_examples) < 20:
                 self.report.failed_examples.append(error)
             if (
@@ -436,7 +442,7 @@ class _Run:
             assert existing is not None
             if existing.status == ItemStatus.FAILED.value:
                 self.report.failed += 1
-                self.report.failures[reason_class(existing.error or "failed", record.path.name)] += 1
+                self.report.failures[reason_class(existing.error or "failed", record.name)] += 1
                 if not metadata_changed:
                     return None
                 base.status, base.error = ItemStatus.FAILED, existing.error

@@ -9,6 +9,10 @@ Given ingest roots (a server-side job), a source reads only files whose canonica
 one: a symlink whose target leaves the roots, a manifest row that climbs out with `..` or names
 an absolute path elsewhere, is refused with a reason and the run goes on. Without roots (the
 operator's own `blipsearch index`) any readable file may be indexed.
+
+A manifest row may also name its image by URL (`https://...`, or an fsspec URL such as `s3://...`)
+when the indexer allows it (`url_identity`): the record's identity is then the canonical URL, and
+the bytes are fetched through `blipsearch.remote_fetch`, whose guard decides which hosts may be asked.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -50,11 +54,22 @@ MAX_FIELD_CHARS = 10_000
 @dataclass(frozen=True)
 class SourceRecord:
     source: str
-    """Canonical path (absolute, symlinks resolved): the item's identity in the catalog."""
-    path: Path
-    """The same canonical path: the file the indexer reads."""
+    """Canonical path (absolute, symlinks resolved) or canonical URL: the item's identity in the catalog."""
+    path: Path | None
+    """The same canonical path: the file the indexer reads; None for an image at a URL (`source`)."""
     metadata: ItemMetadata | None = None
     line: int | None = None
+
+    @property
+    def url(self) -> str | None:
+        return self.source if self.path is None else None
+
+    @property
+    def name(self) -> str:
+        """What messages call the image: the file name, or the URL's last path segment."""
+        if self.path is not None:
+            return self.path.name
+        return self.source.rstrip("/").rsplit("/", 1)[-1] or self.source
 
 
 @dataclass
@@ -170,8 +185,16 @@ class ManifestSource:
 
     kind = "manifest"
 
-    def __init__(self, path: Path, *, roots: IngestRoots | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        roots: IngestRoots | None = None,
+        url_identity: Callable[[str], str] | None = None,
+    ) -> None:
         self.roots = roots
+        self.url_identity = url_identity
+        """A row's image URL -> its canonical form (refusing what is not allowed); None: URLs refused."""
         self.path = _admitted(path, roots)
         if not self.path.is_file():
             raise InvalidInputError(f"{path} is not a file.")
@@ -257,7 +280,10 @@ class ManifestSource:
         if not isinstance(image, str) or not image.strip():
             raise InvalidInputError("no image path (column image, path or file).")
         if "://" in image:
-            raise InvalidInputError(f"{image} is a URL; only local image files can be indexed.")
+            if self.url_identity is None:
+                raise InvalidInputError(f"{image} is a URL; only local image files can be indexed here.")
+            url = self.url_identity(image)
+            return SourceRecord(source=url, path=None, metadata=metadata_from_fields(fields), line=line)
         path = Path(image.strip())
         if self.roots is None:
             path = path.expanduser()  # the operator's own manifest; a job's never means a home folder
@@ -393,6 +419,7 @@ def open_source(
     follow_symlinks: bool = False,
     include_hidden: bool = False,
     roots: IngestRoots | None = None,
+    url_identity: Callable[[str], str] | None = None,
 ) -> FolderSource | ManifestSource:
     """A folder is walked; a .csv/.jsonl file is read as a manifest.
 
@@ -404,5 +431,5 @@ def open_source(
     if path.is_dir():
         return FolderSource(path, follow_symlinks=follow_symlinks, include_hidden=include_hidden, roots=roots)
     if path.is_file():
-        return ManifestSource(path, roots=roots)
+        return ManifestSource(path, roots=roots, url_identity=url_identity)
     raise InvalidInputError(f"{path} does not exist; give a folder of images or a .csv/.jsonl manifest.")

@@ -10,6 +10,8 @@ The rule for sources:
   before the image store existed, its old absolute path under `data_dir/uploads/`. An old path is
   read as its key from this server's `data_dir/uploads/` first and from the configured store
   second, so copying that folder's tree into the store shares old uploads too;
+- an item a manifest named by URL is fetched again through `remote_fetch` (the same host guard,
+  limits and retries as the indexer) and used only if its bytes still hash to the stored hash;
 - any other item names the file the indexer read, by its canonical path. It is read only while
   that path still is canonical (no symlink slipped in since indexing) and, for an item that came
   from inside the ingest roots, still lies inside them; the same checks the API made alone before,
@@ -21,6 +23,7 @@ The rule for sources:
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +34,7 @@ from PIL import Image
 from blipsearch.errors import InvalidInputError
 from blipsearch.images import decode_image, read_image_file
 from blipsearch.paths import IngestRoots, canonical_path
+from blipsearch.remote_fetch import FetchOnDemand
 from blipsearch.settings import Settings
 from blipsearch.storage.image_store import (
     UPLOAD_ORIGIN,
@@ -46,6 +50,11 @@ from blipsearch.storage.schema import Item
 T = TypeVar("T")
 
 
+def is_remote(item: Item) -> bool:
+    """An image a manifest named by URL: read through the fetch guard, never as a path."""
+    return not is_upload(item) and "://" in item.source
+
+
 def is_upload(item: Item) -> bool:
     """An API upload, read from the image store by key; anything else is an ingested file on disk.
     A source that names the store is one too, whatever its origin says, so it is never a path."""
@@ -57,13 +66,26 @@ class ItemImages:
         self.store = store or open_image_store(settings)
         self.legacy = None if settings.image_store is None else LocalImageStore(default_folder(settings))
         self.roots = IngestRoots(settings.ingest_roots)
+        self.settings = settings
+        self._fetch: FetchOnDemand | None = None
 
     def read(self, item: Item, *, max_bytes: int, name: str | None = None) -> bytes:
         """The whole file, within `max_bytes`: FileNotFoundError if gone, InvalidInputError if refused."""
+        if is_remote(item):
+            return self._fetched(item, max_bytes)
         if not is_upload(item):
             path = self.checked_path(item)
             return read_image_file(path, max_bytes=max_bytes, name=name or item.source)
         return self._first(item, lambda store, key: store.read(key, max_bytes=max_bytes))
+
+    def _fetched(self, item: Item, max_bytes: int) -> bytes:
+        """Fetched again (the guard's hosts, limits and retries), and only if still the bytes indexed."""
+        if self._fetch is None:
+            self._fetch = FetchOnDemand(self.settings)
+        data = self._fetch(item.source, max_bytes)
+        if item.content_hash and hashlib.sha256(data).hexdigest() != item.content_hash:
+            raise InvalidInputError(f"The image at the URL of item {item.id} is no longer the one indexed.")
+        return data
 
     def upload_size(self, item: Item) -> int:
         """An upload's stored size, without reading it: FileNotFoundError if gone."""
