@@ -20,15 +20,17 @@ but not one call inside fsspec.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
@@ -51,6 +53,7 @@ _HTTP = ("http", "https")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LOCAL_PROTOCOLS = frozenset({"file", "local"})
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_HOST = re.compile(r"[A-Za-z0-9._-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -100,7 +103,10 @@ def canonical_url(text: str, settings: Settings) -> str:
         raise InvalidInputError(
             f"{url}: the {scheme}:// protocol is not allowed (remote_protocols: {allowed})."
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise InvalidInputError(f"{url} is not a valid URL.") from None
     if "@" in parts.netloc:
         raise InvalidInputError(
             f"{scheme}://... : a URL with a user name or password is refused; give the store credentials "
@@ -118,13 +124,23 @@ def canonical_url(text: str, settings: Settings) -> str:
     netloc = f"[{host}]" if ":" in host else host
     if port is not None and port != _DEFAULT_PORTS[scheme]:
         netloc = f"{netloc}:{port}"
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    canonical = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    try:
+        raw_host = httpx.URL(canonical).raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError):
+        raw_host = ""
+    if not (_HOST.fullmatch(raw_host) or ":" in host):
+        raise InvalidInputError(f"{url} is not a valid URL.")
+    return canonical
 
 
 def follow_redirect(current: str, location: str, settings: Settings) -> str:
     """The canonical URL a redirect leads to; refused if it leaves HTTP or goes from https to http."""
-    target = urljoin(current, location.strip())
-    scheme = urlsplit(target).scheme.lower()
+    try:
+        target = urljoin(current, location.strip())
+        scheme = urlsplit(target).scheme.lower()
+    except ValueError:
+        raise InvalidInputError(f"{current}: refused a redirect to an invalid URL.") from None
     if scheme not in _HTTP:
         raise InvalidInputError(f"{current}: refused a redirect to a {scheme or 'relative'}:// URL.")
     if urlsplit(current).scheme == "https" and scheme == "http":
@@ -200,8 +216,10 @@ class RemoteFetcher:
         sleep: Callable[[float], None] = time.sleep,
         resolve: Resolver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self._settings = settings
+        self._verify: ssl.SSLContext | bool = verify if verify is not None else True
         self._sleep = sleep
         self._resolve = resolve or _system_resolve
         self._clock = clock
@@ -209,6 +227,7 @@ class RemoteFetcher:
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
         self._https: OrderedDict[str, httpx.Client] = OrderedDict()
+        self._busy: dict[int, int] = {}
         self._closed = False
 
     def fetch(self, url: str, *, max_bytes: int) -> bytes:
@@ -277,7 +296,7 @@ class RemoteFetcher:
             refused = True
         if refused:
             what = "the address is private, loopback or link-local" if literal is not None else _REFUSED
-            raise InvalidInputError(f"{url} refused: {what}.")
+            raise InvalidInputError(f"{url} was refused: {what}.")
         return _Target(
             url=url,
             pinned=parsed.copy_with(host=addresses[0].split("%", 1)[0]),
@@ -299,7 +318,8 @@ class RemoteFetcher:
                 return attempt(min(settings.remote_timeout_seconds, remaining))
             except _Retryable as exc:
                 failure = exc
-            gave_up = f"{url} could not be fetched: {failure.reason} after {attempts} attempts"
+            tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+            gave_up = f"{url} could not be fetched: {failure.reason} after {tries}"
             if attempts > settings.remote_retries:
                 raise InvalidInputError(f"{gave_up}.")
             wait = self._wait(attempts, failure.retry_after)
@@ -319,13 +339,22 @@ class RemoteFetcher:
     def _attempt(
         self, target: _Target, max_bytes: int, timeout: float, *, deadline: float
     ) -> bytes | _Redirect:
-        client = self._client(target)
+        with self._lease(target) as client:
+            return self._send(client, target, max_bytes, timeout, deadline)
+
+    def _send(
+        self, client: httpx.Client, target: _Target, max_bytes: int, timeout: float, deadline: float
+    ) -> bytes | _Redirect:
         request = self._request(client, target, timeout)
         try:
             response = client.send(request, stream=True)
         except httpx.TimeoutException:
             raise _Retryable("timed out") from None
-        except httpx.ConnectError:
+        except httpx.ConnectError as exc:
+            if _caused_by_tls(exc):
+                raise InvalidInputError(
+                    f"{target.url} could not be fetched: the server's TLS certificate was not accepted."
+                ) from None
             raise _Retryable("could not connect") from None
         except httpx.HTTPError:
             raise InvalidInputError(f"{target.url} could not be fetched: the connection failed.") from None
@@ -378,22 +407,37 @@ class RemoteFetcher:
                 )
         return bytes(body)
 
-    def _client(self, target: _Target) -> httpx.Client:
+    @contextlib.contextmanager
+    def _lease(self, target: _Target) -> Iterator[httpx.Client]:
+        """The client for a hop: one per HTTPS host name, and never closed while a thread still uses it."""
+        evicted: list[httpx.Client] = []
         with self._lock:
-            if self._closed:
-                raise RuntimeError("RemoteFetcher used after close()")
-            if target.server_name is None:
-                if self._http is None:
-                    self._http = self._new_client()
-                return self._http
-            client = self._https.get(target.server_name)
-            if client is not None:
-                self._https.move_to_end(target.server_name)
-                return client
-            client = self._https[target.server_name] = self._new_client()
-            evicted = self._https.popitem(last=False)[1] if len(self._https) > _HTTPS_CLIENTS else None
-        if evicted is not None:
-            evicted.close()
+            client = self._pick(target, evicted)
+            self._busy[id(client)] = self._busy.get(id(client), 0) + 1
+        for old in evicted:
+            old.close()
+        try:
+            yield client
+        finally:
+            with self._lock:
+                self._busy[id(client)] -= 1
+                if not self._busy[id(client)]:
+                    del self._busy[id(client)]
+
+    def _pick(self, target: _Target, evicted: list[httpx.Client]) -> httpx.Client:
+        if self._closed:
+            raise RuntimeError("RemoteFetcher used after close()")
+        if target.server_name is None:
+            if self._http is None:
+                self._http = self._new_client()
+            return self._http
+        client = self._https.get(target.server_name)
+        if client is not None:
+            self._https.move_to_end(target.server_name)
+            return client
+        client = self._https[target.server_name] = self._new_client()
+        idle = [name for name, old in self._https.items() if id(old) not in self._busy and old is not client]
+        evicted.extend(self._https.pop(name) for name in idle[: max(0, len(self._https) - _HTTPS_CLIENTS)])
         return client
 
     def _new_client(self) -> httpx.Client:
@@ -403,6 +447,7 @@ class RemoteFetcher:
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             headers={"User-Agent": self._settings.remote_user_agent, "Accept-Encoding": "identity"},
             timeout=self._settings.remote_timeout_seconds,
+            verify=self._verify,
         )
 
     def _fetch_fsspec(self, url: str, max_bytes: int, deadline: float) -> bytes:
@@ -435,6 +480,18 @@ class RemoteFetcher:
             return data
 
         return self._with_retries(url, attempt, deadline)
+
+
+def _caused_by_tls(exc: BaseException) -> bool:
+    """A failed handshake or certificate: the same answer on every retry."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -6,12 +6,17 @@ that advances an injected clock, and only the timeout tests spend real time (fra
 
 from __future__ import annotations
 
+import functools
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pytest
@@ -79,8 +84,7 @@ def sequence(*steps: Callable[[BaseHTTPRequestHandler], None]) -> Callable[[Base
     return route
 
 
-@pytest.fixture
-def server() -> Iterator[Server]:
+def start_server(tls: ssl.SSLContext | None = None) -> Server:
     box: list[Server] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -104,15 +108,27 @@ def server() -> Iterator[Server]:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     state = Server(httpd)
     box.append(state)
     state.routes["/a.png"] = lambda h: reply(h, 200, PAYLOAD, Content_Type="image/png")
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield state
+    return state
+
+
+def stop_server(state: Server) -> None:
     state.release.set()
-    httpd.shutdown()
-    httpd.server_close()
+    state.httpd.shutdown()
+    state.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    state = start_server()
+    yield state
+    stop_server(state)
 
 
 class FakeTime:
@@ -146,15 +162,15 @@ class Resolver:
         return [a for a in answer if isinstance(a, str)]
 
 
-def settings_for(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
         "data_dir": tmp_path / "data",
         "remote_allow_networks": LOOPBACK,
         "remote_protocols": ["http", "https", "memory"],
         "remote_backoff_seconds": 0.1,
     }
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)
 
 
 def fetcher_for(
@@ -285,10 +301,75 @@ def test_https_goes_to_the_checked_address_with_the_original_server_name(tmp_pat
     resolver = Resolver(cdn_example=["93.184.216.34"])
     with fetcher_for(tmp_path, resolver) as fetcher:
         target = fetcher._vet("https://cdn.example/img/a.png?v=2")
-        request = fetcher._request(fetcher._client(target), target, 1.0)
+        with fetcher._lease(target) as client:
+            request = fetcher._request(client, target, 1.0)
     assert str(request.url) == "https://93.184.216.34/img/a.png?v=2"
     assert request.headers["Host"] == "cdn.example"
     assert request.extensions["sni_hostname"] == "cdn.example"
+
+
+@dataclass
+class TlsServer:
+    server: Server
+    client_context: ssl.SSLContext
+    server_names: list[str | None]
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[TlsServer]:
+    """A loopback HTTPS server whose self-signed certificate names only cdn.example."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=cdn.example",
+         "-addext", "subjectAltName=DNS:cdn.example"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    names: list[str | None] = []
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+
+    def record_name(_sock: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
+        names.append(name)
+
+    server_context.sni_callback = record_name
+    state = start_server(server_context)
+    yield TlsServer(state, ssl.create_default_context(cafile=str(cert)), names)
+    stop_server(state)
+
+
+def test_https_is_verified_against_the_original_name_at_the_checked_address(
+    tls_server: TlsServer, tmp_path: Path
+) -> None:
+    resolver = Resolver(cdn_example=["127.0.0.1"])
+    port = tls_server.server.port
+    fetcher = RemoteFetcher(settings_for(tmp_path), resolve=resolver, verify=tls_server.client_context)
+    with fetcher:
+        assert fetcher.fetch(f"https://CDN.example:{port}/a.png", max_bytes=len(PAYLOAD)) == PAYLOAD
+    assert tls_server.server_names == ["cdn.example"]
+    assert [(s.path, s.host) for s in tls_server.server.seen] == [("/a.png", f"cdn.example:{port}")]
+
+
+def test_a_certificate_for_another_name_is_refused_without_retrying(
+    tls_server: TlsServer, tmp_path: Path
+) -> None:
+    resolver = Resolver(other_example=["127.0.0.1"])
+    fake = FakeTime()
+    fetcher = RemoteFetcher(
+        settings_for(tmp_path),
+        resolve=resolver,
+        sleep=fake.sleep,
+        clock=fake.clock,
+        verify=tls_server.client_context,
+    )
+    with fetcher, pytest.raises(InvalidInputError, match="TLS certificate was not accepted"):
+        fetcher.fetch(f"https://other.example:{tls_server.server.port}/a.png", max_bytes=len(PAYLOAD))
+    assert fake.waits == []
+    assert tls_server.server.seen == []
 
 
 # --- timeouts, deadline and retries ----------------------------------------------------------------
@@ -314,7 +395,11 @@ def test_a_timeout_is_retried_then_refused(server: Server, tmp_path: Path) -> No
 def test_retries_stop_before_a_wait_would_pass_the_deadline(server: Server, tmp_path: Path) -> None:
     server.routes["/busy"] = lambda h: reply(h, 503)
     fake = FakeTime()
-    overrides = {"remote_retries": 10, "remote_backoff_seconds": 1.0, "remote_deadline_seconds": 5.0}
+    overrides: dict[str, Any] = {
+        "remote_retries": 10,
+        "remote_backoff_seconds": 1.0,
+        "remote_deadline_seconds": 5.0,
+    }
     with (
         fetcher_for(tmp_path, fake=fake, **overrides) as fetcher,
         pytest.raises(InvalidInputError, match="HTTP 503 after") as caught,
@@ -373,21 +458,17 @@ def test_a_refused_connection_is_retried(tmp_path: Path) -> None:
 # --- size ------------------------------------------------------------------------------------------
 
 
-def declared_huge(handler: BaseHTTPRequestHandler) -> None:
-    """Promises 10 MB and sends nothing: a client that reads the body times out instead."""
-    handler.send_response(200)
-    handler.send_header("Content-Length", str(10 * 1024 * 1024))
-    handler.end_headers()
-    handler.wfile.flush()
-    box_release = getattr(handler.server, "release_event", None)
-    if box_release is not None:
-        box_release.wait(2)
-    handler.close_connection = True
-
-
 def test_a_declared_size_over_the_limit_is_refused_without_reading(server: Server, tmp_path: Path) -> None:
+    def declared_huge(handler: BaseHTTPRequestHandler) -> None:
+        """Promises 10 MB and sends nothing: a client that reads the body times out instead."""
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(10 * 1024 * 1024))
+        handler.end_headers()
+        handler.wfile.flush()
+        server.release.wait(2)
+        handler.close_connection = True
+
     server.routes["/huge"] = declared_huge
-    server.httpd.release_event = server.release  # type: ignore[attr-defined]
     with (
         fetcher_for(tmp_path, remote_timeout_seconds=0.5) as fetcher,
         pytest.raises(TooLargeError) as caught,
@@ -444,7 +525,7 @@ def test_a_body_of_exactly_the_limit_is_accepted(server: Server, tmp_path: Path)
 def add_redirect_chain(server: Server, hops: int) -> None:
     for n in range(1, hops + 1):
         target = f"/hop/{n - 1}" if n > 1 else "/a.png"
-        server.routes[f"/hop/{n}"] = lambda h, t=target: reply(h, 302, Location=t)
+        server.routes[f"/hop/{n}"] = functools.partial(reply, status=302, Location=target)
 
 
 def test_redirects_are_followed_up_to_the_limit(server: Server, tmp_path: Path) -> None:
@@ -526,6 +607,8 @@ def test_canonical_url(tmp_path: Path, text: str, expected: str) -> None:
         ("https://example.com:99999/a", "invalid port"),
         ("   ", "empty"),
         ("example.com/a.png", "not a URL"),
+        ("http://exa mple.com/a.png", "not a valid URL"),
+        ("http://[::1/a.png", "not a valid URL"),
     ],
 )
 def test_canonical_url_refusals(tmp_path: Path, text: str, reason: str) -> None:
