@@ -7,7 +7,10 @@ file, built-in defaults. The config file is `$BLIPSEARCH_CONFIG_FILE` if set, el
 
 from __future__ import annotations
 
+import importlib.metadata
+import ipaddress
 import os
+import re
 import tomllib
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +32,7 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 IndexKindSetting = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
 
 CONFIG_FILE_ENV = "BLIPSEARCH_CONFIG_FILE"
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 BLIP_MAX_TEXT_TOKENS = 35
 """BLIP was trained with texts of at most 35 tokens ([CLS] and [SEP] included)."""
 
@@ -36,6 +40,15 @@ BLIP_MAX_TEXT_TOKENS = 35
 def _default_demo_dir() -> Path:
     """`demo/` of the repository checkout this package runs from (the shipped model and catalog)."""
     return Path(__file__).resolve().parent.parent / "demo"
+
+
+def _default_user_agent() -> str:
+    """Servers' logs name the software that fetched; the installed distribution knows its version."""
+    try:
+        version = importlib.metadata.version("blipsearch")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"blipsearch-indexer/{version}"
 
 
 def _default_data_dir() -> Path:
@@ -288,6 +301,52 @@ class Settings(BaseSettings):
         le=1000,
         description="How often a dead embedding actor is restarted (its batch retried) before the run fails.",
     )
+    remote_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Connect and read timeout of one attempt to fetch a remote (http, s3, ...) image.",
+    )
+    remote_deadline_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Longest one remote image may take in all: every attempt, redirect and wait together.",
+    )
+    remote_retries: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description=(
+            "Retries of a remote image after a connection error, a timeout, or HTTP 429, 500, 502, 503, "
+            "504; other errors fail at once."
+        ),
+    )
+    remote_backoff_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="First wait before a retry; it doubles per retry (with jitter) unless Retry-After says.",
+    )
+    remote_max_redirects: int = Field(
+        default=3, ge=0, le=20, description="HTTP redirects followed for one remote image."
+    )
+    remote_allow_networks: list[str] = Field(
+        default_factory=list,
+        description=(
+            "CIDRs (e.g. 10.1.2.0/24) remote images may come from although private, loopback or "
+            "link-local; every other such address is refused (SSRF guard)."
+        ),
+    )
+    remote_protocols: list[str] = Field(
+        default_factory=lambda: ["http", "https", "s3", "gs", "gcs", "az", "abfs"],
+        description="URL schemes a manifest may name images by (fsspec ones need their package, e.g. s3fs).",
+    )
+    remote_user_agent: str = Field(
+        default_factory=_default_user_agent,
+        min_length=1,
+        description="User-Agent sent with every HTTP request for a remote image.",
+    )
     api_checkpoint_changes: int = Field(
         default=200,
         ge=1,
@@ -475,6 +534,26 @@ class Settings(BaseSettings):
         if relative:
             raise ValueError(f"ingest roots must be absolute paths, not {', '.join(relative)}")
         return roots
+
+    @field_validator("remote_allow_networks", mode="after")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        networks = []
+        for text in value:
+            try:
+                networks.append(str(ipaddress.ip_network(text.strip(), strict=True)))
+            except ValueError:
+                raise ValueError(f"{text!r} is not a network in CIDR form (such as 10.0.0.0/8)") from None
+        return networks
+
+    @field_validator("remote_protocols", mode="after")
+    @classmethod
+    def _check_protocols(cls, value: list[str]) -> list[str]:
+        protocols = [text.strip().lower() for text in value]
+        bad = [text for text in protocols if not _SCHEME.fullmatch(text)]
+        if bad:
+            raise ValueError(f"not URL schemes: {', '.join(repr(text) for text in bad)}")
+        return protocols
 
     @field_validator(
         "vqa_model",
