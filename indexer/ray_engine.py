@@ -23,12 +23,11 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import BlipImageProcessor
 
 from blipsearch.errors import ConfigError
 from blipsearch.faults import arm, crash_point
@@ -39,6 +38,10 @@ from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.item_writes import own_texts
 from blipsearch.storage.schema import Item
+
+if TYPE_CHECKING:
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ class WorkerPlan:
 class ImagePreprocess:
     """The checkpoint's own resize and normalisation, picklable for read tasks (no model weights)."""
 
-    def __init__(self, processor: BlipImageProcessor) -> None:
+    def __init__(self, processor: BlipImageProcessorPil) -> None:
         self.processor = processor
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -18,14 +18,15 @@ from blipsearch.errors import InvalidInputError
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.image_store import UPLOAD_ORIGIN, UPLOAD_PREFIX
-from blipsearch.storage.item_images import ItemImages
+from blipsearch.storage.item_images import ItemImages, is_remote
 from blipsearch.storage.schema import Item
 from blipsearch.train.loop import ImageSource, PairSet
 
 
 @dataclass(frozen=True)
 class StoredImage:
-    """An upload, read and decoded from the image store only when a batch needs it."""
+    """An upload (from the image store) or an image at a URL (fetched), read and decoded only when a
+    batch needs it."""
 
     images: ItemImages
     item: Item
@@ -67,6 +68,8 @@ def catalog_pairs(catalog: Catalog, settings: Settings | None = None) -> PairSet
 
 def _image(item: Item, reader: ItemImages | None, settings: Settings | None) -> ImageSource | None:
     """What training loads the item's picture from; None when it is gone (the item is left out)."""
+    if reader is not None and settings is not None and is_remote(item):
+        return StoredImage(reader, item, settings.max_image_bytes, settings.max_image_pixels)
     if reader is None or settings is None or item.origin != UPLOAD_ORIGIN:
         path = Path(item.source)
         return path if not item.source.startswith(UPLOAD_PREFIX) and path.is_file() else None

@@ -12,16 +12,20 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
-from transformers import BlipImageProcessor, BlipProcessor, PreTrainedModel
+from transformers import BlipProcessor, PreTrainedModel
 
 from blipsearch.errors import ModelLoadError
 from blipsearch.models.fingerprint import model_fingerprint
 from blipsearch.models.runtime import resolve_device, resolve_dtype
 from blipsearch.settings import Settings
+
+if TYPE_CHECKING:
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +158,7 @@ def preprocess_images(processor: BlipProcessor, images: Sequence[Image.Image]) -
     return preprocess_with(processor.image_processor, images)
 
 
-def preprocess_with(image_processor: BlipImageProcessor, images: Sequence[Image.Image]) -> torch.Tensor:
+def preprocess_with(image_processor: BlipImageProcessorPil, images: Sequence[Image.Image]) -> torch.Tensor:
     """`preprocess_images` with the image processor alone (what a Ray read task carries: no weights)."""
     rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
     result: torch.Tensor = image_processor(images=rgb, return_tensors="pt")["pixel_values"]
