@@ -154,3 +154,46 @@ def _canonical(url: str) -> str:
     from blipsearch.remote_fetch import canonical_url
 
     return canonical_url(url, Settings())
+
+
+def test_ray_read_tasks_fetch_urls_through_the_same_guard(
+    tmp_path: Path, server: ImageServer, settings: Settings, retrieval: RetrievalModel, ray_cluster: str
+) -> None:
+    from blipsearch.indexer.ray_engine import RayEngine
+
+    paths = sorted(server.files)
+    manifest = _manifest(tmp_path, server, [*paths, "/p/absent.png"])
+    local = _run(settings.model_copy(update={"data_dir": tmp_path / "local"}), retrieval, manifest)
+    server.requests.clear()
+
+    on_ray = settings.model_copy(update={"data_dir": tmp_path / "ray", "ray_address": ray_cluster})
+    indexer = Indexer(on_ray, model=retrieval)
+    indexer.engine = engine = RayEngine(on_ray, retrieval)
+    try:
+        report = indexer.run(manifest)
+        assert sorted(server.requests) == sorted([*paths, "/p/absent.png"])
+        server.requests.clear()
+        again = indexer.run(manifest)
+    finally:
+        engine.close()
+        indexer.catalog.close()
+    assert (report.embedded, report.failed) == (local["embedded"], local["failed"]) == (4, 1)
+    assert again.embedded == 0 and server.requests == []
+
+    ours, theirs = (
+        Catalog.open(on_ray),
+        Catalog.open(settings.model_copy(update={"data_dir": tmp_path / "local"})),
+    )
+    try:
+        urls = [server.url(p) for p in paths]
+        for url, item in ours.items_by_sources(urls).items():
+            reference = theirs.items_by_sources([url])[url]
+            assert item.content_hash == reference.content_hash
+            np.testing.assert_allclose(
+                np.frombuffer(item.embedding or b"", np.float32),
+                np.frombuffer(reference.embedding or b"", np.float32),
+                atol=1e-5,
+            )
+    finally:
+        ours.close()
+        theirs.close()
