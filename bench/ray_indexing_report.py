@@ -90,6 +90,13 @@ def estimate(
     return rows
 
 
+def checkpoint_bytes(images: int, checkpoint_items: int, bytes_per_vector: float) -> float:
+    """Bytes a run of `images` writes in index checkpoints: each one writes the whole index so far
+    (`snapshots.commit`), every `checkpoint_items` images, so the total grows with N squared."""
+    checkpoints = images // checkpoint_items
+    return checkpoint_items * bytes_per_vector * checkpoints * (checkpoints + 1) / 2
+
+
 def paper_estimate(base: dict[str, Any], images: int = ESTIMATE_IMAGES) -> dict[str, Any]:
     """The estimate's inputs (from the BLIP-base section of this run) and its rows per GPU kind."""
     inputs = {
@@ -99,8 +106,16 @@ def paper_estimate(base: dict[str, Any], images: int = ESTIMATE_IMAGES) -> dict[
         "commit_ms_per_image": base["commit_ms_per_image"],
         "startup_s": round(base["ray"]["startup_s"] + base["ray"]["first_chunk_s"], 2),
     }
+    per_vector = 4 * base["embedding_dim"]
+    checkpoint_items = base["commit_run"]["checkpoint_items"]
     return {
         "inputs": inputs,
+        "checkpoints": {
+            "bytes_per_vector": per_vector,
+            "checkpoint_items": checkpoint_items,
+            "bytes_written": checkpoint_bytes(images, checkpoint_items, per_vector),
+            "bytes_written_at_500k": checkpoint_bytes(images, 500_000, per_vector),
+        },
         "assumption": ASSUMPTION,
         "gpus": [asdict(gpu) for gpu in GPUS],
         "rows": [row for gpu in GPUS for row in estimate(**inputs, gpu=gpu)],
@@ -109,6 +124,21 @@ def paper_estimate(base: dict[str, Any], images: int = ESTIMATE_IMAGES) -> dict[
 
 def _rate(value: float) -> str:
     return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def _rerun(row: dict[str, Any]) -> str:
+    rerun = row.get("rerun")
+    if not rerun:
+        return ""
+    return f"{rerun['seconds']:.2f}" + (f" ({rerun['embedded']} embedded)" if rerun["embedded"] else "")
+
+
+def _commit_set(section: dict[str, Any]) -> str:
+    run = next(iter(section["models"].values()))["commit_run"]
+    return (
+        f"{run['embedded']:,} files in chunks of {section['engine_settings']['index_chunk_items']}, "
+        f"a checkpoint every {run['checkpoint_items']:,};"
+    )
 
 
 def table(section: dict[str, Any]) -> list[str]:
@@ -124,34 +154,38 @@ def table(section: dict[str, Any]) -> list[str]:
         f"{settings['ray_block_items']} files). Same model settings in both (device cpu, default dtype "
         "and quantisation). images/s = embedded / the run's seconds; 'with start-up' adds the "
         "cluster's start. First chunk: seconds from the run's start to its first committed chunk "
-        f"({settings['index_chunk_items']} files). Load average (1 min) at start and end: "
+        f"({settings['index_chunk_items']} files). Unchanged re-run: the same engine (and cluster) "
+        "over the same folder again, nothing to embed. Load average (1 min) at start and end: "
         f"{section['load_average']['start']} and {section['load_average']['end']}; other work "
         "shared these cores.",
         "",
-        "| Model | Images | Engine | images/s | with start-up | ray / local | start-up s | first chunk s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Model | Images | Engine | images/s | with start-up | ray / local | start-up s | first chunk s "
+        "| unchanged re-run s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in section["models"].items():
         local, ray = row["local"], row["ray"]
         out.append(
             f"| {row['title']} (`{key}`, {row['precision']}) | {local['embedded']} | local "
             f"| {_rate(local['images_per_s'])} | {_rate(local['images_per_s'])} | 1.00x | 0 "
-            f"| {local['first_chunk_s']:.2f} |"
+            f"| {local['first_chunk_s']:.2f} | {_rerun(local)} |"
         )
         out.append(
             f"| | {ray['embedded']} | ray | {_rate(ray['images_per_s'])} "
             f"| {_rate(ray['images_per_s_with_startup'])} | {row['ray_over_local']:.2f}x "
             f"({row['ray_over_local_with_startup']:.2f}x with start-up) | {ray['startup_s']:.2f} "
-            f"| {ray['first_chunk_s']:.2f} |"
+            f"| {ray['first_chunk_s']:.2f} | {_rerun(ray)} |"
         )
     out += [
         "",
         "Per-image costs, each measured on its own: read + hash + decode + preprocess (`inspect.examine`, "
         "one thread, the files above); embed (`embed_images` on those pixels, batched, torch on "
-        f"{section['torch_threads']} threads, after a warm-up); commit (the indexer's writer alone: "
-        "an engine hands it finished chunks, vectors included, and the time it holds each chunk is "
-        "summed: SQL rows committed and the vector index refreshed, as the driver of `--engine ray` "
-        "does per chunk; the run's fixed cost of opening and finishing the indexes is left out).",
+        f"{section['torch_threads']} threads, after a warm-up); commit (the indexer's writer alone, "
+        "SQLite and FAISS, on a set of its own: "
+        + _commit_set(section)
+        + " an engine hands it finished chunks, vectors included, and the time it holds each chunk "
+        "is summed: SQL rows committed, the vector index refreshed and checkpointed, as the driver of "
+        "`--engine ray` does; the run's fixed cost of opening and finishing the indexes is left out).",
         "",
         "| Model | GFLOP/image (ViT) | read+decode+preprocess ms/image | embed ms/image | commit ms/image |",
         "|---|---|---|---|---|",
@@ -194,6 +228,18 @@ def estimate_lines(paper: dict[str, Any], heading: str = "##") -> list[str]:
         f"| {r['decode_cores_total']:,} | {r['hours']} | {r['hours_if_driver_kept_up']} |"
         for r in paper["rows"]
     ]
+    checkpoints = paper.get("checkpoints")
+    if checkpoints:
+        out += [
+            "",
+            "Not in the hours: index checkpoints. Each writes the whole FAISS index so far, every "
+            f"{checkpoints['checkpoint_items']:,} images (`BLIPSEARCH_INDEX_CHECKPOINT_ITEMS`), so a run "
+            "writes C x b x K(K+1)/2 bytes (K = N / C checkpoints, b bytes per vector): at "
+            f"{checkpoints['bytes_per_vector']:,} bytes per vector (flat fp32) that is "
+            f"{checkpoints['bytes_written'] / 1e12:,.1f} TB for {inputs['images']:,} images, against "
+            f"{checkpoints['bytes_written_at_500k'] / 1e9:,.0f} GB with a checkpoint every 500,000. "
+            "Raise it for a run of this size.",
+        ]
     return out
 
 

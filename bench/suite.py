@@ -116,6 +116,7 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dic
             {key: subjects[key][1] for key in args.models},
             work / "ray-indexing",
             counts=ray_indexing.QUICK_COUNTS if quick else ray_indexing.COUNTS,
+            commit_files=ray_indexing.QUICK_COMMIT_FILES if quick else ray_indexing.COMMIT_FILES,
             log=log.info,
         )
         save(report)

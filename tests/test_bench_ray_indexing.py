@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from bench import ray_indexing
-from bench.ray_indexing_report import GpuAssumption, estimate, markdown, paper_estimate, section_lines
+from bench.ray_indexing_report import (
+    GpuAssumption,
+    checkpoint_bytes,
+    estimate,
+    markdown,
+    paper_estimate,
+    section_lines,
+)
 from bench.report import markdown as suite_markdown
 
 GPU = GpuAssumption("test card", peak_bf16_tflops=100.0, sustained_share=0.5)
@@ -52,11 +59,18 @@ def test_estimate_adds_the_start_up_and_has_no_cap_without_a_commit_cost() -> No
     assert row["hours"] == 0.75, "half an hour of start-up, 900 s of work"
 
 
+def test_every_checkpoint_writes_the_whole_index_so_far() -> None:
+    assert checkpoint_bytes(10, 2, 1.0) == 2 + 4 + 6 + 8 + 10
+    assert checkpoint_bytes(11, 4, 3.0) == (4 + 8) * 3.0, "no checkpoint for the last 3"
+
+
 def _base_section() -> dict[str, Any]:
     return {
         "gflop_per_image": 111.0,
         "read_ms_per_image": 20.0,
         "commit_ms_per_image": 1.0,
+        "embedding_dim": 256,
+        "commit_run": {"checkpoint_items": 2000},
         "ray": {"startup_s": 5.0, "first_chunk_s": 15.0},
     }
 
@@ -73,21 +87,29 @@ def test_paper_estimate_takes_its_inputs_from_the_base_section() -> None:
     assert {row["gpu"] for row in paper["rows"]} == {"H100 SXM", "A100 SXM"}
     assert [row["gpus"] for row in paper["rows"]] == [1, 8, 32, 1, 8, 32]
     assert "Assumed, not measured" in paper["assumption"]
+    assert paper["checkpoints"]["bytes_per_vector"] == 1024
 
 
 @pytest.fixture(scope="module")
 def section(tiny_checkpoints, tmp_path_factory) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     work: Path = tmp_path_factory.mktemp("ray-indexing")
     return ray_indexing.run(
-        {"tiny": tiny_checkpoints.retrieval}, work, counts={"tiny": 6}, size=(96, 64), log=lambda _: None
+        {"tiny": tiny_checkpoints.retrieval},
+        work,
+        counts={"tiny": 6},
+        commit_files=70,
+        size=(96, 64),
+        log=lambda _: None,
     )
 
 
 def test_both_engines_index_the_same_images(section: dict[str, Any]) -> None:
     row = section["models"]["tiny"]
     local, ray = row["local"], row["ray"]
-    assert local["embedded"] == ray["embedded"] == row["commit_run"]["embedded"] == 6
+    assert local["embedded"] == ray["embedded"] == 6
+    assert row["commit_run"]["embedded"] == 70 and row["commit_run"]["writer_seconds"] > 0
     assert local["failed"] == ray["failed"] == 0
+    assert local["rerun"]["embedded"] == ray["rerun"]["embedded"] == 0, "the re-runs find nothing new"
     assert ray["workers"] >= 1 and ray["cpus_per_worker"] > 0
     figures = [
         local["images_per_s"],
@@ -109,7 +131,7 @@ def test_both_engines_index_the_same_images(section: dict[str, Any]) -> None:
 
 
 def test_reports_show_both_engines(section: dict[str, Any]) -> None:
-    report = {"machine": {"cpu": "Some CPU", "cores": 2}, "when": "2026-12-07T00:00:00Z"}
+    report: dict[str, Any] = {"machine": {"cpu": "Some CPU", "cores": 2}, "when": "2026-12-07T00:00:00Z"}
     text = markdown({**report, "ray_indexing": section})
     assert "Some CPU, 2 cores" in text
     assert "| local |" in text and "| ray |" in text and "No paper estimate" in text
@@ -126,7 +148,7 @@ def test_reports_show_both_engines(section: dict[str, Any]) -> None:
         }
     )
     assert "## Ray indexing" in suite and "### Paper estimate: 10,000,000 images" in suite
-    assert "R = min(G x R_gpu, 1 / t_commit)" in suite
+    assert "R = min(G x R_gpu, 1 / t_commit)" in suite and "25.6 TB for 10,000,000 images" in suite
 
 
 def test_a_missing_ray_is_said_not_raised() -> None:
