@@ -10,7 +10,7 @@ cluster for 10M images. A local cluster on one machine shows Ray's overhead, not
 same cores run the driver, the read tasks and the actors. Writes
 bench/results/ray-indexing-<machine>-<date>.json and .md (`-quick` added for a quick run).
 
-    python bench/ray_indexing.py            # demo 256 images, BLIP-base 24: ~5 minutes on 2 cores
+    python bench/ray_indexing.py            # demo 1024 images, BLIP-base 32: ~5 minutes on 2 cores
     python bench/ray_indexing.py --quick    # demo 64, BLIP-base 8
 """
 
@@ -50,7 +50,7 @@ from blipsearch.storage.item_writes import FileFacts
 from blipsearch.storage.schema import Item
 
 TITLES = {"demo": "shipped demo model", "blip-base": "BLIP-base architecture, random weights"}
-COUNTS = {"demo": 256, "blip-base": 24}
+COUNTS = {"demo": 1024, "blip-base": 32}
 QUICK_COUNTS = {"demo": 64, "blip-base": 8}
 COMMIT_FILES, QUICK_COMMIT_FILES = 4096, 512
 """The writer's cost is timed on a set of its own, many chunks and two index checkpoints long:

@@ -157,7 +157,7 @@ def table(section: dict[str, Any]) -> list[str]:
         f"({settings['index_chunk_items']} files). Unchanged re-run: the same engine (and cluster) "
         "over the same folder again, nothing to embed. Load average (1 min) at start and end: "
         f"{section['load_average']['start']} and {section['load_average']['end']}; other work "
-        "shared these cores.",
+        "shared these cores, so compare the rows of one run, not runs.",
         "",
         "| Model | Images | Engine | images/s | with start-up | ray / local | start-up s | first chunk s "
         "| unchanged re-run s |",
