@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.ray_indexing_report import section_lines
 from bench.vector_stores_report import paper_estimate, table
 
 
@@ -245,6 +246,9 @@ def markdown(report: dict[str, Any]) -> str:
                 out.append(
                     _row(f"{int(size):,}", name, row["p50_ms"], row["p99_ms"], recall, row.get("build_s"))
                 )
+    ray = report.get("ray_indexing")
+    if ray:
+        out += ["", "## Ray indexing", "", *section_lines(ray, heading="###")]
     stores = report.get("vector_stores")
     if stores:
         out += [

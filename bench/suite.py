@@ -4,8 +4,9 @@ Measures, in one run and on one machine, for the real BLIP-base architecture (ra
 hub is unreachable here, and cost depends on shapes) and for the shipped demo model:
 image embedding (tensors; files to index rows), text-query encoding, ITM re-ranking, vector
 search at 100k and 1M vectors, the vector stores (FAISS flat and HNSW against pgvector through
-`PgvectorStore`, 1M vectors: `bench/vector_stores.py`), and end-to-end text search through the
-service and over HTTP.
+`PgvectorStore`, 1M vectors: `bench/vector_stores.py`), end-to-end text search through the
+service and over HTTP, and `index --engine ray` on a local Ray cluster against the local indexer
+on the same images, with a paper estimate of a GPU cluster for 10M images (`bench/ray_indexing.py`).
 Every figure stands beside its baseline from the same run (stock transformers, the naive loop)
 as a ratio, and beside the machine's measured fp32 GEMM throughput as a percentage. Writes
 bench/results/<machine>-<date>.json and .md; `--update-readme` copies the summary into README.md.
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from bench import model_bench, system_bench, vector_stores
+from bench import model_bench, ray_indexing, system_bench, vector_stores
 from bench.common import RESULTS, machine, machine_slug
 from bench.subjects import DEMO_MODEL, base_size_checkpoint, default_variant, demo_pairs, load_subject
 from bench.timing import gemm_gflops, int8_gemm_gflops
@@ -110,6 +111,15 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dic
         report["models"][key] = section
         save(report)
         del subject
+    if not args.skip_ray_indexing:
+        report["ray_indexing"] = ray_indexing.run(
+            {key: subjects[key][1] for key in args.models},
+            work / "ray-indexing",
+            counts=ray_indexing.QUICK_COUNTS if quick else ray_indexing.COUNTS,
+            commit_files=ray_indexing.QUICK_COMMIT_FILES if quick else ray_indexing.COMMIT_FILES,
+            log=log.info,
+        )
+        save(report)
     if not args.skip_vectors:
         sizes = [100_000] if quick else [100_000, 1_000_000]
         report["vector_search"] = system_bench.vector_search(sizes, device)
@@ -148,6 +158,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--skip-vector-stores", action="store_true", help="skip the FAISS-vs-pgvector section"
+    )
+    parser.add_argument(
+        "--skip-ray-indexing",
+        action="store_true",
+        help="skip the `--engine ray` against local indexing section (and its 10M-image GPU estimate)",
     )
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and markdown go")
