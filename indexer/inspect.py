@@ -127,8 +127,42 @@ def inspect(record: SourceRecord, existing: Item | None, policy: InspectPolicy) 
     return inspection
 
 
+def unchanged_without_reading(
+    record: SourceRecord, known: KnownFile | None, policy: InspectPolicy
+) -> Inspection | None:
+    """`examine`'s answer when it needs no byte of the image (a stat at most), else None.
+
+    A Ray driver asks this first for every record it can stat itself, so a re-run over an
+    unchanged catalog hands the cluster nothing: no task, no actor, no model load.
+    """
+    if known is None or _wants_caption(known, policy):
+        return None
+    if record.path is None:
+        if policy.refetch_remote:
+            return None
+        if known.status == ItemStatus.FAILED.value and not policy.retry_failed:
+            return Inspection(record, None, Action.UNCHANGED)
+        if known.status == ItemStatus.INDEXED.value and _embedded_by(known, policy.fingerprint):
+            return Inspection(record, None, Action.UNCHANGED)
+        return None
+    try:
+        stat = record.path.stat()
+    except OSError:
+        return None
+    if known.size_bytes != stat.st_size or known.file_mtime != stat.st_mtime:
+        return None
+    if known.status == ItemStatus.INDEXED.value and _embedded_by(known, policy.fingerprint):
+        return Inspection(record, None, Action.UNCHANGED)
+    if known.status == ItemStatus.FAILED.value and not policy.retry_failed:
+        return Inspection(record, None, Action.UNCHANGED)
+    return None
+
+
 def examine(record: SourceRecord, known: KnownFile | None, policy: InspectPolicy) -> Inspection:
     """`inspect` on a detached `KnownFile`; the `Inspection` it returns has no `existing` item."""
+    quick = unchanged_without_reading(record, known, policy)
+    if quick is not None:
+        return quick
     if record.path is None:
         return _examine_remote(record, known, policy)
     try:
@@ -137,13 +171,6 @@ def examine(record: SourceRecord, known: KnownFile | None, policy: InspectPolicy
         reason = "not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
         return Inspection(record, None, Action.FAILED, error=f"{record.name}: {reason}.")
     needs_caption = _wants_caption(known, policy)
-    same_file = known is not None and known.size_bytes == stat.st_size and known.file_mtime == stat.st_mtime
-    if same_file and not needs_caption:
-        assert known is not None
-        if known.status == ItemStatus.INDEXED.value and _embedded_by(known, policy.fingerprint):
-            return Inspection(record, None, Action.UNCHANGED)
-        if known.status == ItemStatus.FAILED.value and not policy.retry_failed:
-            return Inspection(record, None, Action.UNCHANGED)
     try:
         data = read_image_file(record.path, max_bytes=policy.max_bytes)
     except InvalidInputError as exc:
@@ -163,21 +190,19 @@ def _examine_remote(record: SourceRecord, known: KnownFile | None, policy: Inspe
     `refetch_remote` fetches again and compares the bytes' hash, as a local run does for a touched file.
     """
     needs_caption = _wants_caption(known, policy)
-    if known is not None and not policy.refetch_remote and not needs_caption:
-        if known.status == ItemStatus.FAILED.value and not policy.retry_failed:
-            return Inspection(record, None, Action.UNCHANGED)
-        if _embedded_by(known, policy.fingerprint) and known.content_hash:
-            if known.status == ItemStatus.INDEXED.value:
-                return Inspection(record, None, Action.UNCHANGED)
-            facts = FileFacts(
-                known.content_hash,
-                known.size_bytes or 0,
-                REMOTE_MTIME,
-                known.format,
-                known.width,
-                known.height,
-            )
-            return Inspection(record, None, Action.UNCHANGED, facts=facts)  # missing, listed again
+    listed_again = (
+        known is not None
+        and not policy.refetch_remote
+        and not needs_caption
+        and _embedded_by(known, policy.fingerprint)
+        and known.content_hash
+    )
+    if listed_again:  # a missing item whose URL the manifest names again: back, without a fetch
+        assert known is not None and known.content_hash is not None
+        facts = FileFacts(
+            known.content_hash, known.size_bytes or 0, REMOTE_MTIME, known.format, known.width, known.height
+        )
+        return Inspection(record, None, Action.UNCHANGED, facts=facts)
     if policy.fetch is None:
         return Inspection(record, None, Action.FAILED, error=f"{record.source}: URLs are not fetched here.")
     try:
