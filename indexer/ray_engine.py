@@ -201,7 +201,9 @@ class RayEngine:
             except ConnectionError:
                 raise ConfigError(f"No Ray cluster answers at {address}.") from None
             self._started_here = True
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own progress and summary say it
+        # Our own progress and summary say it; a failure reaches the user as `_workers_failed`'s
+        # sentence, not as Ray Data's tracebacks logged on the way.
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
@@ -288,8 +290,9 @@ class RayEngine:
             yield [self._inspection(part, known, batch, row) for row in range(len(batch["index"]))]
 
     def _workers_failed(self, ray: Any, exc: Exception) -> BlipsearchError:
-        """Ray's own message is a traceback from inside its executor: the log keeps it, the user gets a sentence."""
-        log.warning("ray workers failed", extra={"error": type(exc).__name__}, exc_info=exc)
+        """Ray's message is a traceback from its executor: the user gets a sentence, DEBUG the traceback."""
+        log.warning("ray workers failed", extra={"error": type(exc).__name__})
+        log.debug("ray workers failed", exc_info=exc)
         if isinstance(exc, ray.exceptions.RayActorError):
             restarts = self.settings.ray_worker_restarts
             what = f"an embedding actor died {restarts + 1} times (restarted {restarts} times)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -270,10 +271,8 @@ def _stop_process_group(process: subprocess.Popen[bytes], grace: float = 5.0) ->
             process.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             continue
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # the head may have exited before its children
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from vector_rows import assert_vector_rows_match
 
-from blipsearch.errors import BlipsearchError, ConfigError, InvalidInputError
+from blipsearch.errors import ConfigError, InvalidInputError
 from blipsearch.indexer.maintenance import verify
 from blipsearch.indexer.pipeline import Indexer, IndexOptions, IndexReport
 from blipsearch.indexer.ray_engine import RayEngine, WorkerPlan
@@ -20,9 +21,9 @@ from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 
+from clirun import blipsearch
 from imagesets import write_valid_images
-from index_runs import assert_same_vectors, assert_vectors_within, catalog_vectors
-from vector_rows import assert_vector_rows_match
+from index_runs import assert_same_vectors, catalog_vectors
 
 IMAGES = 12
 _SMALL = {"index_chunk_items": 4, "index_checkpoint_items": 8, "ray_block_items": 4}
@@ -155,9 +156,9 @@ def test_an_embedding_actor_killed_mid_batch_is_restarted_and_its_batch_retried(
 def test_actors_dying_past_their_restarts_fail_clearly_and_keep_committed_work(
     tmp_path: Path, ray_settings, retrieval: RetrievalModel, local_vectors
 ) -> None:
-    """An actor that dies on every batch outlives its one restart: the run ends with a sentence,
-    not Ray's traceback. What earlier chunks committed (here a first run's) stays, and the next
-    run embeds exactly the rest."""
+    """An actor that dies on every batch outlives its one restart: `blipsearch index` ends with
+    one sentence (a `BlipsearchError`: "error:", not "internal error:") and no Ray traceback. What
+    earlier chunks committed (here a first run's) stays, and the next run embeds exactly the rest."""
     folder = tmp_path / "photos"
     write_valid_images(folder, 8, seed=24)
     settings = ray_settings()
@@ -170,12 +171,25 @@ def test_actors_dying_past_their_restarts_fail_clearly_and_keep_committed_work(
     write_valid_images(folder / "later", 12, seed=25)
     reference = local_vectors(folder)
 
-    faulty = ray_settings(fault_injection="ray.embed:1", ray_worker_restarts=1, ray_workers=1)
-    with pytest.raises(BlipsearchError) as failure:
-        _ray_run(faulty, retrieval, folder)
-    message = str(failure.value)
-    assert message.startswith("The Ray workers failed: an embedding actor died 2 times"), message
-    assert "re-run" in message and "Traceback" not in message and "ray." not in message, message
+    env = {
+        "BLIPSEARCH_DATA_DIR": str(settings.data_dir),
+        "BLIPSEARCH_DATABASE_URL": settings.database_url,
+        "BLIPSEARCH_RETRIEVAL_MODEL": settings.retrieval_model,
+        "BLIPSEARCH_DEVICE": "cpu",
+        "BLIPSEARCH_DTYPE": "float32",
+        "BLIPSEARCH_OFFLINE": "1",
+        "BLIPSEARCH_INDEX_CHUNK_ITEMS": "4",
+        "BLIPSEARCH_FAULT_INJECTION": "ray.embed:1",
+        "BLIPSEARCH_RAY_WORKER_RESTARTS": "1",
+    }
+    ray_args = ("--engine", "ray", "--ray-address", str(settings.ray_address), "--ray-workers", "1")
+    failed = blipsearch("index", str(folder), "--no-progress", *ray_args, env=env)
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert (
+        "error: The Ray workers failed: an embedding actor died 2 times (restarted 1 times); "
+        "committed work is kept, re-run to resume." in " ".join(failed.stderr.split())
+    ), failed.stderr[-2000:]
+    assert "Traceback" not in failed.stderr and "internal error" not in failed.stderr, failed.stderr[-3000:]
     assert_same_vectors(catalog_vectors(settings.database_url), kept)
     _assert_verified(settings)
 
