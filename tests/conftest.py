@@ -259,7 +259,7 @@ def _ray_head_answers(port: int, log: Path) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _stop_process_group(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+def _stop_process_group(process: subprocess.Popen[bytes], grace: float = 3.0) -> None:
     """SIGTERM the group, then SIGKILL what is left: a head drains for up to 30 s on SIGTERM, and its
     raylet, GCS and workers share its group. Never `ray stop`: that stops every cluster on the machine."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):

@@ -1,15 +1,19 @@
 """`--engine ray` on a real local Ray cluster (`ray_cluster`): the same catalog as the local indexer.
 
-Every run joins the session's cluster in this process (`RayEngine` with `ray_address`), reads and
-embeds there, and commits here; each is compared with a local run of the same files and model.
+The runs here read and embed on the session's cluster and commit in this process; each is
+compared with a local run of the same files and model. They share one connection (`ray_job`), so
+that Ray reuses its warm worker processes across runs; the engine's own join (`ray_address`) runs
+in the CLI runs here and in test_indexer_ray_crash.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import ray
 from sqlalchemy import create_engine, text
 from vector_rows import assert_vector_rows_match
 
@@ -30,8 +34,15 @@ _SMALL = {"index_chunk_items": 4, "index_checkpoint_items": 8, "ray_block_items"
 """Several chunks, read tasks and embedding batches (`image_batch_size` 4: batches of 8) per run."""
 
 
+@pytest.fixture(scope="module")
+def ray_job(ray_cluster: str) -> Iterator[None]:
+    ray.init(address=ray_cluster, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
-def ray_settings(indexer_settings, ray_cluster: str) -> Callable[..., Settings]:
+def ray_settings(indexer_settings, ray_cluster: str, ray_job: None) -> Callable[..., Settings]:
     def make(database_url: str | None = None, **changes: object) -> Settings:
         return indexer_settings(database_url, ray_address=ray_cluster, **{**_SMALL, **changes})
 
@@ -230,6 +241,14 @@ def test_should_stop_after_the_first_chunk_cancels_keeps_it_and_marks_nothing_mi
     rest = _ray_run(settings, retrieval, folder)
     assert (rest.embedded, rest.missing) == (10 - report.embedded, 1)
     assert_same_vectors(catalog_vectors(settings.database_url), local_vectors(folder))
+
+
+def test_the_engine_leaves_a_connection_it_did_not_open(
+    tmp_path: Path, ray_settings, retrieval: RetrievalModel
+) -> None:
+    with RayEngine(ray_settings(), retrieval) as engine:
+        assert engine.plan is not None and engine.plan.workers == 1, "two CPUs: one actor"
+    assert ray.is_initialized(), "close() shuts down only what start() began"
 
 
 def test_captions_are_refused_before_any_work(
