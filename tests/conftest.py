@@ -153,10 +153,11 @@ EXTERNAL_POSTGRES_URL = os.environ.get("BLIPSEARCH_TEST_POSTGRES_URL")
 
 @contextmanager
 def _one_server_start_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Serialize PostgreSQL starts across the run's workers.
+    """Serialize server starts (PostgreSQL, Ray heads) across the run's workers.
 
     As root, pgserver creates its `pgserver` system user on first use: two workers starting at once
-    on a fresh machine would both run `useradd`, and the second fails. The lock file lies in the
+    on a fresh machine would both run `useradd`, and the second fails. Two Ray heads starting at
+    once could both be handed a port the other just probed free. The lock file lies in the
     folder that holds every worker's temporary folder (the run's own under pytest-xdist).
     """
     with open(tmp_path_factory.getbasetemp().parent / "blipsearch-pg-start.lock", "w") as lock:
