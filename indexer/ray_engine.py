@@ -295,7 +295,8 @@ class RayEngine:
         log.debug("ray workers failed", exc_info=exc)
         if isinstance(exc, ray.exceptions.RayActorError):
             restarts = self.settings.ray_worker_restarts
-            what = f"an embedding actor died {restarts + 1} times (restarted {restarts} times)"
+            allowed = f"{restarts} restart" + ("" if restarts == 1 else "s")
+            what = f"an embedding actor died {restarts + 1} times (ray_worker_restarts allows {allowed})"
         else:
             what = f"a task failed ({type(exc).__name__})"
         return BlipsearchError(f"The Ray workers failed: {what}; committed work is kept, re-run to resume.")

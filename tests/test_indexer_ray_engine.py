@@ -197,8 +197,8 @@ def test_actors_dying_past_their_restarts_fail_clearly_and_keep_committed_work(
     failed = blipsearch("index", str(folder), "--no-progress", *ray_args, env=env)
     assert failed.returncode == 1, failed.stderr[-2000:]
     assert (
-        "error: The Ray workers failed: an embedding actor died 2 times (restarted 1 times); "
-        "committed work is kept, re-run to resume." in " ".join(failed.stderr.split())
+        "error: The Ray workers failed: an embedding actor died 2 times (ray_worker_restarts allows 1 "
+        "restart); committed work is kept, re-run to resume." in " ".join(failed.stderr.split())
     ), failed.stderr[-2000:]
     assert "Traceback" not in failed.stderr and "internal error" not in failed.stderr, failed.stderr[-3000:]
     assert_same_vectors(catalog_vectors(settings.database_url), kept)
