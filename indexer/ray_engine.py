@@ -10,7 +10,9 @@ chunk, and the local crash rules: a SIGKILLed driver loses at most the chunk it 
 and a re-run finds everything committed unchanged and embeds only the rest.
 
 A worker that dies mid-batch is Ray's to retry: an actor is restarted up to
-`ray_worker_restarts` times and its batch runs again; a read task is retried by Ray Data.
+`ray_worker_restarts` times and its batch runs again; a read task is retried by Ray Data. Past
+that, the run ends with a `BlipsearchError` that says so, not Ray's traceback: what was committed
+stays, and a re-run resumes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from blipsearch.errors import ConfigError
+from blipsearch.errors import BlipsearchError, ConfigError
 from blipsearch.faults import arm, crash_point
 from blipsearch.indexer.inspect import Action, Inspection, InspectPolicy, KnownFile, examine
 from blipsearch.indexer.sources import SourceRecord
@@ -202,7 +204,9 @@ class RayEngine:
             except ConnectionError:
                 raise ConfigError(f"No Ray cluster answers at {address}.") from None
             self._started_here = True
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own progress and summary say it
+        # Our own progress and summary say it; a failure reaches the user as `_workers_failed`'s
+        # sentence, not as Ray Data's tracebacks logged on the way.
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
@@ -274,10 +278,31 @@ class RayEngine:
                 max_restarts=self.settings.ray_worker_restarts,
                 max_task_retries=-1,
             )
-        for batch in dataset.iter_batches(
-            batch_size=self.settings.index_chunk_items, batch_format="numpy", prefetch_batches=1
-        ):
+        batches = iter(
+            dataset.iter_batches(
+                batch_size=self.settings.index_chunk_items, batch_format="numpy", prefetch_batches=1
+            )
+        )
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as exc:
+                raise self._workers_failed(ray, exc) from None
             yield [self._inspection(part, known, batch, row) for row in range(len(batch["index"]))]
+
+    def _workers_failed(self, ray: Any, exc: Exception) -> BlipsearchError:
+        """Ray's message is a traceback from its executor: the user gets a sentence, DEBUG the traceback."""
+        log.warning("ray workers failed", extra={"error": type(exc).__name__})
+        log.debug("ray workers failed", exc_info=exc)
+        if isinstance(exc, ray.exceptions.RayActorError):
+            restarts = self.settings.ray_worker_restarts
+            allowed = f"{restarts} restart" + ("" if restarts == 1 else "s")
+            what = f"an embedding actor died {restarts + 1} times (ray_worker_restarts allows {allowed})"
+        else:
+            what = f"a task failed ({type(exc).__name__})"
+        return BlipsearchError(f"The Ray workers failed: {what}; committed work is kept, re-run to resume.")
 
     def _embed_batch(self) -> int:
         return max(8, self.settings.image_batch_size or 16)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -52,6 +58,8 @@ SLOW_FIRST = (
     "test_cli_index.py",
     "test_cli_search.py",
     "test_testinfra.py",
+    "test_indexer_ray_crash.py",
+    "test_indexer_ray_engine.py",
 )
 """Modules of minutes each (see a run's --durations): started first, so that on two workers they run
 beside the rest instead of after it."""
@@ -145,10 +153,11 @@ EXTERNAL_POSTGRES_URL = os.environ.get("BLIPSEARCH_TEST_POSTGRES_URL")
 
 @contextmanager
 def _one_server_start_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Serialize PostgreSQL starts across the run's workers.
+    """Serialize server starts (PostgreSQL, Ray heads) across the run's workers.
 
     As root, pgserver creates its `pgserver` system user on first use: two workers starting at once
-    on a fresh machine would both run `useradd`, and the second fails. The lock file lies in the
+    on a fresh machine would both run `useradd`, and the second fails. Two Ray heads starting at
+    once could both be handed a port the other just probed free. The lock file lies in the
     folder that holds every worker's temporary folder (the run's own under pytest-xdist).
     """
     with open(tmp_path_factory.getbasetemp().parent / "blipsearch-pg-start.lock", "w") as lock:
@@ -231,6 +240,100 @@ def streaming_standby(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stre
                 pytest.fail(message, pytrace=False)
             pytest.skip(message)
         yield pair
+
+
+RAY_START_SECONDS = 90
+"""A cold head on a loaded two-core machine takes a few seconds; past this something is wrong."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _ray_head_answers(port: int, log: Path) -> bool:
+    if "Ray runtime started" not in log.read_text(errors="replace"):
+        return False
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop_process_group(process: subprocess.Popen[bytes], grace: float = 3.0) -> None:
+    """SIGTERM the group, then SIGKILL what is left: a head drains for up to 30 s on SIGTERM, and its
+    raylet, GCS and workers share its group. Never `ray stop`: that stops every cluster on the machine."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # the head may have exited before its children
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Ray head of this session (per xdist worker): `ray start --head --block` on free ports.
+
+    Its own process group, so that teardown reaches the GCS, raylet and workers it spawned, and
+    its own temporary folder, short because Ray's Unix sockets live under it. Free ports for
+    everything a second head on the machine would otherwise collide on (Redis holds 6379 here).
+    A machine that cannot start it skips; under CI=1 that fails.
+    """
+    temp = Path(tempfile.mkdtemp(prefix="bsray-", dir="/tmp"))
+    log = tmp_path_factory.mktemp("ray-head") / "head.log"
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        f"--dashboard-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={temp}",
+    ]
+    # Token authentication follows ~/.ray/auth_token when that exists; the test cluster is loopback-only.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env = {key: value for key, value in env.items() if not key.startswith("BLIPSEARCH_")}
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        with _one_server_start_at_a_time(tmp_path_factory), open(log, "wb") as output:
+            process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+            deadline = time.monotonic() + RAY_START_SECONDS
+            while not _ray_head_answers(port, log):
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"ray start exited with {process.returncode}: {log.read_text()[-600:]}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no answer within {RAY_START_SECONDS} s: {log.read_text()[-600:]}")
+                time.sleep(0.2)
+    except Exception as exc:
+        if process is not None:
+            _stop_process_group(process)
+        shutil.rmtree(temp, ignore_errors=True)
+        message = f"could not start a local Ray cluster: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop_process_group(process)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture

@@ -12,17 +12,15 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from imagesets import TEST_MAX_PIXELS, write_broken_images, write_valid_images
+from index_runs import kill_mid_run, settled_items
 
 # (fault, whether SQL already holds committed items when it fires, so the re-run must resume).
 # The first two index writes commit the empty indexes of a fresh data directory; writes 3 and 4
@@ -127,56 +125,6 @@ def test_sigkill_inside_a_sql_transaction_on_each_database(
     )
 
 
-def kill_mid_run(
-    root: Path,
-    env: dict[str, str],
-    count: Callable[[], int],
-    settled: int,
-    total: int,
-    rng: random.Random,
-    kill: int,
-) -> int:
-    """Run `blipsearch index` until it has committed more than `settled` items, let it go on for a
-    random moment, freeze it (SIGSTOP), count, and kill it: however fast the machine, the count
-    is exactly what the kill leaves. `count()` reads the committed items; returns that count."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "blipsearch", "index", str(root), "--no-progress"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 240
-    while count() <= settled:
-        assert process.poll() is None, f"kill {kill}: the indexer ended before committing anything new"
-        assert time.monotonic() < deadline, f"kill {kill}: no progress"
-        time.sleep(0.005)
-    time.sleep(rng.uniform(0.0, 0.02))
-    process.send_signal(signal.SIGSTOP)
-    now = count()
-    process.send_signal(signal.SIGKILL)
-    assert process.wait(timeout=60) == -signal.SIGKILL, f"kill {kill}: the indexer had already finished"
-    assert settled < now < total, f"kill {kill}: {settled} -> {now} of {total} items"
-    return now
-
-
-def _settled_items(database: Path) -> int:
-    """Items the indexer has committed so far (0 before its first transaction created the table).
-
-    Plain sqlite3, so a poll costs about a millisecond and the kill follows a commit closely.
-    """
-    try:
-        connection = sqlite3.connect(database, timeout=30)
-    except sqlite3.OperationalError:
-        return 0
-    try:
-        query = "SELECT count(*) FROM items WHERE status IN ('indexed', 'failed')"
-        return int(connection.execute(query).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        connection.close()
-
-
 def test_sigkill_from_outside_at_random_moments(tmp_path: Path, collection, tiny_checkpoints) -> None:
     """Each kill lands in the middle of the work: after this run committed items of its own and
     before the last one, at a random moment within a chunk (start-up alone would test nothing).
@@ -192,9 +140,7 @@ def test_sigkill_from_outside_at_random_moments(tmp_path: Path, collection, tiny
     rng = random.Random(5)
     settled = 0
     for kill in range(3):
-        settled = kill_mid_run(
-            root, env, lambda: _settled_items(database), settled, valid + broken, rng, kill
-        )
+        settled = kill_mid_run(root, env, lambda: settled_items(database), settled, valid + broken, rng, kill)
     rerun = _cli("index", str(root), "--no-progress", "--json", env=env)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert json.loads(rerun.stdout)["unchanged"] >= settled - broken  # what the kills left is kept
