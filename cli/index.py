@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -140,22 +142,30 @@ def index_run(
         from blipsearch.indexer.ray_engine import RayEngine
 
         ray_engine = indexer.engine = RayEngine(settings, indexer.model)
+    # Ray's driver thread prints worker deaths ("(raylet) A worker died ...") on sys.stdout; stdout
+    # carries the summary (or --json) alone, so during the run Ray's chatter goes to stderr.
+    quiet: contextlib.AbstractContextManager[object] = (
+        contextlib.redirect_stdout(sys.stderr) if ray_engine is not None else contextlib.nullcontext()
+    )
     try:
-        report = indexer.run(
-            path,
-            IndexOptions(
-                captions=captions,
-                prune=prune,
-                retry_failed=retry_failed,
-                follow_symlinks=follow_symlinks,
-                include_hidden=include_hidden,
-                refetch_remote=refetch_remote,
-                index_kind=index_kind,
-            ),
-        )
+        with quiet:
+            try:
+                report = indexer.run(
+                    path,
+                    IndexOptions(
+                        captions=captions,
+                        prune=prune,
+                        retry_failed=retry_failed,
+                        follow_symlinks=follow_symlinks,
+                        include_hidden=include_hidden,
+                        refetch_remote=refetch_remote,
+                        index_kind=index_kind,
+                    ),
+                )
+            finally:
+                if ray_engine is not None:
+                    ray_engine.close()
     finally:
-        if ray_engine is not None:
-            ray_engine.close()
         indexer.catalog.close()
     if as_json:
         print_json(report.as_dict())

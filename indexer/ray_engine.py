@@ -1,11 +1,12 @@
 """`blipsearch index --engine ray`: read, decode and embed on a Ray cluster; commit in this process.
 
-The driver (this process) lists the source, looks up what the catalog already knows, and hands
-Ray the records a shard at a time. Read tasks decide exactly as the local indexer does
-(`inspect.examine` on a detached `KnownFile`): unchanged files are not read, unchanged bytes are
-not decoded. An actor pool (one model per actor, fractional CPUs, `num_gpus` on GPU clusters)
-embeds what is left. The results stream back in record order and the driver commits them through
-the same `_Run._write_chunk` as a local run, so the catalog has one writer, one transaction per
+The driver (this process) lists the source, looks up what the catalog already knows, settles
+what it can without reading a byte (a stat matching the catalog, a URL already embedded), and
+hands Ray the rest a shard at a time. Read tasks decide exactly as the local indexer does
+(`inspect.examine` on a detached `KnownFile`): unchanged bytes are not decoded. An actor pool
+(one model per actor, fractional CPUs, `num_gpus` on GPU clusters) embeds what is left. Results
+stream back as workers finish them, and the driver commits them through the same
+`_Run._write_chunk` as a local run, so the catalog has one writer, one transaction per
 chunk, and the local crash rules: a SIGKILLed driver loses at most the chunk it was committing,
 and a re-run finds everything committed unchanged and embeds only the rest.
 
@@ -33,7 +34,14 @@ from PIL import Image
 
 from blipsearch.errors import BlipsearchError, ConfigError
 from blipsearch.faults import arm, crash_point
-from blipsearch.indexer.inspect import Action, Inspection, InspectPolicy, KnownFile, examine
+from blipsearch.indexer.inspect import (
+    Action,
+    Inspection,
+    InspectPolicy,
+    KnownFile,
+    examine,
+    unchanged_without_reading,
+)
 from blipsearch.indexer.sources import SourceRecord
 from blipsearch.models.loading import preprocess_with
 from blipsearch.models.retrieval import RetrievalModel
@@ -127,20 +135,23 @@ def read_batch(batch: dict[str, np.ndarray], policy: InspectPolicy) -> dict[str,
 class EmbedActor:
     """One model per actor, loaded once; embeds the images (and their metadata texts) of a batch.
 
-    The settings travel as a class attribute of a subclass made per run (`embed_actor_for`), not as
-    constructor arguments: Ray keeps those in the object store, where a restart may not find them.
+    The settings come as a constructor argument. A class made per run with the settings as a class
+    attribute looked tidier, but Ray's workers cache a class by its name: a later run in the same
+    Ray job got the first run's settings (model, fault injection) back.
     """
 
-    settings: Settings
-
-    def __init__(self) -> None:
-        settings = self.settings
+    def __init__(self, settings: Settings) -> None:
         arm(settings.fault_injection)
         self.model = RetrievalModel.load(settings.retrieval_model, settings)
         self.side = self.model.image_size
+        self.restarted = bool(_ray().get_runtime_context().was_current_actor_reconstructed)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        crash_point("ray.embed")
+        crash_point("ray.embed")  # every life of the actor: it never gets past its restarts
+        if not self.restarted:
+            # The first life only: the restarted actor finishes. Ray runs several batches on an
+            # actor at once, so "die on the N-th batch" in every life could die before any ended.
+            crash_point("ray.embed_first_life")
         rows = [row for row, blob in enumerate(batch["pixels"]) if len(blob)]
         vectors: list[bytes] = [b""] * len(batch["index"])
         if rows:
@@ -164,10 +175,6 @@ class EmbedActor:
             "vector": vectors,
             "texts": [pickle.dumps({text: embedded_texts[text] for text in row}) for row in texts],
         }
-
-
-def embed_actor_for(settings: Settings) -> type[EmbedActor]:
-    return type("EmbedActor", (EmbedActor,), {"settings": settings})
 
 
 class RayEngine:
@@ -208,7 +215,10 @@ class RayEngine:
         # sentence, not as Ray Data's tracebacks logged on the way.
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True
+        # Results arrive in whatever order the workers finish (`_inspection` finds each record by
+        # its index): with order preserved, Ray Data held every chunk back until the shard's end,
+        # so a driver killed mid-shard had committed nothing.
+        context.execution_options.preserve_order = False
         context.enable_progress_bars = False
         self.plan = WorkerPlan.for_cluster(self.settings, ray.cluster_resources())
         self.startup_seconds = self.clock() - started
@@ -244,10 +254,35 @@ class RayEngine:
         plan = self.plan or self.start()
         remote_policy = replace(policy, preprocess=ImagePreprocess(self.model.image_processor))
         shard = self.settings.ray_shard_items
+        chunk = self.settings.index_chunk_items
         for start in range(0, len(records), shard):
             part = list(records[start : start + shard])
             known = existing([record.source for record in part])
-            yield from self._shard_chunks(part, known, remote_policy, plan)
+            decided, rest = self._decided_here(part, known, policy)
+            for first in range(0, len(decided), chunk):
+                yield decided[first : first + chunk]
+            if rest:
+                yield from self._shard_chunks(rest, known, remote_policy, plan)
+
+    def _decided_here(
+        self, part: list[SourceRecord], known: dict[str, Item], policy: InspectPolicy
+    ) -> tuple[list[Inspection], list[SourceRecord]]:
+        """Records the driver can call unchanged without a byte read, and the rest for the cluster.
+
+        A re-run over an unchanged catalog then starts no task and loads no model. A file the
+        driver cannot stat (not mounted here) simply goes to the cluster, which decides the same way.
+        """
+        decided: list[Inspection] = []
+        rest: list[SourceRecord] = []
+        for record in part:
+            item = known.get(record.source)
+            inspection = unchanged_without_reading(record, KnownFile.of(item), policy)
+            if inspection is None:
+                rest.append(record)
+            else:
+                inspection.existing = item
+                decided.append(inspection)
+        return decided, rest
 
     def _shard_chunks(
         self, part: list[SourceRecord], known: dict[str, Item], policy: InspectPolicy, plan: WorkerPlan
@@ -270,7 +305,8 @@ class RayEngine:
             # Ray 2.60 names extra actor options (restarts) deprecated without a replacement yet.
             warnings.simplefilter("ignore", DeprecationWarning)
             dataset = dataset.map_batches(
-                embed_actor_for(self.settings),
+                EmbedActor,
+                fn_constructor_kwargs={"settings": self.settings},
                 batch_size=self._embed_batch(),
                 compute=ray.data.ActorPoolStrategy(size=plan.workers),
                 num_cpus=plan.cpus_per_worker,

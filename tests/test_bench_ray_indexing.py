@@ -4,12 +4,14 @@ asserted."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import ray_indexing
 from bench.ray_indexing_report import (
     GpuAssumption,
     checkpoint_bytes,
@@ -22,6 +24,9 @@ from bench.report import markdown as suite_markdown
 
 GPU = GpuAssumption("test card", peak_bf16_tflops=100.0, sustained_share=0.5)
 """100 TFLOP/s x 0.5 over 10 GFLOP per image: 5000 images/s per GPU."""
+
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_estimate_is_gpu_bound_until_the_driver_caps_it() -> None:
@@ -92,15 +97,29 @@ def test_paper_estimate_takes_its_inputs_from_the_base_section() -> None:
 
 @pytest.fixture(scope="module")
 def section(tiny_checkpoints, tmp_path_factory) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Run in a process of its own: the bench starts and stops a private Ray cluster, and a Ray
+    connection started and shut down inside this test worker left the worker's later Ray tests
+    (on the session's cluster) with actors cancelled before they ran."""
     work: Path = tmp_path_factory.mktemp("ray-indexing")
-    return ray_indexing.run(
-        {"tiny": tiny_checkpoints.retrieval},
-        work,
-        counts={"tiny": 6},
-        commit_files=70,
-        size=(96, 64),
-        log=lambda _: None,
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from bench import ray_indexing\n"
+        "section = ray_indexing.run({'tiny': Path(sys.argv[1])}, Path(sys.argv[2]), counts={'tiny': 6},"
+        " commit_files=70, size=(96, 64), log=lambda _: None)\n"
+        "Path(sys.argv[3]).write_text(json.dumps(section))\n"
     )
+    out = work / "section.json"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_checkpoints.retrieval), str(work), str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded: dict[str, Any] = json.loads(out.read_text())
+    return loaded
 
 
 def test_both_engines_index_the_same_images(section: dict[str, Any]) -> None:
