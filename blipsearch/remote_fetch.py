@@ -51,7 +51,6 @@ BACKOFF_CAP_SECONDS = 30.0
 
 _HTTP = ("http", "https")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_LOCAL_PROTOCOLS = frozenset({"file", "local"})
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _HOST = re.compile(r"[A-Za-z0-9._-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -61,21 +60,6 @@ _CHUNK_BYTES = 64 * 1024
 _HTTPS_CLIENTS = 8
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _REFUSED = "the host resolves to a private, loopback or link-local address"
-
-
-def is_remote(location: str) -> bool:
-    """Whether a manifest location names a URL rather than a path (so `C:\\x` and `./a:b` are paths)."""
-    match = _SCHEME.match(location.strip())
-    if match is None:
-        return False
-    protocol = match.group(1).lower()
-    if protocol in _HTTP:
-        return True
-    if protocol in _LOCAL_PROTOCOLS:
-        return False
-    import fsspec
-
-    return protocol in fsspec.available_protocols()
 
 
 def canonical_url(text: str, settings: Settings) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,6 +128,18 @@ def inspect(record: SourceRecord, existing: Item | None, policy: InspectPolicy) 
     return inspection
 
 
+def _settled(known: KnownFile, policy: InspectPolicy) -> bool:
+    """Nothing to do for a file that is the one the catalog knows: embedded by this model, or failed
+    and not to be retried."""
+    if known.status == ItemStatus.FAILED.value:
+        return not policy.retry_failed
+    return known.status == ItemStatus.INDEXED.value and _embedded_by(known, policy.fingerprint)
+
+
+def _same_file(known: KnownFile, stat: os.stat_result) -> bool:
+    return known.size_bytes == stat.st_size and known.file_mtime == stat.st_mtime
+
+
 def unchanged_without_reading(
     record: SourceRecord, known: KnownFile | None, policy: InspectPolicy
 ) -> Inspection | None:
@@ -138,39 +151,27 @@ def unchanged_without_reading(
     if known is None or _wants_caption(known, policy):
         return None
     if record.path is None:
-        if policy.refetch_remote:
+        same = not policy.refetch_remote
+    else:
+        try:
+            same = _same_file(known, record.path.stat())
+        except OSError:
             return None
-        if known.status == ItemStatus.FAILED.value and not policy.retry_failed:
-            return Inspection(record, None, Action.UNCHANGED)
-        if known.status == ItemStatus.INDEXED.value and _embedded_by(known, policy.fingerprint):
-            return Inspection(record, None, Action.UNCHANGED)
-        return None
-    try:
-        stat = record.path.stat()
-    except OSError:
-        return None
-    if known.size_bytes != stat.st_size or known.file_mtime != stat.st_mtime:
-        return None
-    if known.status == ItemStatus.INDEXED.value and _embedded_by(known, policy.fingerprint):
-        return Inspection(record, None, Action.UNCHANGED)
-    if known.status == ItemStatus.FAILED.value and not policy.retry_failed:
-        return Inspection(record, None, Action.UNCHANGED)
-    return None
+    return Inspection(record, None, Action.UNCHANGED) if same and _settled(known, policy) else None
 
 
 def examine(record: SourceRecord, known: KnownFile | None, policy: InspectPolicy) -> Inspection:
     """`inspect` on a detached `KnownFile`; the `Inspection` it returns has no `existing` item."""
-    quick = unchanged_without_reading(record, known, policy)
-    if quick is not None:
-        return quick
     if record.path is None:
-        return _examine_remote(record, known, policy)
+        return unchanged_without_reading(record, known, policy) or _examine_remote(record, known, policy)
     try:
         stat = record.path.stat()
     except OSError as exc:
         reason = "not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
         return Inspection(record, None, Action.FAILED, error=f"{record.name}: {reason}.")
     needs_caption = _wants_caption(known, policy)
+    if known is not None and not needs_caption and _same_file(known, stat) and _settled(known, policy):
+        return Inspection(record, None, Action.UNCHANGED)
     try:
         data = read_image_file(record.path, max_bytes=policy.max_bytes)
     except InvalidInputError as exc:

@@ -122,11 +122,8 @@ def read_batch(batch: dict[str, np.ndarray], policy: InspectPolicy) -> dict[str,
         out["action"].append(inspection.action.value)
         out["facts"].append(pickle.dumps(inspection.facts))
         out["error"].append(inspection.error or "")
-        out["pixels"].append(
-            inspection.pixels.numpy().astype(np.float32).tobytes()
-            if embed and inspection.pixels is not None
-            else b""
-        )
+        pixels = inspection.pixels if embed else None
+        out["pixels"].append(pixels.numpy().astype(np.float32).tobytes() if pixels is not None else b"")
         texts = [text for _, _, text in own_texts(record.metadata, None)] if embed else []
         out["texts"].append(pickle.dumps(texts))
     return out
@@ -266,35 +263,37 @@ class RayEngine:
 
     def _decided_here(
         self, part: list[SourceRecord], known: dict[str, Item], policy: InspectPolicy
-    ) -> tuple[list[Inspection], list[SourceRecord]]:
+    ) -> tuple[list[Inspection], list[tuple[SourceRecord, KnownFile | None]]]:
         """Records the driver can call unchanged without a byte read, and the rest for the cluster.
 
         A re-run over an unchanged catalog then starts no task and loads no model. A file the
         driver cannot stat (not mounted here) simply goes to the cluster, which decides the same way.
         """
         decided: list[Inspection] = []
-        rest: list[SourceRecord] = []
+        rest: list[tuple[SourceRecord, KnownFile | None]] = []
         for record in part:
             item = known.get(record.source)
-            inspection = unchanged_without_reading(record, KnownFile.of(item), policy)
+            facts = KnownFile.of(item)
+            inspection = unchanged_without_reading(record, facts, policy)
             if inspection is None:
-                rest.append(record)
+                rest.append((record, facts))
             else:
                 inspection.existing = item
                 decided.append(inspection)
         return decided, rest
 
     def _shard_chunks(
-        self, part: list[SourceRecord], known: dict[str, Item], policy: InspectPolicy, plan: WorkerPlan
+        self,
+        rest: list[tuple[SourceRecord, KnownFile | None]],
+        known: dict[str, Item],
+        policy: InspectPolicy,
+        plan: WorkerPlan,
     ) -> Iterator[list[Inspection]]:
         ray = _ray()
+        part = [record for record, _ in rest]
         rows = [
-            {
-                "index": index,
-                "record": pickle.dumps(record),
-                "known": pickle.dumps(KnownFile.of(known.get(record.source))),
-            }
-            for index, record in enumerate(part)
+            {"index": index, "record": pickle.dumps(record), "known": pickle.dumps(facts)}
+            for index, (record, facts) in enumerate(rest)
         ]
         blocks = max(1, math.ceil(len(rows) / self.settings.ray_block_items))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks)

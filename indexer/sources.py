@@ -61,10 +61,6 @@ class SourceRecord:
     line: int | None = None
 
     @property
-    def url(self) -> str | None:
-        return self.source if self.path is None else None
-
-    @property
     def name(self) -> str:
         """What messages call the image: the file name, or the URL's last path segment."""
         if self.path is not None:

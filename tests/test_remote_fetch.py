@@ -27,7 +27,6 @@ from blipsearch.remote_fetch import (
     RemoteFetcher,
     canonical_url,
     follow_redirect,
-    is_remote,
 )
 from blipsearch.settings import Settings, load_settings
 
@@ -615,28 +614,6 @@ def test_canonical_url_refusals(tmp_path: Path, text: str, reason: str) -> None:
     with pytest.raises(InvalidInputError, match=reason) as caught:
         canonical_url(text, settings_for(tmp_path))
     assert "secret" not in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("location", "remote"),
-    [
-        ("http://example.com/a.png", True),
-        ("HTTPS://example.com/a.png", True),
-        ("s3://bucket/a.png", True),
-        ("memory://x/a.png", True),
-        ("gs://bucket/a.png", True),
-        ("file:///srv/a.png", False),
-        ("local:///srv/a.png", False),
-        ("/srv/photos/a.png", False),
-        ("photos/a.png", False),
-        ("C:\\photos\\a.png", False),
-        ("./a:b", False),
-        ("a:b/c.png", False),
-        ("nosuchproto://x/y", False),
-    ],
-)
-def test_is_remote(location: str, remote: bool) -> None:
-    assert is_remote(location) is remote
 
 
 # --- fsspec ----------------------------------------------------------------------------------------

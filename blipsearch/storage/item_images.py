@@ -66,8 +66,7 @@ class ItemImages:
         self.store = store or open_image_store(settings)
         self.legacy = None if settings.image_store is None else LocalImageStore(default_folder(settings))
         self.roots = IngestRoots(settings.ingest_roots)
-        self.settings = settings
-        self._fetch: FetchOnDemand | None = None
+        self.fetch = FetchOnDemand(settings)
 
     def read(self, item: Item, *, max_bytes: int, name: str | None = None) -> bytes:
         """The whole file, within `max_bytes`: FileNotFoundError if gone, InvalidInputError if refused."""
@@ -80,9 +79,7 @@ class ItemImages:
 
     def _fetched(self, item: Item, max_bytes: int) -> bytes:
         """Fetched again (the guard's hosts, limits and retries), and only if still the bytes indexed."""
-        if self._fetch is None:
-            self._fetch = FetchOnDemand(self.settings)
-        data = self._fetch(item.source, max_bytes)
+        data = self.fetch(item.source, max_bytes)
         if item.content_hash and hashlib.sha256(data).hexdigest() != item.content_hash:
             raise InvalidInputError(f"The image at the URL of item {item.id} is no longer the one indexed.")
         return data
