@@ -60,7 +60,7 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
         state = AppState(
             settings=settings,
             service=engine,
-            gate=InferenceGate(settings.inference_workers, settings.inference_queue),
+            gate=InferenceGate(settings.inference_workers or 1, settings.inference_queue),
             vqa=vqa,
             started=time.time(),
         )

@@ -480,9 +480,57 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `blipsearch serve` listens on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port `blipsearch serve` listens on.")
     max_query_chars: int = Field(default=1000, ge=1, le=100_000, description="Longest text query accepted.")
-    inference_workers: int = Field(default=1, ge=1, le=64, description="Requests running the models at once.")
+    inference_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description=(
+            "Requests in progress at once (each in its own thread). Unset: 16 with batching (their "
+            "model work shares forwards), 1 without (each forward would take the whole CPU)."
+        ),
+    )
     inference_queue: int = Field(
         default=16, ge=0, le=10_000, description="Requests waiting for a model slot before 503 Overloaded."
+    )
+    batching: bool = Field(
+        default=True,
+        description=(
+            "Dynamic batching: concurrent requests' text encodes, ITM candidates, query images and "
+            "captions run in shared forwards. Off: each request runs its own (the baseline)."
+        ),
+    )
+    batch_window_ms: float | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description=(
+            "How long a forward waits for more requests to join it once one is waiting. Unset: 2 ms "
+            "on CPU, 5 ms on CUDA/MPS."
+        ),
+    )
+    batch_max_texts: int = Field(default=32, ge=1, le=4096, description="Most query texts per batched encode.")
+    batch_max_itm_pairs: int = Field(
+        default=64, ge=1, le=4096, description="Most (query, candidate) pairs per batched ITM forward."
+    )
+    batch_max_images: int = Field(default=8, ge=1, le=1024, description="Most query images per batched embed.")
+    rerank_shed_from: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Admission load (requests admitted / workers + queue) above which re-ranking depth is shed, "
+            "linearly to none at a full queue, before any request is refused with 503; the page says "
+            "rerank_shed. 1 never sheds depth."
+        ),
+    )
+    request_deadline_ms: float = Field(
+        default=30_000,
+        gt=0,
+        le=3_600_000,
+        description=(
+            "A request still waiting for model work this long after it arrived is answered 503 "
+            "(deadline_exceeded) and its work is dropped."
+        ),
     )
     job_lease_seconds: float = Field(
         default=60.0,
