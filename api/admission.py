@@ -26,6 +26,7 @@ import anyio
 from starlette.requests import Request
 
 from blipsearch.api.errors import ApiError
+from blipsearch.api.metrics import Metrics
 from blipsearch.errors import RequestCancelledError, RequestExpiredError
 from blipsearch.search.batching import Ticket, holding
 from blipsearch.settings import Settings
@@ -56,7 +57,9 @@ class InferenceGate:
         shed_from: float = 1.0,
         deadline_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.limiter = anyio.CapacityLimiter(workers)
         self.capacity = workers + queue
         self.shed_from = shed_from
@@ -72,10 +75,16 @@ class InferenceGate:
         with self._lock:
             if self.admitted >= self.capacity:
                 self.refused += 1
+                if self.metrics is not None:
+                    self.metrics.refused.inc()
                 raise ApiError(503, "overloaded", "The server is busy; retry in a moment.")
             self.admitted += 1
             scale = rerank_scale(self.admitted / self.capacity, self.shed_from)
             self.shed += scale < 1.0
+            if self.metrics is not None:
+                self.metrics.in_progress.set(self.admitted)
+                if scale < 1.0:
+                    self.metrics.shed.inc()
         deadline = self.clock() + self.deadline_seconds if self.deadline_seconds is not None else None
         return Ticket(deadline=deadline, rerank_scale=scale, clock=self.clock)
 
@@ -122,12 +131,14 @@ class InferenceGate:
             ticket.cancel()  # whatever of it still waits in a batcher is dropped
             with self._lock:
                 self.admitted -= 1
+                if self.metrics is not None:
+                    self.metrics.in_progress.set(self.admitted)
         if not results:  # the client went away: nobody reads this answer
             raise ApiError(503, "cancelled", "The request was cancelled.")
         return results[0]
 
 
-def gate_for(settings: Settings) -> InferenceGate:
+def gate_for(settings: Settings, metrics: Metrics | None = None) -> InferenceGate:
     """With batching, many requests may be in progress (their forwards are shared, one at a time),
     so that with the default queue re-ranking is shed only past 32 requests and 503s begin past 64;
     without, each would run its own forward on the whole CPU, so one at a time."""
@@ -137,6 +148,7 @@ def gate_for(settings: Settings) -> InferenceGate:
         settings.inference_queue,
         shed_from=settings.rerank_shed_from if settings.rerank else 1.0,
         deadline_seconds=settings.request_deadline_ms / 1000.0,
+        metrics=metrics,
     )
 
 

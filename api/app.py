@@ -61,11 +61,12 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
         state = AppState(
             settings=settings,
             service=engine,
-            gate=gate_for(settings),
+            gate=gate_for(settings, metrics),
             vqa=vqa,
             started=time.time(),
         )
         state.extras["metrics"] = metrics
+        engine.work.observe(lambda kind, size: metrics.batch_items.labels(kind).observe(size))
         upkeep = ServerUpkeep(settings, engine).start()
         state.jobs = _start_jobs(settings, engine)
         app.state.blip = state

@@ -134,6 +134,8 @@ class MicroBatcher(Generic[In, Out]):
         """Batched calls made (for tests and metrics)."""
         self.batch_sizes: deque[int] = deque(maxlen=1024)
         """Items per recent call."""
+        self.observer: Callable[[str, int], None] | None = None
+        """Told (kind, items) after every call."""
         self._queue: deque[_Waiting[In, Out]] = deque()
         self._arrived: dict[int, float] = {}
         self._condition = threading.Condition()
@@ -228,6 +230,8 @@ class MicroBatcher(Generic[In, Out]):
                 results = list(self.run(items))
             self.calls += 1
             self.batch_sizes.append(len(items))
+            if self.observer is not None:
+                self.observer(self.name, len(items))
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].error = exc

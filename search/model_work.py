@@ -84,6 +84,12 @@ class ModelWork:
         )
         self.captions: Runner[Image.Image, str] = make("captions", self._caption, settings.batch_max_images)
 
+    def observe(self, observer: Callable[[str, int], None]) -> None:
+        """Tell `observer(kind, items)` the size of every batched forward (the API's /metrics)."""
+        for runner in (self.texts, self.itm, self.images, self.captions):
+            if isinstance(runner, MicroBatcher):
+                runner.observer = observer
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """ITC vectors [N, D] of query texts (already validated)."""
         rows = self.texts(list(texts))
