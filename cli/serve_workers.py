@@ -216,6 +216,8 @@ class _Slot:
     process: SpawnProcess | None = None
     ready: Any = None
     started_at: float = 0.0
+    announced: bool = False
+    """This life's readiness was logged."""
     ever_ready: bool = False
     quick_deaths: int = 0
     restart_at: float | None = None
@@ -260,7 +262,7 @@ class Supervisor:
             target=worker_main, args=(spec,), name=f"blipsearch-worker-{slot.index}", daemon=False
         )
         process.start()
-        slot.process, slot.started_at, slot.restart_at = process, self.clock(), None
+        slot.process, slot.started_at, slot.restart_at, slot.announced = process, self.clock(), None, False
         log.info("worker started", extra={"worker": slot.index, "pid": process.pid})
 
     def _watch(self) -> int:
@@ -270,8 +272,8 @@ class Supervisor:
             now = self.clock()
             for slot in self.slots:
                 process = slot.process
-                if process is not None and not slot.ever_ready and slot.ready.is_set():
-                    slot.ever_ready = True
+                if process is not None and not slot.announced and slot.ready.is_set():
+                    slot.ever_ready = slot.announced = True
                     log.info("worker ready", extra={"worker": slot.index, "pid": process.pid})
                 if process is not None and process.exitcode is not None and self.stop_signal is None:
                     failed = self._died(slot, process, now)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import multiprocessing
 import os
 import signal
@@ -44,6 +45,8 @@ from imagesets import TEST_MAX_PIXELS, noise_png
 KEY = "workers-key"
 AUTH = {"X-API-Key": KEY}
 CATEGORY = "workers-test"
+JOB_SEEDS = (500, 501, 502)
+"""Images of the folder an ingest job indexes."""
 DEADLINE = 240.0
 """Seconds any wait may take: two workers import torch and load a model each on a loaded 2-core machine."""
 
@@ -89,7 +92,12 @@ def _start(tmp_path: Path, model: Path, *extra: str) -> Server:
         BLIPSEARCH_API_CHECKPOINT_CHANGES="3",
         BLIPSEARCH_API_CHECKPOINT_SECONDS="1",
         BLIPSEARCH_LOG_FORMAT="json",
+        BLIPSEARCH_INGEST_ROOTS=json.dumps([str(tmp_path / "photos")]),
     )
+    photos = tmp_path / "photos"
+    photos.mkdir(exist_ok=True)
+    for seed in JOB_SEEDS:
+        (photos / f"{seed}.png").write_bytes(noise_png(seed))
     log = tmp_path / "server.log"
     with open(log, "ab") as output:  # a file, not a pipe: a full pipe would stall the server
         process = subprocess.Popen(
@@ -216,6 +224,7 @@ def _committed_change(data_dir: Path) -> int:
     return manifest.last_change_id if manifest is not None else 0
 
 
+@pytest.mark.timeout(1200)
 def test_two_workers_answer_consistently_while_items_come_and_go(server: Server) -> None:
     pids = _on_each_worker(server, lambda client: None)
     assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
@@ -263,6 +272,25 @@ def test_two_workers_answer_consistently_while_items_come_and_go(server: Server)
         assert time.monotonic() < deadline, f"no generation covers change {last_write}\n{server.tail()}"
         time.sleep(0.2)
 
+    # a job requested through worker 1 (which runs none) is run by worker 0, seen by both
+    with _pinned(server, 1) as writer:
+        job = writer.post("/v1/jobs", json={"path": str(server.data_dir.parent / "photos")})
+        assert job.status_code == 202, job.text
+        deadline = time.monotonic() + DEADLINE
+        while (status := writer.get(f"/v1/jobs/{job.json()['id']}").json())["status"] != "succeeded":
+            assert status["status"] in ("queued", "running"), status
+            assert time.monotonic() < deadline, f"the job never ran: {status}\n{server.tail()}"
+            time.sleep(0.2)
+
+    def finds_the_folder(client: httpx.Client) -> None:
+        for seed in JOB_SEEDS:
+            top = client.post(
+                "/v1/search/image", params={"k": 1}, files={"file": ("q.png", noise_png(seed), "image/png")}
+            ).json()["hits"][0]
+            assert top["item_id"] not in live and top["itc_score"] > 0.99, (seed, top)
+
+    _on_each_worker(server, finds_the_folder)
+
 
 def _wait_for_new_pid(server: Server, index: int, old_pid: int) -> dict[str, Any]:
     deadline = time.monotonic() + DEADLINE
@@ -286,6 +314,7 @@ def _gone(pid: int) -> bool:
     return status.exists() and "zombie" in status.read_text()
 
 
+@pytest.mark.timeout(1200)  # three worker starts, each importing torch, on a loaded 2-core machine
 def test_killed_workers_come_back_and_sigterm_stops_all(server: Server) -> None:
     pids = _on_each_worker(server, lambda client: None)
 
