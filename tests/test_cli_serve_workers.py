@@ -10,6 +10,7 @@ Nothing here is timed: every wait polls against a generous deadline.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import json
@@ -19,10 +20,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +76,15 @@ class Server:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def _start(tmp_path: Path, model: Path, *extra: str) -> Server:
+def _start(tmp_path: Path, model: Path, *extra: str, database_url: str | None = None) -> Server:
+    """FAISS indexes on either catalog: what each worker holds in memory and must keep current."""
     data_dir = tmp_path / "data"
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("BLIPSEARCH_")}
     env.update(
         BLIPSEARCH_DATA_DIR=str(data_dir),
-        BLIPSEARCH_DATABASE_URL=f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+        BLIPSEARCH_DATABASE_URL=database_url or f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+        BLIPSEARCH_VECTOR_STORE="faiss",
         BLIPSEARCH_RETRIEVAL_MODEL=str(model),
         BLIPSEARCH_DEVICE="cpu",
         BLIPSEARCH_DTYPE="float32",
@@ -172,6 +176,58 @@ def server(tmp_path: Path, tiny_checkpoints: Any) -> Iterator[Server]:
         _stop(started)
 
 
+@pytest.fixture
+def server_on_each_database(tmp_path: Path, tiny_checkpoints: Any, database_url: str) -> Iterator[Server]:
+    started = _start(tmp_path, tiny_checkpoints.retrieval, database_url=database_url)
+    try:
+        yield started
+    finally:
+        _stop(started)
+
+
+@dataclass
+class Ledger:
+    """What the writers were told, by image seed (SQLite hands a deleted highest id to the next
+    item, so an id alone does not name an upload); a write still unanswered may go either way."""
+
+    live: dict[int, int] = field(default_factory=dict)
+    """seed -> item id of every acknowledged upload not being deleted"""
+    deleted: set[int] = field(default_factory=set)
+    """seeds of every acknowledged delete"""
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _writes(server: Server, ledger: Ledger, seeds: range) -> None:
+    """Uploads, and every third write a delete of one of this writer's uploads, each on a fresh
+    connection (so through either worker)."""
+    mine: list[int] = []
+    for step, seed in enumerate(seeds):
+        with server.client() as client:
+            if step % 3 == 2 and mine:
+                victim = mine.pop(0)
+                with ledger.lock:
+                    item_id = ledger.live.pop(victim)  # in flight: no longer asserted either way
+                answer = client.delete(f"/v1/items/{item_id}")
+                if answer.status_code != 204:
+                    ledger.errors.append(f"delete {item_id}: {answer.status_code} {answer.text[:200]}")
+                    return
+                with ledger.lock:
+                    ledger.deleted.add(victim)
+                continue
+            answer = client.post(
+                "/v1/items",
+                files={"file": (f"{seed}.png", noise_png(seed), "image/png")},
+                data={"category": CATEGORY, "title": f"noise {seed}"},
+            )
+            if answer.status_code != 201:
+                ledger.errors.append(f"upload {seed}: {answer.status_code} {answer.text[:200]}")
+                return
+            mine.append(seed)
+            with ledger.lock:
+                ledger.live[seed] = int(answer.json()["item_id"])
+
+
 def _upload(client: httpx.Client, seed: int) -> int:
     answer = client.post(
         "/v1/items",
@@ -190,6 +246,16 @@ def _category_by_vectors(client: httpx.Client) -> list[int]:
     )
     assert answer.status_code == 200, answer.text
     return sorted(hit["item_id"] for hit in answer.json()["hits"])
+
+
+def _category_seeds(client: httpx.Client) -> set[int]:
+    """The images of the category the vector index returns, named by their seed (in the title)."""
+    answer = client.get(
+        "/v1/search",
+        params={"q": "noise", "mode": "vector", "filter": f"category={CATEGORY}", "k": 100},
+    )
+    assert answer.status_code == 200, answer.text
+    return {int(hit["title"].split()[-1]) for hit in answer.json()["hits"]}
 
 
 def _category_by_browse(client: httpx.Client) -> list[int]:
@@ -225,7 +291,8 @@ def _committed_change(data_dir: Path) -> int:
 
 
 @pytest.mark.timeout(1200)
-def test_two_workers_answer_consistently_while_items_come_and_go(server: Server) -> None:
+def test_two_workers_answer_consistently_while_items_come_and_go(server_on_each_database: Server) -> None:
+    server = server_on_each_database
     pids = _on_each_worker(server, lambda client: None)
     assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
     roles = {}
@@ -248,19 +315,54 @@ def test_two_workers_answer_consistently_while_items_come_and_go(server: Server)
                 deleted[victim] = live.pop(victim)
         _on_each_worker(server, functools.partial(_agrees, dict(live), dict(deleted)))
 
+    # two writers at once, through both workers, while both answer searches
+    ledger = Ledger(live={seed: item_id for item_id, seed in live.items()}, deleted=set(deleted.values()))
+    writers = [
+        threading.Thread(target=_writes, args=(server, ledger, range(first, first + 12)))
+        for first in (300, 400)
+    ]
+    for writer in writers:
+        writer.start()
+    answered: collections.Counter[int] = collections.Counter()
+    deadline = time.monotonic() + DEADLINE
+    while any(writer.is_alive() for writer in writers) or min(answered[0], answered[1]) < 3:
+        assert time.monotonic() < deadline, f"searches answered by {answered}\n{server.tail()}"
+        with ledger.lock:  # acknowledged before the search is sent: it must reflect them
+            live_before, must_not_find = set(ledger.live), set(ledger.deleted)
+        with server.client() as client:
+            before = _worker(client)
+            found = _category_seeds(client)
+            after = _worker(client)
+        with ledger.lock:  # an upload whose delete began meanwhile may be gone
+            must_find = live_before & set(ledger.live)
+        assert must_find <= found, f"acknowledged uploads missing: {sorted(must_find - found)}"
+        assert not must_not_find & found, f"deleted images returned: {sorted(must_not_find & found)}"
+        if before is not None and before == after:
+            answered[before["index"]] += 1
+    for writer in writers:
+        writer.join()
+    assert not ledger.errors, ledger.errors
+    live = {item_id: seed for seed, item_id in ledger.live.items()}
+    _on_each_worker(server, functools.partial(_agrees, dict(live), {}))
+
+    def finds_every_seed(client: httpx.Client) -> None:
+        assert _category_seeds(client) == set(ledger.live)
+
+    _on_each_worker(server, finds_every_seed)
+
     # the same query, the same answer, whichever worker runs it (re-ranked: both use one depth)
     answers: dict[int, list[tuple[int, float]]] = {}
     depths: dict[int, Any] = {}
 
     def ask(client: httpx.Client) -> None:
         index = client.get("/readyz").json()["worker"]["index"]
-        page = client.get("/v1/search", params={"q": "noise image", "k": 10})
+        page = client.get("/v1/search", params={"q": "noise image", "k": 50})
         assert page.status_code == 200, page.text
         answers[index] = [(hit["item_id"], round(hit["score"], 4)) for hit in page.json()["hits"]]
         depths[index] = client.get("/readyz").json()["rerank_depth"]
 
     _on_each_worker(server, ask)
-    assert answers[0] == answers[1] and len(answers[0]) == len(live)
+    assert answers[0] == answers[1] and sorted(item_id for item_id, _ in answers[0]) == sorted(live)
     assert depths[0] == depths[1] is not None
 
     # worker 0 commits a generation covering writes made through worker 1
