@@ -204,15 +204,18 @@ def load_catalog(model: RetrievalModel, limit: int | None, itm_queries: int) -> 
     return Catalog(pixels, queries, list(range(0, len(names), step))[:itm_queries])
 
 
-def vectors(runner: Runner, catalog: Catalog, image_batch: int) -> tuple[np.ndarray, np.ndarray]:
+def vectors(
+    runner: Runner, catalog: Catalog, image_batch: int, keep_tokens: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Every query's and image's vector; with `keep_tokens`, the vision tokens too (float16)."""
     texts = np.concatenate([runner.text(ids, mask) for ids, mask in catalog.queries])
-    images = np.concatenate(
-        [
-            runner.vision(catalog.pixels[s : s + image_batch])[0]
-            for s in range(0, len(catalog.pixels), image_batch)
-        ]
-    )
-    return texts, images
+    images, tokens = [], []
+    for start in range(0, len(catalog.pixels), image_batch):
+        found, states = runner.vision(catalog.pixels[start : start + image_batch])
+        images.append(found)
+        if keep_tokens:
+            tokens += list(states.astype(np.float16))
+    return texts, np.concatenate(images), tokens
 
 
 @dataclass
@@ -227,7 +230,7 @@ class Reference:
 
 
 def reference(runner: Runner, catalog: Catalog, image_batch: int) -> Reference:
-    texts, images = vectors(runner, catalog, image_batch)
+    texts, images, states = vectors(runner, catalog, image_batch, keep_tokens=True)
     top10 = _top(texts @ images.T)
     rows = np.concatenate([np.arange(len(ids)) for ids, _ in catalog.queries])
     batches = np.concatenate([np.full(len(ids), n) for n, (ids, _) in enumerate(catalog.queries)])
@@ -237,7 +240,7 @@ def reference(runner: Runner, catalog: Catalog, image_batch: int) -> Reference:
         row = rows[query]
         length = int(mask[row].sum())
         one_ids, one_mask = ids[row : row + 1, :length], mask[row : row + 1, :length]
-        tokens = runner.vision(catalog.pixels[top10[query]])[1]
+        tokens = np.stack([states[image] for image in top10[query]]).astype(np.float32)
         count = len(tokens)
         pair = (np.repeat(one_ids, count, 0), np.repeat(one_mask, count, 0), tokens)
         itm.append((*pair, runner.itm(*pair)))
@@ -247,7 +250,7 @@ def reference(runner: Runner, catalog: Catalog, image_batch: int) -> Reference:
 def agreement(runner: Runner, ref: Reference, catalog: Catalog, image_batch: int) -> dict[str, float]:
     """Top-10 overlap with fp32 using this runtime's text vectors, image vectors, and both; the
     ITM re-ranked order of fp32's top 10 (share of positions holding fp32's candidate)."""
-    texts, images = vectors(runner, catalog, image_batch)
+    texts, images, _ = vectors(runner, catalog, image_batch)
     positions, worst = [], 0.0
     for ids, mask, tokens, expected in ref.itm:
         scores = runner.itm(ids, mask, tokens)
