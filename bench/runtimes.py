@@ -279,9 +279,27 @@ def torch_models(directory: Path) -> dict[str, RetrievalModel]:
     }
 
 
-def subject(
-    title: str, directory: Path, work: Path, quick: bool, catalog_limit: int | None
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Counts:
+    """How much to measure: catalog images (None: all), ITM queries, timing rounds, batch-1 calls a
+    round. BLIP-base gets fewer, since one of its images costs what a few hundred of the demo's do
+    (ViT-B/16 at 384 px on a 2-core CPU: about a second in fp32)."""
+
+    catalog: int | None
+    itm_queries: int
+    rounds: int
+    per_round: int
+
+
+COUNTS = {
+    ("demo", False): Counts(None, 20, 4, 5),
+    ("demo", True): Counts(200, 10, 2, 3),
+    ("blip-base", False): Counts(24, 5, 2, 3),
+    ("blip-base", True): Counts(8, 2, 1, 2),
+}
+
+
+def subject(title: str, directory: Path, work: Path, counts: Counts) -> dict[str, Any]:
     threads = torch.get_num_threads()
     models = torch_models(directory)
     fp32 = models["torch fp32"]
@@ -297,7 +315,7 @@ def subject(
     query = text_of_length_for(fp32, 8)
     inputs = make_inputs(fp32, query)
     image_batch = BATCH["vision"]
-    catalog = load_catalog(fp32, catalog_limit, 10 if quick else 40)
+    catalog = load_catalog(fp32, counts.catalog, counts.itm_queries)
     makers: dict[str, Callable[[], Runner]] = {
         name: (lambda n=name: torch_runner(n, models[n])) for name in models
     }
@@ -310,7 +328,7 @@ def subject(
     ref = reference(runners["torch fp32"], catalog, image_batch)
     agreements = {name: agreement(runner, ref, catalog, image_batch) for name, runner in runners.items()}
     log.info("runtimes, %s, agreement: %s", title, agreements)
-    speeds = speed(runners, inputs, 3 if quick else 6, 4 if quick else 6)
+    speeds = speed(runners, inputs, counts.rounds, counts.per_round)
     rows = {name: {"speed": speeds[name], "agreement": agreements[name]} for name in runners}
     del runners
     gc.collect()
@@ -351,7 +369,10 @@ def decide(rows: dict[str, Any], defaults: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def run(quick: bool, work: Path, models: list[str]) -> dict[str, Any]:
+def run(
+    quick: bool, work: Path, models: list[str], save: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Both subjects in turn; `save` gets the report after each (a long run keeps what it has)."""
     import onnx
     import onnxruntime
     import openvino
@@ -371,19 +392,20 @@ def run(quick: bool, work: Path, models: list[str]) -> dict[str, Any]:
         "subjects": {},
     }
     subjects = {
-        "demo": ("shipped demo model", lambda: DEMO_MODEL, None if not quick else 200),
+        "demo": ("shipped demo model", lambda: DEMO_MODEL),
         "blip-base": (
             "BLIP-base architecture, random weights",
             lambda: base_size_checkpoint(work / "blip-base-random-bert-vocab"),
-            32 if quick else 64,
         ),
     }
     for key in models:
-        title, directory, limit = subjects[key]
+        title, directory = subjects[key]
         load = os.getloadavg()[0]
-        report["subjects"][key] = subject(title, directory(), work / f"onnx-{key}", quick, limit)
+        report["subjects"][key] = subject(title, directory(), work / f"onnx-{key}", COUNTS[key, quick])
         report["subjects"][key]["load_average_1min"] = [round(load, 2), round(os.getloadavg()[0], 2)]
         shutil.rmtree(work / f"onnx-{key}", ignore_errors=True)
+        if save is not None:
+            save(report)
     return report
 
 
@@ -402,15 +424,19 @@ def main() -> None:
     log.setLevel(logging.INFO)
     work = args.work or Path(tempfile.mkdtemp(prefix="blipsearch-bench-runtimes-"))
     started = time.time()
-    report = run(args.quick, work, args.models)
+    stem = f"runtimes-{machine_slug(machine())}-{time.strftime('%Y-%m-%d')}" + (
+        "-quick" if args.quick else ""
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / f"{stem}.partial.json"
+    report = run(
+        args.quick, work, args.models, lambda so_far: partial.write_text(json.dumps(so_far, indent=2))
+    )
+    partial.unlink(missing_ok=True)
     report["seconds"] = round(time.time() - started, 1)
     report["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     from bench.runtimes_report import markdown
 
-    stem = f"runtimes-{machine_slug(report['machine'])}-{time.strftime('%Y-%m-%d')}" + (
-        "-quick" if args.quick else ""
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(report))
     print(f"wrote {args.out / stem}.json and .md")
