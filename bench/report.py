@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.ray_indexing_report import section_lines
+from bench.runtimes_report import section_lines as runtime_lines
 from bench.vector_stores_report import paper_estimate, table
 
 
@@ -249,6 +250,9 @@ def markdown(report: dict[str, Any]) -> str:
     ray = report.get("ray_indexing")
     if ray:
         out += ["", "## Ray indexing", "", *section_lines(ray, heading="###")]
+    runtimes = report.get("runtimes")
+    if runtimes:
+        out += ["", "## CPU inference runtimes", "", *runtime_lines(runtimes, heading="###")]
     stores = report.get("vector_stores")
     if stores:
         out += [

@@ -6,7 +6,8 @@ image embedding (tensors; files to index rows), text-query encoding, ITM re-rank
 search at 100k and 1M vectors, the vector stores (FAISS flat and HNSW against pgvector through
 `PgvectorStore`, 1M vectors: `bench/vector_stores.py`), end-to-end text search through the
 service and over HTTP, and `index --engine ray` on a local Ray cluster against the local indexer
-on the same images, with a paper estimate of a GPU cluster for 10M images (`bench/ray_indexing.py`).
+on the same images, with a paper estimate of a GPU cluster for 10M images (`bench/ray_indexing.py`),
+and on the CPU BLIP's graphs exported to ONNX Runtime and OpenVINO against torch (`bench/runtimes.py`).
 Every figure stands beside its baseline from the same run (stock transformers, the naive loop)
 as a ratio, and beside the machine's measured fp32 GEMM throughput as a percentage. Writes
 bench/results/<machine>-<date>.json and .md; `--update-readme` copies the summary into README.md.
@@ -29,7 +30,7 @@ from typing import Any
 
 import torch
 
-from bench import model_bench, ray_indexing, system_bench, vector_stores
+from bench import model_bench, ray_indexing, runtimes, system_bench, vector_stores
 from bench.common import RESULTS, machine, machine_slug
 from bench.subjects import DEMO_MODEL, base_size_checkpoint, default_variant, demo_pairs, load_subject
 from bench.timing import gemm_gflops, int8_gemm_gflops
@@ -120,6 +121,9 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dic
             log=log.info,
         )
         save(report)
+    if device.type == "cpu" and not args.skip_runtimes:
+        report["runtimes"] = runtimes.run(quick, work / "runtimes", args.models)
+        save(report)
     if not args.skip_vectors:
         sizes = [100_000] if quick else [100_000, 1_000_000]
         report["vector_search"] = system_bench.vector_search(sizes, device)
@@ -149,6 +153,11 @@ def main() -> None:
         help="what to measure",
     )
     parser.add_argument("--skip-vectors", action="store_true", help="skip the 100k/1M vector-search section")
+    parser.add_argument(
+        "--skip-runtimes",
+        action="store_true",
+        help="skip ONNX Runtime and OpenVINO against torch (CPU only; alone: python -m bench.runtimes)",
+    )
     parser.add_argument(
         "--vector-stores",
         type=int,

@@ -132,6 +132,15 @@ class Settings(BaseSettings):
             "queries but agrees less (figures: bench/results/)."
         ),
     )
+    inference_runtime: Literal["torch", "onnxruntime", "openvino"] = Field(
+        default="torch",
+        description=(
+            "What runs the retrieval model's graphs on the CPU: torch, or ONNX Runtime or OpenVINO (the "
+            "runtimes extra) for the graphs where it was measured faster at top-10 agreement with "
+            "float32 (bench/results/runtimes-*); exports are kept under data_dir/onnx. CPU and "
+            "float32 only."
+        ),
+    )
     text_batch_size: int = Field(default=64, ge=1, le=4096)
     itm_batch_size: int = Field(default=32, ge=1, le=4096)
     caption_batch_size: int = Field(default=8, ge=1, le=1024)

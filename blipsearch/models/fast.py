@@ -20,6 +20,8 @@ import inspect
 import math
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -129,6 +131,17 @@ class SdpaTextSelfAttention(BlipTextSelfAttention):
             # Each row of probs sums to one, so the value bias passes through unchanged.
             context = context + self.value.bias.view(1, heads, 1, head_dim)
         return context
+
+
+@contextmanager
+def cross_attention_order(order: CrossAttentionOrder) -> Iterator[None]:
+    """Fix the order for a while: an exported graph cannot choose one per call."""
+    global CROSS_ATTENTION_ORDER
+    before, CROSS_ATTENTION_ORDER = CROSS_ATTENTION_ORDER, order
+    try:
+        yield
+    finally:
+        CROSS_ATTENTION_ORDER = before
 
 
 def _use_factorized(query_length: int, key_length: int, head_dim: int) -> bool:

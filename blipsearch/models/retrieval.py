@@ -18,9 +18,11 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import BlipForImageTextRetrieval
 
-from blipsearch.errors import InvalidInputError
-from blipsearch.models.fast import accelerate
+from blipsearch.errors import ConfigError, InvalidInputError
+from blipsearch.models.fast import accelerate, use_sdpa
 from blipsearch.models.loading import LoadedCheckpoint, load_configured, preprocess_images
+from blipsearch.models.onnx_backend import GraphBackend, open_backend
+from blipsearch.models.onnx_graphs import OPSET
 from blipsearch.models.runtime import chunks
 from blipsearch.settings import BLIP_MAX_TEXT_TOKENS, Settings
 from blipsearch.text_input import refuse_nul
@@ -85,6 +87,7 @@ class RetrievalModel:
         itm_batch_size: int = 32,
         max_text_tokens: int = BLIP_MAX_TEXT_TOKENS,
         precision: str | None = None,
+        backend: GraphBackend | None = None,
     ) -> None:
         if not isinstance(checkpoint.model, BlipForImageTextRetrieval):
             raise TypeError("RetrievalModel needs a BlipForImageTextRetrieval checkpoint")
@@ -99,11 +102,14 @@ class RetrievalModel:
         self.max_text_tokens = max_text_tokens
         self.precision = precision or str(checkpoint.dtype).removeprefix("torch.")
         """What the weights compute in: float32, bfloat16, float16, or int8 (dynamic quantisation)."""
+        self.backend = backend
+        """ONNX Runtime or OpenVINO for the graphs in `backend.graphs` (`inference_runtime`)."""
 
     @classmethod
     def load(cls, source: str, settings: Settings | None = None) -> RetrievalModel:
         settings = settings or Settings()
         checkpoint = load_configured(BlipForImageTextRetrieval, source, "retrieval", settings)
+        backend = _backend(checkpoint, settings)
         precision = accelerate(
             checkpoint.model,
             checkpoint.device,
@@ -121,7 +127,11 @@ class RetrievalModel:
             itm_batch_size=settings.itm_batch_size,
             max_text_tokens=settings.max_text_tokens,
             precision=precision,
+            backend=backend,
         )
+
+    def _uses(self, graph: str) -> bool:
+        return self.backend is not None and graph in self.backend.graphs
 
     @property
     def fingerprint(self) -> str:
@@ -177,9 +187,15 @@ class RetrievalModel:
         tokens: list[torch.Tensor] = []
         for start in range(0, pixels.shape[0], self.image_batch_size):
             batch = pixels[start : start + self.image_batch_size].to(self.device, self.dtype)
-            hidden = self.model.vision_model(pixel_values=batch).last_hidden_state
-            projected = self.model.vision_proj(hidden[:, 0, :])
-            vectors.append(F.normalize(projected.float(), dim=-1).cpu())
+            if self._uses("vision"):
+                assert self.backend is not None
+                found, states = self.backend.vision(batch.float().numpy())
+                vectors.append(torch.from_numpy(found))
+                hidden = torch.from_numpy(states).to(self.dtype)
+            else:
+                hidden = self.model.vision_model(pixel_values=batch).last_hidden_state
+                projected = self.model.vision_proj(hidden[:, 0, :])
+                vectors.append(F.normalize(projected.float(), dim=-1).cpu())
             if return_vision_tokens:
                 tokens.append(hidden)
         array = torch.cat(vectors).numpy() if vectors else np.zeros((0, self.embedding_dim), dtype=np.float32)
@@ -211,6 +227,11 @@ class RetrievalModel:
         vectors = torch.empty(len(cleaned), self.embedding_dim)
         for positions in chunks(order, self.text_batch_size):
             encoded = self.tokenize([cleaned[i] for i in positions])
+            if self._uses("text"):
+                assert self.backend is not None
+                found = self.backend.text(encoded["input_ids"].numpy(), encoded["attention_mask"].numpy())
+                vectors[list(positions)] = torch.from_numpy(found)
+                continue
             hidden = self.model.text_encoder(
                 input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]
             ).last_hidden_state
@@ -253,6 +274,15 @@ class RetrievalModel:
                 encoded = {k: v.expand(stop - start, -1) for k, v in query.items()}
             else:
                 encoded = self.tokenize(text_list[start:stop])
+            if self._uses("itm"):
+                assert self.backend is not None
+                found = self.backend.itm(
+                    encoded["input_ids"].numpy(),
+                    encoded["attention_mask"].numpy(),
+                    image_hidden.float().numpy(),
+                )
+                scores.append(torch.from_numpy(found))
+                continue
             image_mask = torch.ones(image_hidden.shape[:-1], dtype=torch.long, device=self.device)
             hidden = self.model.text_encoder(
                 input_ids=encoded["input_ids"],
@@ -263,3 +293,21 @@ class RetrievalModel:
             logits = self.model.itm_head(hidden[:, 0, :])
             scores.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu())
         return torch.cat(scores).numpy().astype(np.float32, copy=False)
+
+
+def _backend(checkpoint: LoadedCheckpoint, settings: Settings) -> GraphBackend | None:
+    """The configured runtime's sessions, exported from the float32 model before any int8
+    quantisation; torch keeps the graphs the runtime was not measured faster on."""
+    runtime = settings.inference_runtime
+    if runtime == "torch":
+        return None
+    if checkpoint.device.type != "cpu" or checkpoint.dtype != torch.float32:
+        raise ConfigError(
+            f"inference_runtime={runtime} runs float32 graphs on the CPU; this model runs on "
+            f"{checkpoint.device.type} in {str(checkpoint.dtype).removeprefix('torch.')} "
+            "(set device=cpu and dtype=float32, or inference_runtime=torch)."
+        )
+    if settings.attention == "sdpa":
+        use_sdpa(checkpoint.model)
+    key = f"{checkpoint.fingerprint}-{settings.attention}-opset{OPSET}"
+    return open_backend(runtime, checkpoint.model, settings.data_dir / "onnx" / key)
