@@ -10,6 +10,7 @@ has more than `max_in_flight` requests out (the rest are counted as `not_sent`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -60,6 +61,7 @@ class Outcome:
     rerank_shed: bool = False
     query: str | None = None
     hits: tuple[tuple[int, float], ...] | None = None
+    retry_after: float | None = None
 
 
 async def send(
@@ -78,6 +80,9 @@ async def send(
     except httpx.HTTPError:
         return Outcome(kind, NO_ANSWER, clock() - due)
     outcome = Outcome(kind, response.status_code, clock() - due)
+    if response.status_code == 503:
+        with contextlib.suppress(ValueError):
+            outcome.retry_after = float(response.headers.get("retry-after", ""))
     if response.status_code == 200:
         page = response.json()
         outcome.reranked_count = page.get("reranked_count")
@@ -101,11 +106,16 @@ async def closed_loop(
     seconds: float,
     *,
     max_requests: int,
+    retry_after_cap: float = 1.0,
     clock: Clock = time.perf_counter,
 ) -> tuple[list[Outcome], float]:
     """`clients` clients, each sending its next request when the last is answered; until `seconds`
     have passed or `max_requests` were sent. Returns the outcomes and the elapsed seconds (until the
-    last answer)."""
+    last answer).
+
+    A client refused with 503 waits its Retry-After (at most `retry_after_cap` s) as a polite
+    client does: retrying at once would spin on the refusals and take CPU from the server it shares
+    the machine with."""
     check_loopback(base)
     outcomes: list[Outcome] = []
     numbers = iter(range(max_requests))
@@ -118,7 +128,10 @@ async def closed_loop(
                 number = next(numbers, None)
                 if number is None:
                     return
-                outcomes.append(await send(client, base, workload, number, clock(), clock))
+                outcome = await send(client, base, workload, number, clock(), clock)
+                outcomes.append(outcome)
+                if outcome.retry_after:
+                    await asyncio.sleep(max(0.0, min(outcome.retry_after, retry_after_cap, end - clock())))
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
         return outcomes, clock() - started

@@ -96,6 +96,7 @@ def test_refused_requests_are_counted_as_503(served: tuple[str, Any]) -> None:
         assert summary[kind]["statuses"] == {"503": 5} and summary[kind]["share_503"] == 1.0
         assert summary[kind]["p99_ms"] is None and summary[kind]["other_errors"] == 0
     assert _server_counts(base)[("/v1/search", "503")] == 5
+    assert all(outcome.retry_after is not None and outcome.retry_after > 0 for outcome in outcomes)
 
 
 def test_a_level_stops_at_its_request_count(served: tuple[str, Any]) -> None:
