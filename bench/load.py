@@ -150,6 +150,7 @@ def drive_config(
                 outcomes, elapsed, server, rate=rate, multiple=multiple
             )
             progress("open", subject=subject.key, config=config.name, **_brief(level))
+        result["stage_mean_ms"] = server.stage_means_ms()
     return result, answers
 
 

@@ -162,6 +162,18 @@ def _subject(key: str, section: dict[str, Any]) -> list[str]:
         for name, config in section["configs"].items()
     )
     out += ["", f"Start (to /readyz) and RSS when ready: {ready}."]
+    stage_rows = [
+        f"- {name}: " + ", ".join(f"{stage} {ms}" for stage, ms in config["stage_mean_ms"].items())
+        for name, config in section["configs"].items()
+        if config.get("stage_mean_ms")
+    ]
+    if stage_rows:
+        out += [
+            "",
+            "Where the time goes: mean ms per query stage (the server's /metrics, its whole run):",
+            "",
+        ]
+        out += stage_rows
     equal = section.get("equal_results")
     if equal:
         out += [

@@ -205,6 +205,20 @@ class Server:
                 time.sleep(0.5)
         raise RuntimeError(f"the server was not ready in {timeout:.0f} s; see {self.log}")
 
+    def stage_means_ms(self) -> dict[str, float]:
+        """Mean milliseconds per query stage over the server's life, from its own /metrics histograms:
+        where a request's time goes (encode, vector, keyword, rerank, fetch, ...)."""
+        text = httpx.get(f"{self.base}/metrics", timeout=30, trust_env=False).text
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for line in text.splitlines():
+            for suffix, into in (("_sum", sums), ("_count", counts)):
+                prefix = f'blipsearch_stage_seconds{suffix}{{stage="'
+                if line.startswith(prefix):
+                    stage, _, value = line[len(prefix) :].partition('"} ')
+                    into[stage] = float(value)
+        return {stage: round(1000 * sums[stage] / counts[stage], 1) for stage in sums if counts.get(stage)}
+
     def rss(self) -> int:
         return tree_rss(self.process.pid)
 

@@ -27,7 +27,7 @@ from bench.load_client import (
     summarize,
 )
 from bench.load_report import markdown, targets
-from bench.load_server import tree_rss
+from bench.load_server import Server, tree_rss
 from blipsearch.api.app import create_app
 from blipsearch.indexer.pipeline import Indexer
 
@@ -248,3 +248,12 @@ def test_markdown_has_the_targets_and_every_level() -> None:
     )
     assert "Load average (1 min) at the start 1.0, at the end 2.0" in text
     assert "5 of 5 queries answered by both configurations" in text
+
+
+def test_stage_means_come_from_the_servers_histograms(served: tuple[str, Any]) -> None:
+    base, _ = served
+    asyncio.run(closed_loop(base, Workload(QUERIES), 1, 600.0, max_requests=3))
+    server = Server.__new__(Server)
+    server.base = base
+    stages = server.stage_means_ms()
+    assert "encode" in stages and all(ms >= 0 for ms in stages.values())
