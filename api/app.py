@@ -23,9 +23,10 @@ from fastapi.staticfiles import StaticFiles
 
 from blipsearch import __version__
 from blipsearch.api import captions, facets, items, search_routes
+from blipsearch.api.admission import gate_for
 from blipsearch.api.consistency import ConsistentReads
 from blipsearch.api.contract import declare_error_responses
-from blipsearch.api.deps import AppState, InferenceGate
+from blipsearch.api.deps import AppState
 from blipsearch.api.docs_pages import FAVICON_PATH, install_docs_pages
 from blipsearch.api.errors import ApiError, UnexpectedErrors, errors, install_error_handlers
 from blipsearch.api.headers import SecurityHeaders
@@ -60,11 +61,12 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
         state = AppState(
             settings=settings,
             service=engine,
-            gate=InferenceGate(settings.inference_workers or 1, settings.inference_queue),
+            gate=gate_for(settings, metrics),
             vqa=vqa,
             started=time.time(),
         )
         state.extras["metrics"] = metrics
+        engine.work.observe(lambda kind, size: metrics.batch_items.labels(kind).observe(size))
         upkeep = ServerUpkeep(settings, engine).start()
         state.jobs = _start_jobs(settings, engine)
         app.state.blip = state

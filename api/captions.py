@@ -50,4 +50,4 @@ async def caption_item(
         service.refresh()
         return CaptionOut(item_id=item_id, caption=captions[item_id], generated=True)
 
-    return await state.gate.run(work)
+    return await state.gate.run(work, write=True)

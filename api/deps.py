@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hmac
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
-import anyio
 from fastapi import Path, Request
 
+from blipsearch.api.admission import InferenceGate
 from blipsearch.api.errors import ApiError
 from blipsearch.models.vqa import VisualQA
 from blipsearch.search.service import SearchService
@@ -20,31 +18,6 @@ from blipsearch.storage.catalog import Catalog
 T = TypeVar("T")
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A catalog item id.")]
 """Bounded, so an absurd id is a 422 rather than a database overflow."""
-
-
-class InferenceGate:
-    """Runs model work off the event loop, a few at a time, with a bounded waiting line.
-
-    Beyond `workers` running and `queue` waiting, a request is refused at once with 503 and
-    Retry-After: an overloaded CPU server answers "busy" instead of timing everyone out.
-    """
-
-    def __init__(self, workers: int, queue: int) -> None:
-        self.limiter = anyio.CapacityLimiter(workers)
-        self.capacity = workers + queue
-        self._admitted = 0
-        self._lock = threading.Lock()
-
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
-        with self._lock:
-            if self._admitted >= self.capacity:
-                raise ApiError(503, "overloaded", "The server is busy; retry in a moment.")
-            self._admitted += 1
-        try:
-            return await anyio.to_thread.run_sync(function, *args, limiter=self.limiter)
-        finally:
-            with self._lock:
-                self._admitted -= 1
 
 
 @dataclass

@@ -116,7 +116,7 @@ async def add_item(
         state.service.refresh()
         return item_id
 
-    item_id = await state.gate.run(add)
+    item_id = await state.gate.run(add, write=True)
     return await anyio.to_thread.run_sync(_item_json, state, item_id, request)
 
 
@@ -160,7 +160,7 @@ async def update_item(
         writer.update(item_id, fields)
         state.service.refresh()
 
-    await state.gate.run(update)
+    await state.gate.run(update, write=True)
     return await anyio.to_thread.run_sync(_item_json, state, item_id, request)
 
 
@@ -173,7 +173,7 @@ async def delete_item(state: State, item_id: ItemId) -> Response:
         writer.delete(item_id)
         state.service.refresh()
 
-    await state.gate.run(delete)
+    await state.gate.run(delete, write=True)
     return Response(status_code=204)
 
 
@@ -262,7 +262,7 @@ class Question(BaseModel):
 
 
 @router.post("/{item_id}/ask", dependencies=Read, summary="Ask a question about an item's image (VQA)")
-async def ask(state: State, item_id: ItemId, body: Question) -> dict[str, str]:
+async def ask(request: Request, state: State, item_id: ItemId, body: Question) -> dict[str, str]:
     if state.vqa is None:
         raise ApiError(404, "vqa_unavailable", "No question-answering model is configured on this server.")
     item = await anyio.to_thread.run_sync(_item, state, item_id)
@@ -271,4 +271,4 @@ async def ask(state: State, item_id: ItemId, body: Question) -> dict[str, str]:
     def answer() -> str:
         return vqa.answer(_open(state, item), body.question)
 
-    return {"answer": await state.gate.run(answer)}
+    return {"answer": await state.gate.run(answer, request=request)}

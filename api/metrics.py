@@ -41,6 +41,26 @@ class Metrics:
             "blipsearch_index_vectors", "Vectors in each live index", ["index"], registry=self.registry
         )
         self.items = Gauge("blipsearch_items", "Catalog items by status", ["status"], registry=self.registry)
+        self.in_progress = Gauge(
+            "blipsearch_admitted_requests",
+            "Requests admitted to model work (running or waiting)",
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "blipsearch_rerank_shed",
+            "Requests admitted with less than the full re-ranking depth (overload)",
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "blipsearch_overload_refused", "Requests refused with 503 overloaded", registry=self.registry
+        )
+        self.batch_items = Histogram(
+            "blipsearch_batch_items",
+            "Items per batched forward (texts, itm pairs, images, captions)",
+            ["kind"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
 
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():

@@ -107,7 +107,7 @@ async def _text_or_browse(
             400, "query_too_long", f"The query is over {state.settings.max_query_chars} characters."
         )
     if q is not None and q.strip():
-        page = await state.gate.run(state.service.text_to_images, q, options)
+        page = await state.gate.run(state.service.text_to_images, q, options, request=request)
     elif options.filters:
         # SQL only: no need to queue behind model work
         page = await anyio.to_thread.run_sync(state.service.browse, options)
@@ -121,7 +121,7 @@ async def search_image(
     request: Request, state: State, options: Options, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
     data = await read_upload(file, state.settings)
-    page = await state.gate.run(lambda: state.service.image_to_images(data, options=options))
+    page = await state.gate.run(lambda: state.service.image_to_images(data, options=options), request=request)
     return page_json(page, request)
 
 
@@ -130,13 +130,15 @@ async def search_texts(
     request: Request, state: State, options: Options, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
     data = await read_upload(file, state.settings)
-    page = await state.gate.run(lambda: state.service.image_to_texts(data, options=options))
+    page = await state.gate.run(lambda: state.service.image_to_texts(data, options=options), request=request)
     return page_json(page, request)
 
 
 @router.get("/items/{item_id}/similar", summary="More like this item", response_model=SearchPageOut)
 async def similar(request: Request, state: State, options: Options, item_id: ItemId) -> dict[str, Any]:
-    page = await state.gate.run(lambda: state.service.image_to_images(item_id=item_id, options=options))
+    page = await state.gate.run(
+        lambda: state.service.image_to_images(item_id=item_id, options=options), request=request
+    )
     return page_json(page, request)
 
 
@@ -146,5 +148,7 @@ async def similar(request: Request, state: State, options: Options, item_id: Ite
     response_model=SearchPageOut,
 )
 async def item_texts(request: Request, state: State, options: Options, item_id: ItemId) -> dict[str, Any]:
-    page = await state.gate.run(lambda: state.service.image_to_texts(item_id=item_id, options=options))
+    page = await state.gate.run(
+        lambda: state.service.image_to_texts(item_id=item_id, options=options), request=request
+    )
     return page_json(page, request)

@@ -45,11 +45,16 @@ class SearchPageOut(BaseModel):
     reranked: bool = Field(description="The shortlist was re-ranked by ITM.")
     reranked_count: int = Field(
         description="Candidates ITM scored: the deployment's re-rank depth or the shortlist, whichever is "
-        "shorter; fewer only when rerank_deadline_hit."
+        "shorter; fewer only when rerank_deadline_hit or rerank_shed."
     )
     rerank_deadline_hit: bool = Field(
         description="The re-rank safety deadline stopped scoring early: the unscored rest of the shortlist "
         "keeps its first-stage order, so this page may disagree with another page of the query."
+    )
+    rerank_shed: bool = Field(
+        default=False,
+        description="The server was overloaded and re-ranked fewer candidates than its depth (none at "
+        "worst) instead of refusing the request: this page may disagree with another page of the query.",
     )
     sort: str = Field(description="The order of the results: relevance, price_asc, price_desc or newest.")
     total: TotalOut | None = Field(description="How many results the query has, exact or at least.")

@@ -51,3 +51,11 @@ class IndexLockedError(BlipsearchError):
 
 class UnsupportedTransformersError(BlipsearchError):
     """The installed transformers is one the fast paths were not proven on (version or internals)."""
+
+
+class RequestCancelledError(BlipsearchError):
+    """The request's client went away before its model work ran; the work was dropped."""
+
+
+class RequestExpiredError(BlipsearchError):
+    """The request waited past its deadline (`request_deadline_ms`); its work was dropped."""

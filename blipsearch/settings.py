@@ -485,7 +485,7 @@ class Settings(BaseSettings):
         ge=1,
         le=1024,
         description=(
-            "Requests in progress at once (each in its own thread). Unset: 16 with batching (their "
+            "Requests in progress at once (each in its own thread). Unset: 48 with batching (their "
             "model work shares forwards), 1 without (each forward would take the whole CPU)."
         ),
     )
@@ -508,11 +508,15 @@ class Settings(BaseSettings):
             "on CPU, 5 ms on CUDA/MPS."
         ),
     )
-    batch_max_texts: int = Field(default=32, ge=1, le=4096, description="Most query texts per batched encode.")
+    batch_max_texts: int = Field(
+        default=32, ge=1, le=4096, description="Most query texts per batched encode."
+    )
     batch_max_itm_pairs: int = Field(
         default=64, ge=1, le=4096, description="Most (query, candidate) pairs per batched ITM forward."
     )
-    batch_max_images: int = Field(default=8, ge=1, le=1024, description="Most query images per batched embed.")
+    batch_max_images: int = Field(
+        default=8, ge=1, le=1024, description="Most query images (or images to caption) per batched forward."
+    )
     rerank_shed_from: float = Field(
         default=0.5,
         ge=0,

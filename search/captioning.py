@@ -16,6 +16,7 @@ from PIL import Image
 from blipsearch.errors import InvalidInputError
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
+from blipsearch.search.model_work import ModelWork
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
 from blipsearch.storage.item_images import ItemImages
@@ -40,6 +41,9 @@ class CaptionWriter:
         self.catalog = catalog
         self._captioner = captioner
         self.images = ItemImages(settings)
+        self.work: ModelWork | None = None
+        """Set by the search service: its captions and caption vectors then batch with other
+        requests' model work."""
 
     @property
     def captioner(self) -> Captioner:
@@ -49,6 +53,8 @@ class CaptionWriter:
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
         """Captions of images that are not catalog items (`blipsearch describe`): never stored."""
+        if self.work is not None:
+            return self.work.caption(images)
         return self.captioner.caption(list(images))
 
     def caption_items(self, item_ids: Sequence[int], *, replace: bool = False) -> dict[int, str]:
@@ -78,9 +84,13 @@ class CaptionWriter:
                 log.warning("cannot caption item", extra={"item_id": item.id, "reason": str(exc)})
         if not images:
             return {}
-        texts = self.captioner.caption(images)
+        if self.work is not None:
+            texts = self.work.caption(images)
+            vectors = self.work.embed_texts(texts)
+        else:
+            texts = self.captioner.caption(images)
+            vectors = self.model.embed_texts(texts)
         captions = dict(zip(ids, texts, strict=True))
-        vectors = self.model.embed_texts(texts)
         self.catalog.store_captions(
             captions,
             self.captioner.fingerprint,

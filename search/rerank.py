@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
+from blipsearch.errors import FeatureUnavailableError
+from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel
 from blipsearch.search.fusion import rerank_scores
+from blipsearch.search.model_work import ModelWork
 from blipsearch.search.query_cache import LruCache
 from blipsearch.search.rerank_depth import RerankDepth, decide_rerank_depth, rerank_deadline_seconds
 from blipsearch.search.results import SearchOptions
@@ -51,13 +53,16 @@ class ItmReranker:
         model: RetrievalModel,
         catalog: Catalog,
         vision: FileVisionTokens,
+        work: ModelWork | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`work` is the service's shared model work; alone, the reranker batches only its own."""
         self.settings = settings
         self.model = model
         self.catalog = catalog
         self.vision = vision
+        self.work = work or ModelWork(settings, model, captioner=_no_captioner)
         self.clock = clock
         self.itm_cache: LruCache[float] = LruCache(settings.query_cache_entries * 8)
         self.decided: RerankDepth | None = None
@@ -97,7 +102,7 @@ class ItmReranker:
         follows in first-stage order too, without the flag.
         """
         shortlist = ids[:rerank_k]
-        items = {item.id: item for item in self.catalog.items_by_ids(shortlist)}
+        items = {item.id: item for item in self.catalog.items_by_ids(shortlist, related=False)}
         itm: dict[int, float] = {}
         pending: list[Item] = []
         for item_id in shortlist:
@@ -110,7 +115,9 @@ class ItmReranker:
             else:
                 itm[item_id] = known
         deadline = self.clock() + self.deadline_seconds()
-        slice_size = max(1, -(-len(shortlist) // DEADLINE_CHECKS))
+        # batched, the whole shortlist goes at once: the batcher itself drops a request past its deadline
+        checks = 1 if self.work.batched else DEADLINE_CHECKS
+        slice_size = max(1, -(-len(shortlist) // checks))
         deadline_hit = False
         while pending:
             batch, pending = pending[:slice_size], pending[slice_size:]
@@ -118,7 +125,7 @@ class ItmReranker:
             scorable = [item for item in batch if item.id in tokens]
             if scorable:
                 stacked = torch.stack([tokens[item.id] for item in scorable])
-                probabilities = self.model.itm_scores(query, vision_tokens=stacked)
+                probabilities = self.work.itm_scores(query, stacked)
                 for item, probability in zip(scorable, probabilities, strict=True):
                     itm[item.id] = float(probability)
                     self.itm_cache.put((query, item.id, item.content_hash), float(probability))
@@ -153,7 +160,7 @@ class ItmReranker:
 
     def texts_for_image(
         self,
-        image: Image.Image | None,
+        image_tokens: torch.Tensor | None,
         item_id: int | None,
         order: list[int],
         rows: dict[int, ItemText],
@@ -161,14 +168,18 @@ class ItmReranker:
         itc: dict[int, float],
     ) -> tuple[list[int], dict[int, float]]:
         shortlist = order[:rerank_k]
-        if image is not None:
-            tokens = self.model.vision_tokens([image])
+        if image_tokens is not None:
+            tokens = image_tokens[None]
         else:
             found = self.vision.tokens(self.catalog.items_by_ids([item_id] if item_id is not None else []))
             if item_id not in found:
                 return order, {}
             tokens = found[item_id][None]
         expanded = tokens.expand(len(shortlist), *tokens.shape[1:])
-        probabilities = self.model.itm_scores([rows[i].text for i in shortlist], vision_tokens=expanded)
+        probabilities = self.work.itm_scores([rows[i].text for i in shortlist], expanded)
         itm = {vector_id: float(p) for vector_id, p in zip(shortlist, probabilities, strict=True)}
         return self.by_rerank_key(shortlist, itm, itc, shortlist) + order[rerank_k:], itm
+
+
+def _no_captioner() -> Captioner:
+    raise FeatureUnavailableError("The re-ranker writes no captions.")

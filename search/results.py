@@ -111,10 +111,14 @@ class SearchPage:
     reranked: bool
     timings: dict[str, float] = field(default_factory=dict)
     reranked_count: int = 0
-    """Candidates ITM scored: the whole shortlist, fewer only when `rerank_deadline_hit`."""
+    """Candidates ITM scored: the whole shortlist, fewer only when `rerank_deadline_hit` or
+    `rerank_shed`."""
     rerank_deadline_hit: bool = False
     """The re-rank safety deadline stopped scoring early: the unscored rest of the shortlist follows
     the scored candidates in first-stage order, so this page may not agree with another one."""
+    rerank_shed: bool = False
+    """The server was overloaded when the request arrived and re-ranked fewer candidates than its
+    depth (none at worst) rather than refuse the request; the page may disagree with another one."""
     sort: SortKey = "relevance"
     total: Total | None = None
     browse: bool = False
@@ -129,6 +133,7 @@ class SearchPage:
             "reranked": self.reranked,
             "reranked_count": self.reranked_count,
             "rerank_deadline_hit": self.rerank_deadline_hit,
+            "rerank_shed": self.rerank_shed,
             "sort": self.sort,
             "total": self.total.as_dict() if self.total is not None else None,
             "browse": self.browse,

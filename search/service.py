@@ -38,11 +38,13 @@ from blipsearch.errors import InvalidInputError
 from blipsearch.images import decode_image
 from blipsearch.models.captioner import Captioner
 from blipsearch.models.retrieval import RetrievalModel, validate_texts
+from blipsearch.search.batching import current_ticket
 from blipsearch.search.browse import browse_page
 from blipsearch.search.captioning import CaptionWriter
 from blipsearch.search.filters import matching_item_ids
 from blipsearch.search.fusion import reciprocal_rank_fusion
 from blipsearch.search.keyword import KeywordSearch
+from blipsearch.search.model_work import ModelWork, QueryImage
 from blipsearch.search.ordering import sort_ranked
 from blipsearch.search.query_cache import LruCache
 from blipsearch.search.ranking_rules import exact_order, keyword_above_floor, pin_first, vector_above_floor
@@ -108,6 +110,9 @@ class SearchService:
         self.model = model
         self.catalog = catalog
         self.captions = CaptionWriter(settings, model, catalog, captioner)
+        self.work = ModelWork(settings, model, lambda: self.captions.captioner)
+        """Query-time forwards, shared by concurrent requests (search/batching.py)."""
+        self.captions.work = self.work
         self._decode_slots = threading.BoundedSemaphore(settings.max_concurrent_decodes)
         """Query decodes at once: each may hold up to max_query_pixels of RGB in memory."""
         self.vision = vision or vision_token_source(model, settings)
@@ -121,7 +126,7 @@ class SearchService:
             clock=clock,
         )
         self.query_vectors: LruCache[np.ndarray] = LruCache(settings.query_cache_entries)
-        self.reranker = ItmReranker(settings, model, catalog, self.vision, clock=clock)
+        self.reranker = ItmReranker(settings, model, catalog, self.vision, self.work, clock=clock)
         self.itm_cache = self.reranker.itm_cache
 
     @classmethod
@@ -160,10 +165,9 @@ class SearchService:
         with self.store.searching():
             self.store.refresh()
             allowed = self._allowed(options, timings)
-            rerank_k = self.reranker.depth(options)
-            depth = max(
-                options.offset + options.k + 1, rerank_k if rerank_k else 0, self._sort_depth(options)
-            )
+            full_k = self.reranker.depth(options)
+            rerank_k = _shed(full_k)
+            depth = max(options.offset + options.k + 1, full_k, self._sort_depth(options))
             ranked = self._first_stage(query, vector, mode, depth, allowed, timings)
         pinned = len(ranked.exact)  # exact hits lead; ITM orders only what follows them
         # a sorted page's tie order is the re-ranked order on every page, so all pages re-rank
@@ -184,6 +188,7 @@ class SearchService:
         page = self._image_page(mode, ranked, itm, options, reranked, timings)
         page.reranked_count = len(itm)
         page.rerank_deadline_hit = deadline_hit
+        page.rerank_shed = rerank_k < full_k
         page.sort, page.total = options.sort, total
         return page
 
@@ -215,7 +220,7 @@ class SearchService:
         cached = self.query_vectors.get(query)
         if cached is not None:
             return cached
-        vector = self.model.embed_texts([query])[0]
+        vector = self.work.embed_texts([query])[0].copy()
         vector.setflags(write=False)
         self.query_vectors.put(query, vector)
         return vector
@@ -259,15 +264,17 @@ class SearchService:
         self._check_page(options)
         timings: dict[str, float] = {}
         decoded = self._decode_query(image) if image is not None else None
-        vector = self._image_query_vector(decoded, item_id, timings)
+        query_image = self._image_query(decoded, item_id, timings)
+        vector = query_image.vector if isinstance(query_image, QueryImage) else query_image
         with self.store.searching():
             self.store.refresh()
             allowed_items = self._allowed(options, timings)
             allowed = text_vector_ids(allowed_items) if allowed_items is not None else None
-            rerank_k = self.reranker.depth(options)
+            full_k = self.reranker.depth(options)
+            rerank_k = _shed(full_k)
             noisy = set() if options.include_noisy else self.catalog.noisy_text_ids()
             # noisy texts stay in the index (originals are never dropped), so fetch past them
-            depth = max(options.offset + options.k + 1, rerank_k) + len(noisy)
+            depth = max(options.offset + options.k + 1, full_k) + len(noisy)
             started = time.perf_counter()
             scores, ids = self.store.texts.search(vector[None, :], depth, allowed_ids=allowed)
             timings["vector"] = time.perf_counter() - started
@@ -279,9 +286,11 @@ class SearchService:
         reranked = bool(rerank_k) and options.offset < rerank_k and bool(order)
         if reranked:
             started = time.perf_counter()
-            order, itm = self.reranker.texts_for_image(decoded, item_id, order, rows, rerank_k, itc)
+            tokens = query_image.tokens if isinstance(query_image, QueryImage) else None
+            order, itm = self.reranker.texts_for_image(tokens, item_id, order, rows, rerank_k, itc)
             timings["rerank"] = time.perf_counter() - started
         page_ids = order[options.offset : options.offset + options.k]
+        shed = rerank_k < full_k
         items = {
             item.id: item for item in self.catalog.items_by_ids(sorted({i // TEXT_SLOTS for i in page_ids}))
         }
@@ -309,6 +318,8 @@ class SearchService:
             options.offset + options.k if more else None,
             reranked,
             timings,
+            reranked_count=len(itm),
+            rerank_shed=shed,
             total=Total(len(order), exact=complete),
         )
 
@@ -415,6 +426,14 @@ class SearchService:
     def _image_query_vector(
         self, image: Image.Image | bytes | None, item_id: int | None, timings: dict[str, float]
     ) -> np.ndarray:
+        query = self._image_query(image, item_id, timings)
+        return query.vector if isinstance(query, QueryImage) else query
+
+    def _image_query(
+        self, image: Image.Image | bytes | None, item_id: int | None, timings: dict[str, float]
+    ) -> np.ndarray | QueryImage:
+        """A catalog item's stored vector, or an uploaded image's vector and vision tokens (one
+        vision pass serves both the ITC search and the ITM re-rank)."""
         if (image is None) == (item_id is None):
             raise InvalidInputError("Give either a query image or the id of an item, not both or neither.")
         started = time.perf_counter()
@@ -422,12 +441,12 @@ class SearchService:
             ids, vectors, _, _ = self.catalog.vectors_for_items([item_id], self.model.fingerprint)
             if not len(ids):
                 raise InvalidInputError(f"Item {item_id} is not an indexed item of this catalog.")
-            vector = vectors[0]
-        else:
-            assert image is not None
-            vector = self.model.embed_images([self._decode_query(image)]).vectors[0]
+            timings["encode"] = time.perf_counter() - started
+            return vectors[0]
+        assert image is not None
+        query = self.work.query_images([self._decode_query(image)])[0]
         timings["encode"] = time.perf_counter() - started
-        return vector
+        return query
 
     def _text_rows(self, vector_ids: list[int]) -> dict[int, ItemText]:
         if not vector_ids:
@@ -477,6 +496,12 @@ class SearchService:
         more = len(ranked.ids) > options.offset + options.k
         next_offset = options.offset + options.k if more else None
         return SearchPage(mode, hits, options.k, options.offset, next_offset, reranked, timings)
+
+
+def _shed(depth: int) -> int:
+    """The re-ranking depth this request may use: all of it unless admission shed some under load."""
+    ticket = current_ticket()
+    return ticket.shed_depth(depth) if ticket is not None and depth else depth
 
 
 def _ordered(scores: np.ndarray, ids: np.ndarray) -> tuple[list[int], dict[int, float]]:

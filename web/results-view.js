@@ -179,6 +179,7 @@ function describePage(search, page, shown) {
   const details = [];
   if (page.reranked) details.push("re-ranked by ITM");
   if (page.rerank_deadline_hit) details.push(`re-ranking stopped early (${page.reranked_count} scored)`);
+  if (page.rerank_shed) details.push(`busy: re-ranked ${page.reranked_count} instead of all`);
   if (page.mode && search.kind === "text") details.push(`${page.mode} search`);
   const timings = page.timings_ms || {};
   const total =
