@@ -203,7 +203,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report.get('when', '')}. "
         f"Load average (1 min) at the start {report['load_1m_start']}, at the end {report['load_1m_end']}; "
         "the clients run on the same cores as the server. Baseline: the unbatched single-worker service "
-        "(BLIPSEARCH_BATCHING=false BLIPSEARCH_INFERENCE_WORKERS=1), measured in the same run.",
+        "(BLIPSEARCH_BATCHING=false BLIPSEARCH_INFERENCE_WORKERS=1, and BLIPSEARCH_RERANK_SHED_FROM=1: "
+        "no re-rank shedding, as before batching), measured in the same run.",
         "",
         "## Targets",
         "",
