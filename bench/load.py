@@ -315,6 +315,7 @@ def parser() -> argparse.ArgumentParser:
         "--work", type=Path, default=None, help="scratch folder, reused across runs (default: temp)"
     )
     p.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and markdown go")
+    p.add_argument("--suffix", default="", help="appended to the report's name (a second run the same day)")
     return p
 
 
@@ -327,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     stem = f"load-{machine_slug(machine())}-{time.strftime('%Y-%m-%d')}" + ("-quick" if args.quick else "")
+    stem += f"-{args.suffix}" if args.suffix else ""
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / f"{stem}.partial.json"
     report = run(args, lambda so_far: partial.write_text(json.dumps(so_far, indent=2) + "\n"))
