@@ -33,6 +33,7 @@ from blipsearch.api.headers import SecurityHeaders
 from blipsearch.api.limits import BodyLimit
 from blipsearch.api.metrics import Metrics, install_metrics
 from blipsearch.api.upkeep import ServerUpkeep
+from blipsearch.api.workers import SINGLE_PROCESS, WorkerRole
 from blipsearch.models.vqa import VisualQA
 from blipsearch.search.service import SearchService
 from blipsearch.settings import Settings
@@ -49,12 +50,17 @@ def web_directory() -> Path:
         return Path(__file__).resolve().parent.parent / "web"
 
 
-def create_app(settings: Settings, *, service: SearchService | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, service: SearchService | None = None, worker: WorkerRole = SINGLE_PROCESS
+) -> FastAPI:
+    """`worker`: which of `serve --workers N`'s processes this app serves in; only the upkeep
+    worker cleans the image store, commits checkpoints and runs ingest jobs."""
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = service or SearchService.open(settings)
+        engine.reranker.agreement = worker.rerank_depth
         if settings.rerank:
             engine.reranker.deployment_depth()  # calibrated before the first query, never during one
         vqa = VisualQA.load(settings.vqa_model, settings) if settings.vqa_model else None
@@ -67,10 +73,18 @@ def create_app(settings: Settings, *, service: SearchService | None = None) -> F
         )
         state.extras["metrics"] = metrics
         engine.work.observe(lambda kind, size: metrics.batch_items.labels(kind).observe(size))
-        upkeep = ServerUpkeep(settings, engine).start()
-        state.jobs = _start_jobs(settings, engine)
+        upkeep = ServerUpkeep(settings, engine, owner=worker.upkeep).start()
+        state.jobs = _start_jobs(settings, engine) if worker.upkeep else None
+        state.extras["worker"] = worker
         app.state.blip = state
-        log.info("api ready", extra={"items": len(engine.store.images), "model": engine.model.fingerprint})
+        log.info(
+            "api ready",
+            extra={
+                "items": len(engine.store.images),
+                "model": engine.model.fingerprint,
+                "worker": worker.index,
+            },
+        )
         try:
             yield
         finally:
@@ -152,7 +166,7 @@ def _health_routes(app: FastAPI, metrics: Metrics) -> None:
     @app.get(
         "/readyz",
         tags=["health"],
-        summary="Model loaded, index generation, item count",
+        summary="Model loaded, index generation, item count, which worker answered",
         responses=errors(503),
     )
     async def readyz(request: Request) -> dict[str, Any]:
@@ -175,6 +189,7 @@ def _health_routes(app: FastAPI, metrics: Metrics) -> None:
             "rerank_depth": decided.depth if decided is not None else None,
             "rerank_depth_source": decided.source if decided is not None else None,
             "uptime_seconds": round(time.time() - state.started, 1),
+            "worker": state.extras["worker"].describe(),
         }
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=PlainTextResponse)

@@ -479,6 +479,24 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `blipsearch serve` listens on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port `blipsearch serve` listens on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Processes `blipsearch serve` runs on one port, each with its own model; the first also "
+            "commits index checkpoints, cleans the image store and runs ingest jobs."
+        ),
+    )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description=(
+            "CPU threads each serving process's model uses. Unset: torch's default (every core) with "
+            "one worker, the cores divided among the workers with several."
+        ),
+    )
     max_query_chars: int = Field(default=1000, ge=1, le=100_000, description="Longest text query accepted.")
     inference_workers: int | None = Field(
         default=None,

@@ -18,10 +18,26 @@ HostOpt = Annotated[
     str | None, typer.Option("--host", help="Address to listen on (default: setting, 127.0.0.1).")
 ]
 PortOpt = Annotated[int | None, typer.Option("--port", help="Port to listen on (default: setting, 8080).")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=64,
+        help="Serving processes, each with its own model (default: setting, 1); the first one also "
+        "commits checkpoints, cleans the image store and runs ingest jobs.",
+    ),
+]
 
 
 def run_server(settings: Settings) -> None:
-    """Serve until interrupted; `blipsearch demo` ends here too once its catalog is indexed."""
+    """Serve until interrupted; `blipsearch demo` ends here too once its catalog is indexed.
+
+    With `workers` above 1 a parent process supervises that many (cli/serve_workers.py).
+    """
+    if settings.workers > 1:
+        _run_workers(settings)
+        return
     import uvicorn
 
     from blipsearch.api.app import create_app
@@ -35,6 +51,10 @@ def run_server(settings: Settings) -> None:
         )
     else:
         console.print(f"blipsearch serving {settings.data_dir} on {address}", highlight=False)
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -45,8 +65,31 @@ def run_server(settings: Settings) -> None:
     )
 
 
+def _run_workers(settings: Settings) -> None:
+    from blipsearch.cli.serve_workers import serve_workers
+
+    address = f"http://{settings.host}:{settings.port}/"
+    if settings.log_format == "json":
+        logging.getLogger("blipsearch.serve").info(
+            "serving",
+            extra={"url": address, "data_dir": str(settings.data_dir), "workers": settings.workers},
+        )
+    else:
+        console.print(
+            f"blipsearch serving {settings.data_dir} on {address} with {settings.workers} workers",
+            highlight=False,
+        )
+    status = serve_workers(settings, settings.workers)
+    if status:
+        raise typer.Exit(status)
+
+
 def serve(
-    ctx: typer.Context, host: HostOpt = None, port: PortOpt = None, data_dir: DataDirOpt = None
+    ctx: typer.Context,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    workers: WorkersOpt = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Serve the HTTP API (/v1, docs at /docs) and the web UI (/) for a data directory."""
-    run_server(session(ctx).settings(host=host, port=port, data_dir=data_dir))
+    run_server(session(ctx).settings(host=host, port=port, workers=workers, data_dir=data_dir))

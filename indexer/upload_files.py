@@ -130,6 +130,17 @@ class UploadFolder:
             self._lock_fd = fd
         return litter
 
+    def join(self) -> None:
+        """Join the serving processes without cleaning: a server that leaves cleaning to another
+        (a `--workers` worker other than the upkeep one) still holds the shared lock, so that the
+        cleaner, restarting, knows uploads may be in flight."""
+        if not self._lockable:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a starting cleaner holds it exclusively
+        self._lock_fd = fd
+
     def close(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)

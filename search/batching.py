@@ -140,6 +140,7 @@ class MicroBatcher(Generic[In, Out]):
         self._arrived: dict[int, float] = {}
         self._condition = threading.Condition()
         self._paused = 0
+        self._closed = False
         self._thread: threading.Thread | None = None
 
     def __call__(self, items: Sequence[In]) -> list[Out]:
@@ -187,14 +188,26 @@ class MicroBatcher(Generic[In, Out]):
                 self._paused -= 1
                 self._condition.notify_all()
 
+    def close(self) -> None:
+        """End the batching thread once nothing waits; a later call starts it again."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+
     def _start(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
+        self._closed = False
+        if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name=f"batch-{self.name}", daemon=True)
             self._thread.start()
 
     def _serve(self) -> None:
         while True:
             batch = self._next_batch()
+            if not batch:
+                return
             live = []
             for waiting in batch:
                 if waiting.live():
@@ -209,6 +222,9 @@ class MicroBatcher(Generic[In, Out]):
         with self._condition:
             while True:
                 while not self._queue or self._paused:
+                    if self._closed and not self._queue:
+                        self._thread = None  # decided under the lock: the next call starts another
+                        return []
                     self._condition.wait()
                 left = self._arrived[id(self._queue[0])] + self.window_seconds - self.clock()
                 if left <= 0 or sum(len(w.items) for w in self._queue) >= self.max_items:

@@ -90,6 +90,11 @@ class ModelWork:
             if isinstance(runner, MicroBatcher):
                 runner.observer = observer
 
+    def close(self) -> None:
+        for runner in (self.texts, self.itm, self.images, self.captions):
+            if isinstance(runner, MicroBatcher):
+                runner.close()
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """ITC vectors [N, D] of query texts (already validated)."""
         rows = self.texts(list(texts))

@@ -30,6 +30,9 @@ from blipsearch.storage.schema import Item, ItemText
 
 log = logging.getLogger(__name__)
 
+DepthAgreement = Callable[[Callable[[], RerankDepth]], RerankDepth]
+"""Given this process's way to decide the depth, the depth every serving process uses."""
+
 DEADLINE_CHECKS = 4
 """Slices a shortlist is scored in, so the safety deadline can stop between them."""
 
@@ -66,13 +69,16 @@ class ItmReranker:
         self.clock = clock
         self.itm_cache: LruCache[float] = LruCache(settings.query_cache_entries * 8)
         self.decided: RerankDepth | None = None
+        self.agreement: DepthAgreement | None = None
+        """Set by a server running several worker processes: they must all use one depth."""
         self._deciding = threading.Lock()
 
     def deployment_depth(self) -> RerankDepth:
         """The depth every query of this deployment uses, decided on first need and then kept."""
         with self._deciding:
             if self.decided is None:
-                self.decided = decide_rerank_depth(self.model, self.settings, self.clock)
+                agree = self.agreement or (lambda decide: decide())
+                self.decided = agree(lambda: decide_rerank_depth(self.model, self.settings, self.clock))
                 log.info(
                     "re-rank depth decided",
                     extra={

@@ -136,6 +136,7 @@ class SearchService:
         return cls(settings, model, Catalog.open(settings), clock=clock)
 
     def close(self) -> None:
+        self.work.close()
         self.catalog.close()
 
     def refresh(self) -> int:

@@ -54,6 +54,7 @@ SLOW_FIRST = (
     "test_server_crash.py",
     "test_indexer_crash.py",
     "test_pgvector_crash.py",
+    "test_cli_serve_workers.py",
     "test_cli_model.py",
     "test_cli_index.py",
     "test_cli_search.py",

@@ -104,6 +104,7 @@ def test_health_readiness_metrics_and_docs(client: httpx.Client) -> None:
     assert ready["ready"] and ready["items"] == 6 and ready["model"].startswith("blip-") and ready["vqa"]
     # decided at start-up: calibrated (its value depends on the machine) within the CPU's most
     assert ready["rerank_depth_source"] == "calibrated" and 1 <= ready["rerank_depth"] <= 8
+    assert ready["worker"] == {"index": 0, "pid": os.getpid(), "upkeep": True}, "one process does it all"
     searched = client.get("/v1/search", params={"q": "red bag"}).json()
     assert isinstance(searched["rerank_deadline_hit"], bool)
     assert 1 <= searched["reranked_count"] <= ready["rerank_depth"]

@@ -215,3 +215,15 @@ def test_the_ticket_travels_with_the_request_and_is_gone_after() -> None:
         seen.append(current_ticket())
     seen.append(current_ticket())
     assert seen == [ticket, None]
+
+
+def test_a_closed_batcher_ends_its_thread_and_a_later_call_starts_it_again() -> None:
+    recorder = Recorder()
+    batcher = _batcher(recorder)
+    assert batcher([1]) == [10]
+    thread = batcher._thread
+    assert thread is not None and thread.is_alive()
+    batcher.close()
+    assert not thread.is_alive()
+    assert batcher([2]) == [20] and recorder.calls == [[1], [2]]
+    batcher.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from blipsearch.api.upkeep import ServerUpkeep
 from blipsearch.indexer.items import ItemWriter
 from blipsearch.indexer.maintenance import index_status, verify
 from blipsearch.indexer.upload_files import IN_FLIGHT_SECONDS, UploadFolder, check_litter
@@ -235,3 +236,51 @@ def test_the_server_cleans_uploads_at_start(settings: Settings, api_server) -> N
     with httpx.Client(base_url=api_server(settings), timeout=60) as client:
         assert client.get("/healthz").status_code == 200
     assert not orphan.exists() and not temporary.exists()
+
+
+# serve --workers N: one upkeep worker ---------------------------------------------------------
+
+
+def test_the_upkeep_worker_commits_writes_made_through_another_worker(
+    settings: Settings, service: SearchService, retrieval: RetrievalModel
+) -> None:
+    other = SearchService(settings, retrieval, Catalog.open(settings))  # another worker's engine
+    try:
+        writer = ItemWriter(settings, other.model, other.catalog)
+        added = [writer.add(png(seed), ItemMetadata()) for seed in (21, 22, 23)]
+        other.refresh()
+        checkpoints = Checkpointer(service, changes=3, seconds=3600, clock=Ticks())
+        assert checkpoints.tick(), "the upkeep worker counts changes it did not make"
+        assert _replayed_at_open(settings, service) == 0
+        assert sorted(service.store.images.ids().tolist()) == sorted(added)
+    finally:
+        other.close()
+
+
+def test_a_worker_without_upkeep_cleans_and_commits_nothing(
+    settings: Settings, service: SearchService
+) -> None:
+    writer = ItemWriter(settings, service.model, service.catalog)
+    writer.add(png(31), ItemMetadata())
+    service.refresh()
+    orphan, _ = _litter(settings)
+    upkeep = ServerUpkeep(settings, service, owner=False).start()
+    upkeep.stop()
+    assert orphan.exists()
+    assert _replayed_at_open(settings, service) == 1, "only the upkeep worker commits generations"
+
+
+def test_a_restarted_upkeep_worker_spares_uploads_a_joined_worker_may_have_in_flight(
+    settings: Settings, service: SearchService
+) -> None:
+    joined = UploadFolder(settings.data_dir)
+    joined.join()  # worker 1: it cleans nothing, but holds the servers' lock while it serves
+    young, temporary = _litter(settings)
+    restarted = UploadFolder(settings.data_dir)  # worker 0 again, after a crash
+    assert not restarted.open(service.catalog)
+    assert young.exists() and temporary.exists()
+    restarted.close()
+    joined.close()
+    alone = UploadFolder(settings.data_dir)
+    assert len(alone.open(service.catalog)) == 2 and not young.exists()
+    alone.close()

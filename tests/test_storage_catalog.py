@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from blipsearch.settings import Settings
 from blipsearch.storage.catalog import Catalog
+from blipsearch.storage.catalog_access import CHANGE_LOG_LOCK
 from blipsearch.storage.item_writes import ItemMetadata, ItemWrite, TextVector
 from blipsearch.storage.schema import TEXT_SLOTS, ItemStatus
 
@@ -76,3 +80,43 @@ def test_an_embedding_without_its_model_is_refused(catalog: Catalog) -> None:
     write.model_fingerprint = None
     with pytest.raises(ValueError, match="fingerprint"):
         catalog.write([write])
+
+
+def test_change_ids_become_visible_in_their_order(catalog: Catalog, database_url: str) -> None:
+    """A server catching up reads "changes after the last id I applied": an id that commits after a
+    later one would be skipped for good. On PostgreSQL (a sequence) a writer that asks for ids
+    while another writer's are uncommitted waits for that commit; SQLite has one writer anyway."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serializes writers itself")
+    (first,) = catalog.write([indexed_write("/photos/a.png", 1)])
+    before = catalog.last_change_id()
+    later: list[int] = []
+    with catalog.sessions() as session, session.begin():
+        catalog._record_changes(session, [first])  # a write in progress: its change id is taken
+        session.flush()
+        writer = threading.Thread(
+            target=lambda: later.extend(catalog.write([indexed_write("/photos/b.png", 2)]))
+        )
+        writer.start()
+        deadline = time.monotonic() + 60
+        while not _waiting_on_the_change_log(catalog):
+            assert time.monotonic() < deadline, "the second writer took a change id without waiting"
+            assert writer.is_alive() and not later, "the second writer committed before the first"
+            time.sleep(0.02)
+        assert catalog.last_change_id() == before
+    writer.join(timeout=60)
+    assert later, "the second writer never finished"
+    changed, last = catalog.changed_items_since(before)
+    assert changed == sorted([first, *later]) and last == before + 2
+
+
+def _waiting_on_the_change_log(catalog: Catalog) -> bool:
+    with catalog.sessions() as session:
+        waiting = session.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND classid = :a AND objid = :b"
+            ),
+            {"a": CHANGE_LOG_LOCK[0], "b": CHANGE_LOG_LOCK[1]},
+        ).scalar_one()
+    return bool(waiting)

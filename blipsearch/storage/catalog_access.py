@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Self
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,9 @@ from blipsearch.storage.pgvector_rows import VectorRows
 from blipsearch.storage.read_routing import ReadRouter, open_standby_engine
 from blipsearch.storage.schema import Change, ChangeOp
 from blipsearch.storage.vector_codec import StorageDType
+
+CHANGE_LOG_LOCK = (0x626C6970, 0x63686773)
+"""pg_advisory_xact_lock(int4, int4) key ('blip', 'chgs') that orders the change log's ids by commit."""
 
 QUERY_CHUNK = 500
 """Ids per IN (...) clause: well under SQLite's and PostgreSQL's parameter limits."""
@@ -73,7 +76,17 @@ class CatalogAccess:
         self, session: Session, item_ids: Sequence[int], op: ChangeOp = ChangeOp.UPSERT
     ) -> None:
         """What every catalog write adds in its own transaction, after its rows are flushed: the
-        change log entries, the keyword documents and the pgvector rows of those items."""
+        change log entries, the keyword documents and the pgvector rows of those items.
+
+        On PostgreSQL change ids come from a sequence: handed out in the order writers ask, but
+        visible in the order they commit. A server that caught up to id 11 while id 10 was still
+        uncommitted would never apply 10. Writers (threads, `serve --workers` processes, servers)
+        therefore take their ids under a transaction lock held to commit: ids commit in order.
+        SQLite has one writer at a time already.
+        """
+        if session.get_bind().dialect.name == "postgresql":
+            key = {"a": CHANGE_LOG_LOCK[0], "b": CHANGE_LOG_LOCK[1]}
+            session.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), key)
         session.add_all(Change(item_id=int(i), op=op.value) for i in item_ids)
         self.keyword_documents.refresh(session, item_ids)
         self.vector_rows.refresh(session, item_ids)
