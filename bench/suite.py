@@ -15,6 +15,7 @@ Runs on CUDA when present (bf16 variants, deeper ITM shortlists), else on the CP
 
     python -m bench                  # ~20 minutes on 2 CPU cores
     python -m bench --quick          # a smoke run: small counts, 100k vectors only
+    python -m bench load --help      # the HTTP load bench (bench/load.py), a run of its own
 """
 
 from __future__ import annotations
