@@ -141,6 +141,14 @@ class Settings(BaseSettings):
             "float32 only."
         ),
     )
+    inference_runtime_graphs: list[Literal["text", "vision", "itm"]] | None = Field(
+        default=None,
+        description=(
+            "The graphs inference_runtime runs instead of torch. Unset: those it was measured faster "
+            "on for both the demo model and BLIP-base (the text encoder). A small model may gain on "
+            "more (the demo model's ITM and ViT under ONNX Runtime: bench/results/runtimes-*)."
+        ),
+    )
     text_batch_size: int = Field(default=64, ge=1, le=4096)
     itm_batch_size: int = Field(default=32, ge=1, le=4096)
     caption_batch_size: int = Field(default=8, ge=1, le=1024)

@@ -21,14 +21,16 @@ RUNTIMES = ("onnxruntime", "openvino")
 
 @pytest.fixture(scope="module", params=RUNTIMES)
 def backed(request, tiny_checkpoints, cpu_settings: Settings, tmp_path_factory) -> RetrievalModel:
-    """The runtime on all three graphs, not only the adopted ones: a CPU where it wins at the ViT
-    or ITM too can adopt them without a new code path."""
+    """The runtime on all three graphs, not only the adopted ones (`inference_runtime_graphs`): a
+    model or CPU where it wins at the ViT or ITM too can hand them over without a new code path."""
     settings = cpu_settings.model_copy(
-        update={"inference_runtime": request.param, "data_dir": tmp_path_factory.mktemp(request.param)}
+        update={
+            "inference_runtime": request.param,
+            "inference_runtime_graphs": ["itm", "text", "vision"],
+            "data_dir": tmp_path_factory.mktemp(request.param),
+        }
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(onnx_backend.ADOPTED, request.param, frozenset({"text", "vision", "itm"}))
-        return RetrievalModel.load(str(tiny_checkpoints.retrieval), settings)
+    return RetrievalModel.load(str(tiny_checkpoints.retrieval), settings)
 
 
 def test_the_runtime_runs_the_graphs_it_was_given(backed: RetrievalModel) -> None:

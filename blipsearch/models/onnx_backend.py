@@ -123,9 +123,14 @@ def exported(model: BlipForImageTextRetrieval, directory: Path, graphs: Iterable
 
 
 def open_backend(
-    runtime: Runtime, model: BlipForImageTextRetrieval, cache: Path, threads: int | None = None
+    runtime: Runtime,
+    model: BlipForImageTextRetrieval,
+    cache: Path,
+    threads: int | None = None,
+    graphs: Iterable[str] | None = None,
 ) -> GraphBackend:
-    """The runtime's sessions for its adopted graphs, exporting them into `cache` first if needed."""
+    """The runtime's sessions for `graphs` (default: its adopted ones), exporting them into `cache`
+    first if needed."""
     if runtime not in ADOPTED:
         raise ConfigError(f"Unknown inference runtime '{runtime}'; choose torch, onnxruntime or openvino.")
     try:
@@ -135,4 +140,5 @@ def open_backend(
         raise ConfigError(
             f"inference_runtime={runtime} needs the runtimes extra: pip install 'blipsearch[runtimes]'."
         ) from None
-    return GraphBackend(runtime, exported(model, cache, sorted(ADOPTED[runtime])), threads)
+    chosen = sorted(set(graphs) if graphs is not None else ADOPTED[runtime])
+    return GraphBackend(runtime, exported(model, cache, chosen), threads)

@@ -310,4 +310,6 @@ def _backend(checkpoint: LoadedCheckpoint, settings: Settings) -> GraphBackend |
     if settings.attention == "sdpa":
         use_sdpa(checkpoint.model)
     key = f"{checkpoint.fingerprint}-{settings.attention}-opset{OPSET}"
-    return open_backend(runtime, checkpoint.model, settings.data_dir / "onnx" / key)
+    return open_backend(
+        runtime, checkpoint.model, settings.data_dir / "onnx" / key, graphs=settings.inference_runtime_graphs
+    )
