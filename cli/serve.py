@@ -10,6 +10,7 @@ from rich.console import Console
 
 from blipsearch.cli.context import session
 from blipsearch.cli.options import DataDirOpt
+from blipsearch.process_memory import limit_malloc_arenas
 from blipsearch.settings import Settings
 
 console = Console(stderr=True)
@@ -55,6 +56,7 @@ def run_server(settings: Settings) -> None:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    limit_malloc_arenas()
     uvicorn.run(
         create_app(settings),
         host=settings.host,

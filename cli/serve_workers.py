@@ -32,6 +32,7 @@ from typing import Any
 
 import uvicorn
 
+from blipsearch.process_memory import limit_malloc_arenas
 from blipsearch.settings import Settings
 
 log = logging.getLogger("blipsearch.serve")
@@ -152,6 +153,7 @@ def worker_main(spec: WorkerSpec) -> None:
     from blipsearch.logs import configure_logging, uvicorn_log_config
 
     settings = spec.settings
+    limit_malloc_arenas()
     configure_logging(settings.log_level, settings.log_format)
     faults.arm(settings.fault_injection)
     threads = torch_threads(settings, spec.workers, machine_cores())
