@@ -49,6 +49,8 @@ from bench.load_report import markdown, targets
 from bench.load_server import (
     BASELINE,
     BATCHED,
+    BLIP_ITC_ONLY,
+    ONNX_ALL,
     Config,
     Server,
     Subject,
@@ -195,6 +197,14 @@ def soak(subject: Subject, load: Workload, args: argparse.Namespace) -> dict[str
     }
 
 
+def onnx_runtime_installed() -> bool:
+    try:
+        __import__("onnxruntime")
+    except ImportError:
+        return False
+    return True
+
+
 def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     budget = Budget(args.deadline_minutes * 60)
     report: dict[str, Any] = {"machine": machine(), "quick": args.quick, "settings": _settings(args)}
@@ -202,6 +212,10 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dic
     configs = [BATCHED]
     if supports_workers():
         configs.append(Config("batched, --workers 2", workers=2))
+        if onnx_runtime_installed():
+            configs.append(
+                Config("batched, --workers 2, ONNX Runtime (all graphs)", dict(ONNX_ALL), workers=2)
+            )
     configs.append(BASELINE)
     report["subjects"] = {}
     if "demo" in args.subjects:
@@ -241,6 +255,11 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dic
             section["configs"][config.name] = result
             peak = peak if peak is not None else result["closed_peak_ok_per_s"]
         section["equal_results"] = compare_answers(answers[BASELINE.name], answers[BATCHED.name])
+        for config in BLIP_ITC_ONLY:
+            result, _ = drive_config(
+                subject, config, load, args, budget, [args.blip_clients], args.blip_seconds, None, []
+            )
+            section["configs"][config.name] = result
         report["subjects"]["blip-base"] = section
         save(report)
     if "demo" in args.subjects and args.soak_seconds:  # last: a short deadline trims it first

@@ -55,6 +55,17 @@ BASELINE = Config(
 """The service before dynamic batching: one request's forwards at a time, and no re-rank shedding (with
 it, one worker sheds most of the depth at 32 clients, and its OK/s would measure first-stage search)."""
 BATCHED = Config("batched (defaults)")
+ONNX_ALL = {
+    "BLIPSEARCH_INFERENCE_RUNTIME": "onnxruntime",
+    "BLIPSEARCH_INFERENCE_RUNTIME_GRAPHS": '["text", "vision", "itm"]',
+}
+"""ONNX Runtime on every graph: measured faster on the demo model's three (bench/results/runtimes-*)."""
+NO_RERANK = {"BLIPSEARCH_RERANK": "false"}
+BLIP_ITC_ONLY = (
+    Config("batched, re-rank off", dict(NO_RERANK)),
+    Config("baseline (unbatched, 1 worker), re-rank off", {**BASELINE.env, **NO_RERANK}),
+)
+"""BLIP-base text queries without ITM: the query encoder alone, which batching is for."""
 
 
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:

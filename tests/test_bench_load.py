@@ -240,7 +240,9 @@ def test_markdown_has_the_targets_and_every_level() -> None:
     report = _report()
     report["targets"] = targets(report, 8)
     text = markdown(report)
-    assert "| demo, 32 clients, text OK/s >= 3x baseline | 30.0 | 10.0 | 3.0 | yes |" in text
+    assert (
+        "| demo, 32 clients, text OK/s >= 3x baseline: batched (defaults) | 30.0 | 10.0 | 3.0 | yes |" in text
+    )
     assert "| 1.12 | **no** |" in text
     assert (
         text.count("| batched (defaults) | 32 |") == 2
