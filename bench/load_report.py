@@ -23,7 +23,7 @@ def _text(config: dict[str, Any] | None, group: str, level: str, key: str) -> An
 
 def _ratio(figure: Any, baseline: Any) -> float | None:
     if isinstance(figure, int | float) and isinstance(baseline, int | float) and baseline > 0:
-        return round(figure / baseline, 2)
+        return round(figure / baseline, 3)
     return None
 
 
