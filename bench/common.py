@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,24 @@ def naive_row(path: Path, data: bytes, vector: np.ndarray, fingerprint: str) -> 
         embedding=vector,
         model_fingerprint=fingerprint,
     )
+
+
+def run_to_results(
+    out: Path,
+    stem: str,
+    run: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+) -> dict[str, Any]:
+    """Run a timed section, keeping `<stem>.partial.json` current (a run cut short keeps what it
+    measured), then write `<stem>.json` and `.md` under `out` and drop the partial file."""
+    started = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f"{stem}.partial.json"
+    report = run(lambda so_far: partial.write_text(json.dumps(so_far, indent=2) + "\n"))
+    partial.unlink(missing_ok=True)
+    report["seconds"] = round(time.time() - started, 1)
+    report["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown(report))
+    print(f"wrote {out / stem}.json and .md")
+    return report

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, machine, machine_slug
+from bench.common import RESULTS, machine, machine_slug, run_to_results
 from bench.load_client import (
     Outcome,
     Workload,
@@ -345,18 +345,9 @@ def main(argv: list[str] | None = None) -> None:
         args.blip_seconds, args.blip_open_rates = 10.0, []
     args.work = args.work or Path(tempfile.mkdtemp(prefix="blipsearch-bench-load-"))
     args.work.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     stem = f"load-{machine_slug(machine())}-{time.strftime('%Y-%m-%d')}" + ("-quick" if args.quick else "")
     stem += f"-{args.suffix}" if args.suffix else ""
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / f"{stem}.partial.json"
-    report = run(args, lambda so_far: partial.write_text(json.dumps(so_far, indent=2) + "\n"))
-    partial.unlink(missing_ok=True)
-    report["seconds"] = round(time.time() - started, 1)
-    report["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(report))
-    print(f"wrote {args.out / stem}.json and .md")
+    run_to_results(args.out, stem, lambda save: run(args, save), markdown)
 
 
 if __name__ == "__main__":

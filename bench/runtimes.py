@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import shutil
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.common import RESULTS, machine, machine_slug
+from bench.common import RESULTS, machine, machine_slug, run_to_results
 from bench.model_bench import text_of_length
 from bench.subjects import DEMO_MODEL, base_size_checkpoint, demo_pairs, settings_for
 from bench.timing import latency, samples
@@ -423,23 +422,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)
     work = args.work or Path(tempfile.mkdtemp(prefix="blipsearch-bench-runtimes-"))
-    started = time.time()
     stem = f"runtimes-{machine_slug(machine())}-{time.strftime('%Y-%m-%d')}" + (
         "-quick" if args.quick else ""
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / f"{stem}.partial.json"
-    report = run(
-        args.quick, work, args.models, lambda so_far: partial.write_text(json.dumps(so_far, indent=2))
-    )
-    partial.unlink(missing_ok=True)
-    report["seconds"] = round(time.time() - started, 1)
-    report["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     from bench.runtimes_report import markdown
 
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(report))
-    print(f"wrote {args.out / stem}.json and .md")
+    run_to_results(args.out, stem, lambda save: run(args.quick, work, args.models, save), markdown)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 

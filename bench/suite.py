@@ -21,7 +21,6 @@ Runs on CUDA when present (bf16 variants, deeper ITM shortlists), else on the CP
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 import time
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 
 from bench import model_bench, ray_indexing, runtimes, system_bench, vector_stores
-from bench.common import RESULTS, machine, machine_slug
+from bench.common import RESULTS, machine, machine_slug, run_to_results
 from bench.subjects import DEMO_MODEL, base_size_checkpoint, default_variant, demo_pairs, load_subject
 from bench.timing import gemm_gflops, int8_gemm_gflops
 
@@ -180,19 +179,10 @@ def main() -> None:
     args = parser.parse_args()
     args.work = args.work or Path(tempfile.mkdtemp(prefix="blipsearch-bench-"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    started = time.time()
     stem = f"{machine_slug(machine())}-{time.strftime('%Y-%m-%d')}" + ("-quick" if args.quick else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / f"{stem}.partial.json"
-    report = run(args, lambda so_far: partial.write_text(json.dumps(so_far, indent=2) + "\n"))
-    partial.unlink(missing_ok=True)
-    report["seconds"] = round(time.time() - started, 1)
-    report["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     from bench.report import markdown, summary
 
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(report))
-    print(f"wrote {args.out / stem}.json and .md")
+    report = run_to_results(args.out, stem, lambda save: run(args, save), markdown)
     if args.update_readme:
         text = README.read_text()
         start, end = text.index(README_START), text.index(README_END)

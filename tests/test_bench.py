@@ -7,6 +7,7 @@ baselines beside every figure and the target verdicts are.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -155,3 +156,20 @@ def test_markdown_has_the_vector_store_section_when_measured() -> None:
     assert "| naive | 1% (10) | 0.5 (0) | 0.05 | 1.0 | 2.0 | 3.0 | 1.0x | HNSW graph (planner) |" in text
     assert "| naive | halfvec HNSW | 1.0 + 1.0 | 4 (4,000) | 1.0 | 3.0 | 2.0x | 1.0 |" in text
     assert "vector_stores" not in markdown(REPORT) and "## Vector stores" not in markdown(REPORT)
+
+
+def test_a_section_keeps_a_partial_report_while_it_runs_and_writes_both_files_at_the_end(tmp_path) -> None:
+    from bench.common import run_to_results
+
+    seen: list[bool] = []
+
+    def section(save):  # type: ignore[no-untyped-def]
+        save({"figures": [1]})
+        seen.append((tmp_path / "x.partial.json").is_file())
+        return {"figures": [1, 2]}
+
+    report = run_to_results(tmp_path, "x", section, lambda data: f"# {len(data['figures'])} figures\n")
+    assert seen == [True] and not (tmp_path / "x.partial.json").exists()
+    assert json.loads((tmp_path / "x.json").read_text())["figures"] == [1, 2]
+    assert (tmp_path / "x.md").read_text() == "# 2 figures\n"
+    assert report["when"] and report["seconds"] >= 0
