@@ -108,9 +108,17 @@ def test_a_hit_deadline_keeps_the_first_stage_order_for_the_rest_and_says_so(
 ) -> None:
     options = SearchOptions(k=8, mode="vector")
     whole = _service(collection, retrieval, ManualClock(), rerank_k=8).text_to_images(QUERY, options)
-    # Eight candidates are scored in slices of two, with a reading after each: at 0.6 s a reading,
-    # the second slice ends past the 1 s deadline and the other four are never scored.
-    stalled = _service(collection, retrieval, ManualClock(step=0.6), rerank_k=8, rerank_deadline_ms=1000.0)
+    # Unbatched, eight candidates are scored in slices of two, with a reading after each: at 0.6 s a
+    # reading, the second slice ends past the 1 s deadline and the other four are never scored.
+    # (Batched, the shortlist goes in one shared forward; request_deadline_ms bounds it instead.)
+    stalled = _service(
+        collection,
+        retrieval,
+        ManualClock(step=0.6),
+        rerank_k=8,
+        rerank_deadline_ms=1000.0,
+        batching=False,
+    )
     cut = stalled.text_to_images(QUERY, options)
     assert cut.rerank_deadline_hit and cut.reranked_count == 4
     assert cut.as_dict()["rerank_deadline_hit"] is True
